@@ -1,0 +1,214 @@
+"""The public Python API: load, save, convert, verify. The CLI is a thin layer over it."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from . import formats
+from .errors import JiTCheckpointError, OutputError
+from .io import atomic_output, check_output_path
+from .schema import JiTCheckpoint
+from .tensors import CHUNK_BYTES, TensorRef, dtype_name, is_tensor, iter_tensor_bytes, nbytes_of, shape_of, to_torch
+
+Progress = Callable[[int], None]
+WEIGHTS = ("raw", "ema1", "ema2")
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """``'pth'`` (original), ``'ckpt'`` (Lightning) or ``'safetensors'``, from the file's bytes."""
+    return formats.detect_format(path)
+
+
+def load(path: str | os.PathLike, lazy: bool = False) -> JiTCheckpoint:
+    """Read a checkpoint of any supported format into a :class:`JiTCheckpoint`.
+
+    Pickles are read with an allowlist and never run code. With ``lazy=True``
+    tensors stay :class:`~jitckpt.tensors.TensorRef` (nothing is read until used);
+    otherwise they are ``torch.Tensor``.
+
+    Example:
+        >>> ckpt = jitckpt.load("checkpoint-last.pth")
+        >>> ckpt.epoch, ckpt.arch.variant
+    """
+    _, ckpt = formats.read(path)
+    return ckpt if lazy else materialize(ckpt)
+
+
+def materialize(ckpt: JiTCheckpoint) -> JiTCheckpoint:
+    """Replace every TensorRef in ``ckpt`` by an in-memory ``torch.Tensor`` (in place)."""
+    for name, state in ckpt.sections().items():
+        setattr(ckpt, name, {k: to_torch(v) for k, v in state.items()})
+    if ckpt.optimizer is not None:
+        ckpt.optimizer["state"] = _map_tensors(ckpt.optimizer["state"], to_torch)
+    ckpt.extra = _map_tensors(ckpt.extra, to_torch)
+    return ckpt
+
+
+def _map_tensors(obj: Any, fn: Callable[[Any], Any]) -> Any:
+    if isinstance(obj, TensorRef):
+        return fn(obj)
+    if isinstance(obj, dict):
+        out = copy.copy(obj)
+        for key, value in obj.items():
+            out[key] = _map_tensors(value, fn)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_tensors(v, fn) for v in obj)
+    return obj
+
+
+def save(ckpt: JiTCheckpoint, path: str | os.PathLike, format: str | None = None, *, force: bool = False,
+         weights: str | None = None, progress: Progress | None = None) -> Path:
+    """Write ``ckpt`` to ``path`` atomically; the format defaults to the file's suffix.
+
+    ``weights`` ('raw', 'ema1' or 'ema2') writes only that set of weights under
+    plain ``net.`` keys (safetensors or pth). Raises :class:`OutputError` if
+    ``path`` exists and ``force`` is false.
+    """
+    target = Path(path)
+    name = format or formats.format_for_suffix(target)
+    if name is None:
+        raise OutputError(f"cannot tell the format from {target.name!r}; use a .pth, .ckpt or .safetensors name or pass a format")
+    module = formats.get(name)
+    if weights is not None and weights not in WEIGHTS:
+        raise JiTCheckpointError(f"unknown weights {weights!r}; choose raw, ema1 or ema2")
+    if weights is not None:
+        ckpt.weights(weights)  # fail before touching the disk
+    with atomic_output(target, force=force) as handle:
+        module.write(ckpt, handle, target, progress=progress, weights=weights)
+    return target
+
+
+def default_output(src: Path, to: str) -> Path:
+    """``old.pth`` -> ``old.ckpt`` beside it (and so on for each format)."""
+    return src.with_suffix(formats.get(to).SUFFIXES[0])
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: str | None = None, *,
+            weights: str | None = None, force: bool = False, progress: Progress | None = None) -> Path:
+    """Convert ``src`` to another format, streaming tensors; returns the path written.
+
+    The target format is ``to``, else the suffix of ``dst``, else the natural
+    partner of the source: original ``.pth`` -> Lightning ``.ckpt``, everything
+    else -> original ``.pth``. With ``weights`` only that set of weights is kept.
+    """
+    source = Path(src)
+    src_format, ckpt = formats.read(source)
+    if to is None and dst is not None:
+        to = formats.format_for_suffix(dst)
+    if to is None:
+        to = "safetensors" if weights else ("ckpt" if src_format == "pth" else "pth")
+    target = Path(dst) if dst is not None else default_output(source, to)
+    if target.resolve() == source.resolve():
+        raise OutputError(f"output {str(target)!r} is the source file; give another name with -o")
+    check_output_path(target, force)
+    return save(ckpt, target, to, force=force, weights=weights, progress=progress)
+
+
+def total_bytes(ckpt: JiTCheckpoint) -> int:
+    """Bytes of tensor data in ``ckpt`` (what a conversion copies), for progress bars."""
+    return sum(nbytes_of(t) for _, t in iter_tensors(ckpt))
+
+
+def iter_tensors(ckpt: JiTCheckpoint) -> Iterator[tuple[str, Any]]:
+    """Every tensor of every section, with a readable path such as ``model_ema1/net.pos_embed``."""
+    for name, state in ckpt.sections().items():
+        for key, value in state.items():
+            yield f"{name}/{key}", value
+    if ckpt.optimizer is not None:
+        for pname, state in ckpt.optimizer["state"].items():
+            for slot, value in state.items():
+                if is_tensor(value):
+                    yield f"optimizer/{pname}/{slot}", value
+
+
+def compare(a: JiTCheckpoint, b: JiTCheckpoint, limit: int = 10) -> list[str]:
+    """The first ``limit`` differences between two checkpoints' states; empty when they match.
+
+    Tensors are compared byte for byte (so dtype, shape and every bit count),
+    streaming, one tensor at a time.
+    """
+    diffs: list[str] = []
+
+    def note(text: str) -> bool:
+        diffs.append(text)
+        return len(diffs) >= limit
+
+    for name in ("epoch", "global_step", "args"):
+        if getattr(a, name) != getattr(b, name) and note(f"{name}: {getattr(a, name)!r} != {getattr(b, name)!r}"):
+            return diffs
+    if (a.arch and a.arch.to_dict()) != (b.arch and b.arch.to_dict()) and note(f"arch: {a.arch} != {b.arch}"):
+        return diffs
+    for name in ("model", "model_ema1", "model_ema2"):
+        sa, sb = getattr(a, name), getattr(b, name)
+        if (sa is None) != (sb is None):
+            if note(f"{name}: present in {'first' if sa is not None else 'second'} only"):
+                return diffs
+            continue
+        if sa is None:
+            continue
+        for line in _compare_state(name, sa, sb):
+            if note(line):
+                return diffs
+    oa, ob = a.optimizer, b.optimizer
+    if (oa is None) != (ob is None):
+        note(f"optimizer: present in {'first' if oa is not None else 'second'} only")
+    elif oa is not None:
+        ga = [{k: v for k, v in g.items()} for g in oa["param_groups"]]
+        gb = [{k: v for k, v in g.items()} for g in ob["param_groups"]]
+        if ga != gb and note("optimizer: param_groups differ"):
+            return diffs
+        for pname in sorted(set(oa["state"]) | set(ob["state"])):
+            sa, sb = oa["state"].get(pname, {}), ob["state"].get(pname, {})
+            for line in _compare_state(f"optimizer/{pname}", sa, sb):
+                if note(line):
+                    return diffs
+    return diffs
+
+
+def _compare_state(name: str, sa: dict, sb: dict) -> Iterator[str]:
+    for key in [k for k in sa if k not in sb]:
+        yield f"{name}: {key!r} only in first"
+    for key in [k for k in sb if k not in sa]:
+        yield f"{name}: {key!r} only in second"
+    for key in [k for k in sa if k in sb]:
+        ta, tb = sa[key], sb[key]
+        if not (is_tensor(ta) and is_tensor(tb)):
+            if ta != tb:
+                yield f"{name}/{key}: {ta!r} != {tb!r}"
+            continue
+        if dtype_name(ta) != dtype_name(tb):
+            yield f"{name}/{key}: dtype {dtype_name(ta)} != {dtype_name(tb)}"
+        elif shape_of(ta) != shape_of(tb):
+            yield f"{name}/{key}: shape {shape_of(ta)} != {shape_of(tb)}"
+        elif not _same_bytes(ta, tb):
+            yield f"{name}/{key}: values differ ({_first_difference(ta, tb)})"
+
+
+def _same_bytes(ta: Any, tb: Any) -> bool:
+    return all(x == y for x, y in zip(_blocks(ta), _blocks(tb)))
+
+
+def _blocks(tensor: Any, size: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """The tensor's bytes in blocks of exactly ``size`` (the last may be shorter)."""
+    pending = bytearray()
+    for chunk in iter_tensor_bytes(tensor, size):
+        pending += chunk
+        while len(pending) >= size:
+            yield bytes(pending[:size])
+            del pending[:size]
+    if pending:
+        yield bytes(pending)
+
+
+def _first_difference(ta: Any, tb: Any) -> str:
+    import torch
+
+    xa, xb = to_torch(ta).reshape(-1), to_torch(tb).reshape(-1)
+    differ = (xa != xb) & ~(torch.isnan(xa) & torch.isnan(xb)) if xa.is_floating_point() else xa != xb
+    index = int(differ.nonzero()[0]) if differ.any() else 0
+    count = int(differ.sum())
+    return f"{count} element(s), first at flat index {index}: {xa[index].item()!r} vs {xb[index].item()!r}"

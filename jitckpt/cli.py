@@ -1,0 +1,193 @@
+"""The ``jitckpt`` command line: a thin Typer layer over :mod:`jitckpt.api`.
+
+Errors print one line (``error: ...``) and exit 2; ``--debug`` shows the
+traceback instead. ``verify`` exits 1 when the checkpoints differ.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Inspect, convert and verify JiT checkpoints: original .pth, Lightning .ckpt, safetensors.",
+)
+out = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+EXIT_ERROR = 2
+EXIT_DIFFERENT = 1
+PROGRESS_MIN_BYTES = 16 << 20
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    _state["debug"] = debug
+    if version:
+        out.print(f"jitckpt {__version__}")
+        raise typer.Exit()
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn bad input into one line on stderr and a non-zero exit (unless --debug)."""
+    from .errors import JiTCheckpointError
+
+    try:
+        yield
+    except (JiTCheckpointError, OSError) as exc:
+        if _state["debug"]:
+            raise
+        message = str(exc) if isinstance(exc, JiTCheckpointError) else f"{exc.strerror or exc}: {exc.filename or ''}"
+        err.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+@app.command()
+def inspect(
+    path: Path = typer.Argument(..., help="Checkpoint file (.pth, .ckpt or .safetensors; detected from its bytes)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of tables."),
+) -> None:
+    """Show format, epoch, architecture, sections and training args, reading headers only."""
+    from .summary import summarize
+
+    with _errors():
+        info = summarize(path)
+    if as_json:
+        print(json.dumps(info, indent=2, default=str))
+        return
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold cyan")
+    table.add_column()
+    dims = ", ".join(f"{k}={info[k]}" for k in (
+        "depth", "hidden_size", "num_heads", "patch_size", "bottleneck_dim", "in_context_len", "in_context_start",
+        "num_classes", "img_size"))
+    present = lambda flag: "[green]present[/green]" if flag else "[yellow]absent[/yellow]"  # noqa: E731
+    rows = [
+        ("file", f"{info['path']} ({_size(info['file_size'])})"),
+        ("format", info["format_description"]),
+        ("schema version", f"{info['schema_version']}" + (" (original, unversioned)" if info["schema_version"] == 0 else "")),
+        ("epoch", f"{info['epoch']} (resumes at {info['epoch'] + 1})" if info["epoch"] is not None else "-"),
+        ("global step", str(info["global_step"]) if info["global_step"] is not None else "-"),
+        ("architecture", info["variant"] or "custom (not an official variant)"),
+        ("dimensions", dims),
+        ("parameters", f"{info['num_params']:,}"),
+        ("raw weights", present(info["sections"]["raw"]) + (f" (exported from {info['weights']})" if info["weights"] else "")),
+        ("EMA 1", present(info["sections"]["ema1"])),
+        ("EMA 2", present(info["sections"]["ema2"])),
+    ]
+    opt = info["optimizer"]
+    rows.append(("optimizer", present(False) if opt is None else
+                 f"[green]present[/green] (AdamW, step {opt['step']}, {opt['params_with_state']} params with state, "
+                 f"groups of {', '.join(str(g['size']) for g in opt['param_groups'])})"))
+    rows.append(("dtypes", "; ".join(f"{k}: {', '.join(v)}" for k, v in info["dtypes"].items())))
+    for key, value in rows:
+        table.add_row(key, value)
+    out.print(table)
+    if info["args"]:
+        args = Table(title="training args", title_justify="left", show_header=False, box=None, pad_edge=False)
+        args.add_column(style="cyan")
+        args.add_column()
+        for key, value in info["args"].items():
+            args.add_row(key, str(value))
+        out.print(args)
+    for warning in info["warnings"]:
+        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+
+
+@app.command()
+def convert(
+    src: Path = typer.Argument(..., help="Checkpoint to convert (any format)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file [default: SRC beside itself with the new suffix]."),
+    to: Optional[str] = typer.Option(None, "--to", help="pth, ckpt or safetensors [default: from -o, else .pth -> .ckpt, others -> .pth]."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="raw, ema1 or ema2: which weights a --weights-only export keeps."),
+    weights_only: bool = typer.Option(False, "--weights-only", help="Write only one set of weights (plain net. keys), for inference."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+) -> None:
+    """Convert between the original .pth, Lightning .ckpt and safetensors, losslessly."""
+    from . import api, formats
+    from .errors import JiTCheckpointError
+
+    with _errors():
+        if weights_only and weights is None:
+            weights = "ema1"
+        if weights is not None and not weights_only:
+            raise JiTCheckpointError("--weights chooses the weights of a --weights-only export; add --weights-only")
+        if to is not None:
+            formats.get(to)
+        started = time.perf_counter()
+        source_bytes = src.stat().st_size if src.exists() else 0
+        with _progress(source_bytes, f"converting {src.name}") as advance:
+            target = api.convert(src, output, to, weights=weights, force=force, progress=advance)
+        seconds = time.perf_counter() - started
+        kind = formats.get(formats.detect_format(target)).DESCRIPTION.split(" (")[0]
+        what = f"{weights} weights only" if weights else "full training state"
+        out.print(f"wrote {target} ({kind}, {what}, {_size(target.stat().st_size)}) in {seconds:.1f} s", highlight=False)
+
+
+@contextmanager
+def _progress(total: int, label: str) -> Iterator[Optional[callable]]:
+    """A bytes progress bar on stderr for big files; yields the advance callback (or None)."""
+    if total < PROGRESS_MIN_BYTES:
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+@app.command()
+def verify(
+    first: Path = typer.Argument(..., help="A checkpoint (any format)."),
+    second: Path = typer.Argument(..., help="Another checkpoint (any format)."),
+    limit: int = typer.Option(10, "--limit", help="How many differences to list at most."),
+) -> None:
+    """Compare two checkpoints section by section, tensor by tensor (exit 0 if the same state)."""
+    from . import api
+
+    with _errors():
+        a, b = api.load(first, lazy=True), api.load(second, lazy=True)
+        diffs = api.compare(a, b, limit=limit)
+    if diffs:
+        out.print(f"[red]different[/red]: {first} and {second} do not hold the same state", highlight=False)
+        for line in diffs:
+            out.print(f"  {line}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_DIFFERENT)
+    count = sum(1 for _ in api.iter_tensors(a))
+    out.print(f"[green]same[/green]: {count} tensors, epoch, step, args and optimizer match "
+              f"({first.name} vs {second.name})", highlight=False)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app(prog_name="jitckpt")
+
+
+if __name__ == "__main__":
+    run()

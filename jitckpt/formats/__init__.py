@@ -1,0 +1,78 @@
+"""The registry of file formats. Each module knows one layout and meets the others
+only in :class:`~jitckpt.schema.JiTCheckpoint`.
+
+A format module has ``NAME``, ``SUFFIXES``, ``DESCRIPTION``, ``read(path)`` and
+``write(ckpt, handle, path, progress=None, weights=None)``. Detection looks at
+the bytes: safetensors by its JSON header, torch zips by their pickle's keys.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .. import torchzip
+from ..errors import FormatError
+from ..schema import JiTCheckpoint
+from . import lightning, original, safetensors
+
+FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (original, lightning, safetensors)}
+_LEGACY_TORCH_HEAD = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8"  # pickled magic number
+
+
+def _check_readable(path: str) -> int:
+    if not os.path.exists(path):
+        raise FormatError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise FormatError(f"{path}: is a folder, not a checkpoint file")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise FormatError(f"{path}: file is empty")
+    return size
+
+
+def _sniff(path: str) -> tuple[str, Any]:
+    """(format name, parsed torch tree or None) from the file's bytes."""
+    size = _check_readable(path)
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if safetensors.detect_head(head, size):
+        return safetensors.NAME, None
+    if torchzip.is_torch_zip(head):
+        tree = torchzip.read_tree(path)
+        for module in (lightning, original):
+            if module.detect_tree(tree):
+                return module.NAME, tree
+        raise FormatError(f"{path}: a torch file holding a {type(tree).__name__}, not a checkpoint")
+    if head.startswith(_LEGACY_TORCH_HEAD):
+        raise FormatError(f"{path}: legacy (pre-1.6) torch.save format; re-save it with a current torch")
+    raise FormatError(
+        f"{path}: not a checkpoint jitckpt knows (neither a torch zip nor safetensors; "
+        f"first bytes {head[:8].hex()}); the file may be corrupt or truncated"
+    )
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """``'pth'``, ``'ckpt'`` or ``'safetensors'``, from the file's bytes (not its name)."""
+    return _sniff(str(path))[0]
+
+
+def read(path: str | os.PathLike) -> tuple[str, JiTCheckpoint]:
+    """Read any supported file lazily: (format name, checkpoint with TensorRefs)."""
+    name, tree = _sniff(str(path))
+    module = FORMATS[name]
+    ckpt = module.from_tree(tree, str(path)) if tree is not None else module.read(str(path))
+    return name, ckpt
+
+
+def format_for_suffix(path: str | os.PathLike) -> str | None:
+    suffix = Path(path).suffix.lower()
+    return next((n for n, m in FORMATS.items() if suffix in m.SUFFIXES), None)
+
+
+def get(name: str) -> ModuleType:
+    if name not in FORMATS:
+        raise FormatError(f"unknown format {name!r}; choose one of: {', '.join(FORMATS)}")
+    return FORMATS[name]

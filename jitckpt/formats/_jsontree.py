@@ -1,0 +1,63 @@
+"""Nested Python data with tensors as JSON text plus a flat dict of tensors.
+
+Used where a format stores structure as text (safetensors metadata): tensors
+become ``{"__tensor__": key}``, tuples, Namespaces and non-string dict keys are
+tagged so that decoding gives back exactly what was encoded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..errors import FormatError, SchemaError
+from ..tensors import is_tensor
+
+
+def encode(obj: Any, tensors: dict[str, Any], prefix: str) -> str:
+    """JSON text for ``obj``; its tensors are added to ``tensors`` under ``prefix/<path>``."""
+    return json.dumps(_encode(obj, tensors, prefix))
+
+
+def decode(text: str, tensors: dict[str, Any]) -> Any:
+    try:
+        return _decode(json.loads(text), tensors)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FormatError(f"corrupt metadata ({type(exc).__name__}: {exc})") from None
+
+
+def _encode(obj: Any, tensors: dict[str, Any], path: str) -> Any:
+    if is_tensor(obj):
+        tensors[path] = obj
+        return {"__tensor__": path}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, argparse.Namespace):
+        return {"__namespace__": _encode(vars(obj), tensors, path)}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, tensors, f"{path}/{i}") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, tensors, f"{path}/{i}") for i, v in enumerate(obj)]
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: _encode(v, tensors, f"{path}/{k}") for k, v in obj.items()}
+        return {"__items__": [[_encode(k, tensors, path), _encode(v, tensors, f"{path}/{i}")]
+                              for i, (k, v) in enumerate(obj.items())]}
+    raise SchemaError(f"cannot store {type(obj).__name__} at {path!r} outside a pickle")
+
+
+def _decode(obj: Any, tensors: dict[str, Any]) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        return tensors[obj["__tensor__"]]
+    if "__tuple__" in obj:
+        return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+    if "__namespace__" in obj:
+        return argparse.Namespace(**_decode(obj["__namespace__"], tensors))
+    if "__items__" in obj:
+        return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__items__"]}
+    return {k: _decode(v, tensors) for k, v in obj.items()}

@@ -1,0 +1,191 @@
+"""The Lightning ``.ckpt`` of ``JiTLightningModule`` with jitckpt's callbacks.
+
+``state_dict`` holds the canonical ``net.`` keys, ``optimizer_states`` the
+positional AdamW state over the original groups, the two EMAs live in the
+``EMACallback`` entry of ``callbacks``, and ``loops`` is built so that
+``trainer.fit(..., ckpt_path=...)`` resumes at ``epoch + 1`` with
+``global_step`` restored (without ``loops`` Lightning restarts at epoch 0).
+What jitckpt does not map (other callbacks, schedulers, hyper-parameters) is
+kept in ``extra['lightning']`` and written back unchanged.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .. import torchzip
+from ..errors import FormatError
+from ..schema import META_KEY, JiTCheckpoint, from_file_payload, optimizer_to_positional
+
+NAME = "ckpt"
+SUFFIXES = (".ckpt",)
+DESCRIPTION = "Lightning .ckpt (trainer.fit(..., ckpt_path=...) resumes from it)"
+
+EMA_CALLBACK = "EMACallback"
+_MAPPED = ("state_dict", "optimizer_states", "epoch", "global_step", META_KEY)
+# original argparse name -> JiTLightningModule argument name
+HPARAM_NAMES = {
+    "model": "model_name", "img_size": "img_size", "class_num": "num_classes",
+    "attn_dropout": "attn_dropout", "proj_dropout": "proj_dropout", "lr": "learning_rate", "blr": "blr",
+    "weight_decay": "weight_decay", "ema_decay1": "ema_decay1", "ema_decay2": "ema_decay2",
+    "P_mean": "P_mean", "P_std": "P_std", "noise_scale": "noise_scale", "t_eps": "t_eps",
+    "label_drop_prob": "label_drop_prob", "sampling_method": "sampling_method",
+    "num_sampling_steps": "num_sampling_steps", "cfg": "cfg_scale",
+}
+
+
+def detect_tree(tree: Any) -> bool:
+    return isinstance(tree, dict) and "state_dict" in tree
+
+
+def _ema_entry(callbacks: dict) -> str | None:
+    names = [k for k in callbacks if isinstance(k, str) and k.split("{")[0] == EMA_CALLBACK]
+    if len(names) > 1:
+        raise FormatError(f"checkpoint holds {len(names)} EMACallback states; expected one")
+    return names[0] if names else None
+
+
+def from_tree(tree: Any, path: str) -> JiTCheckpoint:
+    if not isinstance(tree, dict) or not isinstance(tree.get("state_dict"), dict):
+        raise FormatError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    meta = tree.get(META_KEY) if isinstance(tree.get(META_KEY), dict) else {}
+    rest = {k: v for k, v in tree.items() if k not in _MAPPED}
+    callbacks = dict(rest.get("callbacks") or {})
+    payload: dict[str, Any] = {"model": tree["state_dict"]}
+    entry = _ema_entry(callbacks)
+    if entry is not None:
+        ema_state = dict(callbacks[entry])
+        payload["model_ema1"] = ema_state.pop("ema1", None)
+        payload["model_ema2"] = ema_state.pop("ema2", None)
+        callbacks[entry] = ema_state
+        rest["callbacks"] = callbacks
+    optimizers = tree.get("optimizer_states") or []
+    if len(optimizers) > 1:
+        raise FormatError(f"{path}: {len(optimizers)} optimizers; a JiT run has one AdamW")
+    if optimizers:
+        payload["optimizer"] = optimizers[0]
+    payload.update(epoch=tree.get("epoch"), global_step=tree.get("global_step"), arch=meta.get("arch"))
+    payload["args"] = meta["args"] if "args" in meta else _args_from_hparams(tree.get("hyper_parameters"))
+    payload["extra"] = {**(meta.get("extra") or {}), "lightning": rest}
+    return from_file_payload(payload, int(meta.get("schema_version", 1)))
+
+
+def read(path: str) -> JiTCheckpoint:
+    return from_tree(torchzip.read_tree(path), path)
+
+
+def _args_from_hparams(hparams: Any) -> dict:
+    if not isinstance(hparams, dict):
+        return {}
+    back = {v: k for k, v in HPARAM_NAMES.items()}
+    args = {back.get(k, k): v for k, v in hparams.items() if k != "cfg_interval"}
+    if isinstance(hparams.get("cfg_interval"), (tuple, list)) and len(hparams["cfg_interval"]) == 2:
+        args["interval_min"], args["interval_max"] = hparams["cfg_interval"]
+    return args
+
+
+def hyper_parameters(ckpt: JiTCheckpoint) -> dict:
+    """``JiTLightningModule`` constructor arguments equivalent to the training args."""
+    args = ckpt.args
+    hparams = {new: args[old] for old, new in HPARAM_NAMES.items() if old in args}
+    if "model_name" not in hparams and ckpt.arch is not None and ckpt.arch.variant:
+        hparams["model_name"] = ckpt.arch.variant
+    if "interval_min" in args and "interval_max" in args:
+        hparams["cfg_interval"] = (args["interval_min"], args["interval_max"])
+    return hparams
+
+
+def build_loops(epoch: int, global_step: int, steps_in_epoch: int) -> dict:
+    """Lightning's loop progress as saved at the end of epoch ``epoch`` (0-based).
+
+    ``fit_loop.epoch_progress`` says ``epoch + 1`` epochs were processed and
+    ``epoch`` completed, which is what Lightning's own end-of-epoch checkpoint
+    holds; the optimizer-step progress restores ``trainer.global_step``.
+    """
+
+    def progress(total: int, current: int, *fields: str) -> dict:
+        return {"total": {f: total for f in fields}, "current": {f: current for f in fields}}
+
+    done = ("ready", "started", "processed", "completed")
+    epochs = progress(epoch + 1, epoch + 1, *done)
+    epochs["total"]["completed"] = epochs["current"]["completed"] = epoch
+    batches = progress(global_step, steps_in_epoch, *done)
+    batches["is_last_batch"] = True
+    idle_batches = {**progress(0, 0, *done), "is_last_batch": False}
+    return {
+        "fit_loop": {
+            "state_dict": {},
+            "epoch_loop.state_dict": {"_batches_that_stepped": global_step},
+            "epoch_loop.batch_progress": batches,
+            "epoch_loop.scheduler_progress": progress(0, 0, "ready", "completed"),
+            "epoch_loop.automatic_optimization.state_dict": {},
+            "epoch_loop.automatic_optimization.optim_progress": {
+                "optimizer": {
+                    "step": progress(global_step, steps_in_epoch, "ready", "completed"),
+                    "zero_grad": progress(global_step, steps_in_epoch, "ready", "started", "completed"),
+                }
+            },
+            "epoch_loop.manual_optimization.state_dict": {},
+            "epoch_loop.manual_optimization.optim_step_progress": progress(0, 0, "ready", "completed"),
+            "epoch_loop.val_loop.state_dict": {},
+            "epoch_loop.val_loop.batch_progress": idle_batches,
+            "epoch_progress": epochs,
+        },
+        "validate_loop": {"state_dict": {}, "batch_progress": idle_batches},
+        "test_loop": {"state_dict": {}, "batch_progress": idle_batches},
+        "predict_loop": {"state_dict": {}, "batch_progress": progress(0, 0, *done)},
+    }
+
+
+def to_tree(ckpt: JiTCheckpoint) -> dict:
+    extra = dict(ckpt.extra)
+    rest = dict(extra.pop("lightning", {}))
+    epoch = ckpt.epoch if ckpt.epoch is not None else 0
+    step = ckpt.global_step or 0
+    steps_in_epoch = step // (epoch + 1) if step and step % (epoch + 1) == 0 else 0
+    callbacks = dict(rest.pop("callbacks", {}) or {})
+    entry = _ema_entry(callbacks) or EMA_CALLBACK
+    ema_state = dict(callbacks.get(entry) or {})
+    ema_state.setdefault("ema_decay1", ckpt.args.get("ema_decay1", 0.9999))
+    ema_state.setdefault("ema_decay2", ckpt.args.get("ema_decay2", 0.9996))
+    for key, section in (("ema1", ckpt.model_ema1), ("ema2", ckpt.model_ema2)):
+        if section is not None:
+            ema_state[key] = dict(section)
+    callbacks[entry] = ema_state
+    tree: dict[str, Any] = {
+        "epoch": epoch,
+        "global_step": step,
+        "pytorch-lightning_version": rest.pop("pytorch-lightning_version", None) or _lightning_version(),
+        "state_dict": dict(ckpt.model),
+        "loops": rest.pop("loops", None) or build_loops(epoch, step, steps_in_epoch),
+        "callbacks": callbacks,
+        "optimizer_states": [optimizer_to_positional(ckpt.optimizer)] if ckpt.optimizer is not None else [],
+        "lr_schedulers": rest.pop("lr_schedulers", []),
+        "hyper_parameters": rest.pop("hyper_parameters", None) or hyper_parameters(ckpt),
+    }
+    tree.update(rest)
+    tree[META_KEY] = {
+        "schema_version": ckpt.schema_version,
+        "arch": ckpt.arch.to_dict() if ckpt.arch else None,
+        "args": ckpt.args,
+        "extra": extra,
+    }
+    return tree
+
+
+def write(ckpt: JiTCheckpoint, handle: BinaryIO, path: Path, progress: torchzip.Progress | None = None,
+          weights: str | None = None) -> None:
+    if weights:
+        raise FormatError("a weights-only export is written as .safetensors or .pth, not as a Lightning .ckpt")
+    torchzip.write_tree(to_tree(ckpt), handle, archive=torchzip.archive_name(path), progress=progress)
+
+
+def _lightning_version() -> str:
+    for dist in ("lightning", "pytorch-lightning"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "2.0.0"

@@ -1,0 +1,76 @@
+"""The original JiT ``.pth``: ``torch.save`` of ``misc.save_model``'s dict.
+
+Layout: ``model``, ``optimizer`` (AdamW ``state_dict()`` over the groups of
+``misc.add_weight_decay``: no decay first, then decay), ``epoch``, ``args``
+(an ``argparse.Namespace``), ``model_ema1``, ``model_ema2``. Files jitckpt
+writes add one key, ``jitckpt``, with the schema version, global step,
+architecture and extra; the original resume code ignores it. A bare state dict
+is read as a weights-only checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .. import torchzip
+from ..errors import FormatError
+from ..schema import META_KEY, ORIGINAL_KEYS, JiTCheckpoint, from_file_payload, optimizer_to_positional
+
+NAME = "pth"
+SUFFIXES = (".pth", ".pt", ".bin")
+DESCRIPTION = "original JiT .pth (torch.save of model, optimizer, epoch, args, model_ema1, model_ema2)"
+
+
+def detect_tree(tree: Any) -> bool:
+    return isinstance(tree, dict) and "state_dict" not in tree
+
+
+def from_tree(tree: Any, path: str) -> JiTCheckpoint:
+    if not isinstance(tree, dict):
+        raise FormatError(f"{path}: holds a {type(tree).__name__}, not a checkpoint dict")
+    meta = tree.get(META_KEY)
+    if not isinstance(meta, dict):
+        return from_file_payload(dict(tree), 0)
+    rest = {k: v for k, v in tree.items() if k not in ORIGINAL_KEYS and k != META_KEY}
+    extra = dict(meta.get("extra") or {})
+    if rest:
+        extra["original"] = rest
+    payload = {k: tree[k] for k in ORIGINAL_KEYS if k in tree}
+    payload.update(global_step=meta.get("global_step"), arch=meta.get("arch"), extra=extra)
+    return from_file_payload(payload, int(meta.get("schema_version", 1)))
+
+
+def read(path: str) -> JiTCheckpoint:
+    return from_tree(torchzip.read_tree(path), path)
+
+
+def to_tree(ckpt: JiTCheckpoint) -> dict:
+    """The dict the original ``misc.save_model`` would have saved, plus the ``jitckpt`` key."""
+    tree: dict[str, Any] = {"model": collections.OrderedDict(ckpt.model)}
+    if ckpt.optimizer is not None:
+        tree["optimizer"] = optimizer_to_positional(ckpt.optimizer)
+    if ckpt.epoch is not None:
+        tree["epoch"] = ckpt.epoch
+    tree["args"] = argparse.Namespace(**ckpt.args)
+    for name in ("model_ema1", "model_ema2"):
+        if getattr(ckpt, name) is not None:
+            tree[name] = collections.OrderedDict(getattr(ckpt, name))
+    extra = dict(ckpt.extra)
+    tree.update(extra.pop("original", {}))
+    tree[META_KEY] = {
+        "schema_version": ckpt.schema_version,
+        "global_step": ckpt.global_step,
+        "arch": ckpt.arch.to_dict() if ckpt.arch else None,
+        "extra": extra,
+    }
+    return tree
+
+
+def write(ckpt: JiTCheckpoint, handle: BinaryIO, path: Path, progress: torchzip.Progress | None = None,
+          weights: str | None = None) -> None:
+    """The original layout; with ``weights`` ('raw', 'ema1', 'ema2') a plain state dict of those weights."""
+    tree = collections.OrderedDict(ckpt.weights(weights)) if weights else to_tree(ckpt)
+    torchzip.write_tree(tree, handle, archive=torchzip.archive_name(path), progress=progress)

@@ -1,0 +1,267 @@
+"""``JiTCheckpoint``: the one in-memory form every format is read into and written from.
+
+Version 1 holds model, two optional EMAs, the AdamW state keyed by parameter
+name, epoch, global step, architecture, training args and ``extra`` (what a
+source format carried that the schema has no field for). Files of the original
+JiT code carry no version; they are version 0 and go through ``MIGRATIONS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from .errors import SchemaError
+from .keys import normalize_keys
+from .model.arch import Arch, check_shapes, infer_arch, param_groups
+from .tensors import is_tensor, scalar_value, shape_of
+
+SCHEMA_VERSION = 1
+SECTIONS = ("model", "model_ema1", "model_ema2")
+# Keys of the original ``misc.save_model`` dict; anything else is kept in ``extra``.
+ORIGINAL_KEYS = ("model", "optimizer", "epoch", "args", "model_ema1", "model_ema2")
+META_KEY = "jitckpt"  # the one key jitckpt adds to files it writes
+
+StateDict = dict[str, Any]
+
+
+@dataclass
+class JiTCheckpoint:
+    """A JiT training checkpoint, independent of any file format.
+
+    Tensors are ``torch.Tensor`` or lazy :class:`~jitckpt.tensors.TensorRef`.
+    ``optimizer`` is ``{'state': {name: {...}}, 'param_groups': [{..., 'params': [names]}]}``.
+    ``epoch`` is the last completed epoch (training resumes at ``epoch + 1``).
+    """
+
+    model: StateDict
+    model_ema1: StateDict | None = None
+    model_ema2: StateDict | None = None
+    optimizer: dict | None = None
+    epoch: int | None = None
+    global_step: int | None = None
+    arch: Arch | None = None
+    args: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    warnings: list[str] = field(default_factory=list, compare=False, repr=False)
+    source_version: int | None = field(default=None, compare=False, repr=False)  # as read from the file
+
+    def sections(self) -> dict[str, StateDict]:
+        """The weight sets present, by name: ``model`` and whichever EMAs exist."""
+        return {name: getattr(self, name) for name in SECTIONS if getattr(self, name) is not None}
+
+    def weights(self, which: str) -> StateDict:
+        """The weights ``'raw'``, ``'ema1'`` or ``'ema2'``; an error if that set is absent."""
+        section = {"raw": "model", "ema1": "model_ema1", "ema2": "model_ema2"}.get(which)
+        if section is None:
+            raise SchemaError(f"unknown weights {which!r}; choose raw, ema1 or ema2")
+        state = getattr(self, section)
+        if state is None:
+            raise SchemaError(f"this checkpoint has no {section}; choose one of: "
+                              + ", ".join({"model": "raw", "model_ema1": "ema1", "model_ema2": "ema2"}[s]
+                                          for s in self.sections()))
+        return state
+
+    @property
+    def is_weights_only(self) -> bool:
+        return self.optimizer is None and self.epoch is None
+
+    def validate(self) -> None:
+        """Check keys and shapes of every section against ``arch`` and the model."""
+        if self.arch is None:
+            raise SchemaError("checkpoint has no architecture")
+        check_shapes("model", {k: shape_of(v) for k, v in self.model.items()}, self.arch)
+        for name in ("model_ema1", "model_ema2"):
+            ema = getattr(self, name)
+            if ema is None:
+                continue
+            for key, value in ema.items():
+                if key not in self.model:
+                    raise SchemaError(f"{name}: key {key!r} is not in the model")
+                if shape_of(value) != shape_of(self.model[key]):
+                    raise SchemaError(
+                        f"{name}: {key!r} has shape {shape_of(value)} but the model's is {shape_of(self.model[key])}"
+                    )
+            missing = [k for k in self.model if k not in ema]
+            if missing:
+                raise SchemaError(f"{name}: missing key {missing[0]!r} ({len(missing)} missing in all)")
+        if self.optimizer is not None:
+            for name, state in self.optimizer["state"].items():
+                if name not in self.model:
+                    raise SchemaError(f"optimizer: state for unknown parameter {name!r}")
+                for slot, value in state.items():
+                    if is_tensor(value) and shape_of(value) not in ((), shape_of(self.model[name])):
+                        raise SchemaError(
+                            f"optimizer: {name!r} {slot} has shape {shape_of(value)}, "
+                            f"the parameter's is {shape_of(self.model[name])}"
+                        )
+
+
+# ----------------------------------------------------------------------------- optimizer layout
+
+
+def optimizer_to_named(positional: Mapping, arch: Arch) -> dict:
+    """Key an AdamW ``state_dict()`` over the original param groups by parameter name."""
+    try:
+        groups = positional["param_groups"]
+        state = positional.get("state", {})
+        index_groups = [list(g["params"]) for g in groups]
+    except (KeyError, TypeError) as exc:
+        raise SchemaError(f"optimizer state is malformed ({exc})") from None
+    name_groups = list(param_groups(arch))
+    if len(index_groups) == 1 and len(index_groups[0]) == sum(map(len, name_groups)):
+        name_groups = [name_groups[0] + name_groups[1]]
+    if [len(g) for g in index_groups] != [len(g) for g in name_groups]:
+        raise SchemaError(
+            f"optimizer has param groups of sizes {[len(g) for g in index_groups]}, but the original grouping "
+            f"of this model (no weight decay, then weight decay) has {[len(g) for g in name_groups]}"
+        )
+    named_state, named_groups = {}, []
+    for indices, names, group in zip(index_groups, name_groups, groups):
+        for index, name in zip(indices, names):
+            if index in state:
+                named_state[name] = dict(state[index])
+        named_groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": names})
+    unknown = set(state) - {i for g in index_groups for i in g}
+    if unknown:
+        raise SchemaError(f"optimizer has state for parameter indices {sorted(unknown)[:5]} in no group")
+    return {"state": named_state, "param_groups": named_groups}
+
+
+def optimizer_to_positional(named: Mapping) -> dict:
+    """The ``optimizer.state_dict()`` layout: parameters numbered through the groups in order."""
+    state, groups, index = {}, [], 0
+    for group in named["param_groups"]:
+        indices = []
+        for name in group["params"]:
+            if name in named["state"]:
+                state[index] = named["state"][name]
+            indices.append(index)
+            index += 1
+        groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": indices})
+    return {"state": state, "param_groups": groups}
+
+
+def optimizer_step(named: Mapping | None) -> int | None:
+    """AdamW's step count (the same for every parameter), if any state holds one."""
+    if not named:
+        return None
+    for state in named["state"].values():
+        if "step" in state:
+            step = state["step"]
+            return int(scalar_value(step)) if is_tensor(step) else int(step)
+    return None
+
+
+# ----------------------------------------------------------------------------- args
+
+
+def plain_args(args: Any) -> dict:
+    """Training args as JSON-able data (the original pickles an ``argparse.Namespace``)."""
+    if args is None:
+        return {}
+    if isinstance(args, argparse.Namespace):
+        args = vars(args)
+    if not isinstance(args, Mapping):
+        raise SchemaError(f"args must be a Namespace or a mapping, not {type(args).__name__}")
+    return {str(k): _plain(v) for k, v in args.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, pathlib.PurePath):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+# ----------------------------------------------------------------------------- building and migrating
+
+
+def _state(section: str, value: Any) -> StateDict | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise SchemaError(f"{section} is a {type(value).__name__}, not a state dict")
+    bad = next((k for k, v in value.items() if not is_tensor(v)), None)
+    if bad is not None:
+        raise SchemaError(f"{section}: {bad!r} is not a tensor")
+    return normalize_keys(value, section)
+
+
+def from_payload(payload: Mapping[str, Any], arch: Arch | None = None) -> JiTCheckpoint:
+    """Build and validate a version-1 checkpoint from a dict of its fields.
+
+    ``payload['optimizer']`` may be named or positional (positional needs the
+    original grouping); ``arch`` defaults to ``payload['arch']`` or is inferred.
+    """
+    model = _state("model", payload.get("model"))
+    if not model:
+        raise SchemaError("checkpoint has no model weights")
+    args = plain_args(payload.get("args"))
+    warnings: list[str] = []
+    if arch is None and payload.get("arch") is not None:
+        arch = payload["arch"] if isinstance(payload["arch"], Arch) else Arch.from_dict(payload["arch"])
+    if arch is None:
+        arch, warnings = infer_arch({k: shape_of(v) for k, v in model.items()}, args.get("model"))
+        if arch.variant is None:
+            warnings.append(f"in_context_start is not stored in the weights; assumed depth // 3 = {arch.in_context_start}")
+    optimizer = payload.get("optimizer")
+    if optimizer is not None:
+        groups = optimizer.get("param_groups") if isinstance(optimizer, Mapping) else None
+        if not groups or not all(isinstance(p, str) for g in groups for p in g.get("params", [])):
+            optimizer = optimizer_to_named(optimizer, arch)
+    global_step = payload.get("global_step")
+    ckpt = JiTCheckpoint(
+        model=model,
+        model_ema1=_state("model_ema1", payload.get("model_ema1")),
+        model_ema2=_state("model_ema2", payload.get("model_ema2")),
+        optimizer=optimizer,
+        epoch=None if payload.get("epoch") is None else int(payload["epoch"]),
+        global_step=optimizer_step(optimizer) if global_step is None else int(global_step),
+        arch=arch,
+        args=args,
+        extra=dict(payload.get("extra") or {}),
+        warnings=warnings,
+    )
+    ckpt.validate()
+    return ckpt
+
+
+def from_file_payload(payload: dict, version: int) -> JiTCheckpoint:
+    """Migrate a reader's payload of schema ``version`` and build the checkpoint."""
+    ckpt = from_payload(upgrade(payload, version))
+    ckpt.source_version = version
+    return ckpt
+
+
+def _v0_to_v1(payload: dict) -> dict:
+    """The original ``misc.save_model`` dict (or a bare state dict) to version 1 fields."""
+    if "model" not in payload and payload and all(is_tensor(v) for v in payload.values()):
+        return {"model": payload}  # a plain state dict: weights only
+    if "model" not in payload:
+        keys = ", ".join(map(repr, list(payload)[:6]))
+        raise SchemaError(f"not a JiT checkpoint: no 'model' entry (top-level keys: {keys})")
+    extra = {k: v for k, v in payload.items() if k not in ORIGINAL_KEYS}
+    return {**{k: payload[k] for k in ORIGINAL_KEYS if k in payload}, "extra": {"original": extra} if extra else {}}
+
+
+# (from_version, function to from_version + 1), applied in order
+MIGRATIONS: list[tuple[int, Callable[[dict], dict]]] = [(0, _v0_to_v1)]
+
+
+def upgrade(payload: dict, version: int) -> dict:
+    """Apply the migrations from ``version`` up to :data:`SCHEMA_VERSION`."""
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"checkpoint has schema version {version}, newer than this jitckpt's {SCHEMA_VERSION}; upgrade jitckpt"
+        )
+    for start, migrate in MIGRATIONS:
+        if start >= version:
+            payload = migrate(payload)
+    return payload

@@ -1,0 +1,69 @@
+"""What ``jitckpt inspect`` shows: a summary built from headers and metadata only.
+
+Reading is lazy (TensorRefs), so a 19 GB checkpoint is summarised by reading
+its pickle or JSON header; torch is never imported.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from . import formats
+from .model.arch import count_params
+from .schema import optimizer_step
+from .tensors import dtype_name, is_tensor, shape_of
+
+# The training args worth showing; the rest is in --json.
+KEY_ARGS = (
+    "model", "img_size", "class_num", "epochs", "warmup_epochs", "batch_size", "blr", "lr", "min_lr",
+    "lr_schedule", "weight_decay", "ema_decay1", "ema_decay2", "P_mean", "P_std", "noise_scale", "t_eps",
+    "label_drop_prob", "sampling_method", "num_sampling_steps", "cfg", "interval_min", "interval_max",
+)
+ARCH_FIELDS = (
+    "depth", "hidden_size", "num_heads", "patch_size", "bottleneck_dim", "in_context_len", "in_context_start",
+    "num_classes", "img_size",
+)
+SECTION_LABELS = {"model": "raw", "model_ema1": "ema1", "model_ema2": "ema2"}
+
+
+def summarize(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON-able description of the checkpoint at ``path``."""
+    name, ckpt = formats.read(path)
+    arch = ckpt.arch
+    info: dict[str, Any] = {
+        "path": str(path),
+        "format": name,
+        "format_description": formats.get(name).DESCRIPTION,
+        "file_size": os.path.getsize(path),
+        "schema_version": ckpt.source_version,
+        "epoch": ckpt.epoch,
+        "global_step": ckpt.global_step,
+        "variant": arch.variant if arch else None,
+    }
+    info.update({f: getattr(arch, f) if arch else None for f in ARCH_FIELDS})
+    info["num_params"] = count_params({k: shape_of(v) for k, v in ckpt.model.items()})
+    info["sections"] = {label: getattr(ckpt, section) is not None for section, label in SECTION_LABELS.items()}
+    info["optimizer"] = None
+    if ckpt.optimizer is not None:
+        info["optimizer"] = {
+            "step": optimizer_step(ckpt.optimizer),
+            "params_with_state": len(ckpt.optimizer["state"]),
+            "param_groups": [
+                {k: v for k, v in g.items() if k in ("lr", "weight_decay", "betas", "eps")} | {"size": len(g["params"])}
+                for g in ckpt.optimizer["param_groups"]
+            ],
+        }
+    info["dtypes"] = {
+        SECTION_LABELS[s]: sorted({dtype_name(t) for t in state.values()})
+        for s, state in ckpt.sections().items()
+    }
+    if ckpt.optimizer is not None:
+        info["dtypes"]["optimizer"] = sorted(
+            {dtype_name(v) for st in ckpt.optimizer["state"].values() for v in st.values() if is_tensor(v)}
+        )
+    info["weights"] = ckpt.extra.get("weights")
+    info["args"] = {k: ckpt.args[k] for k in KEY_ARGS if k in ckpt.args}
+    info["all_args"] = ckpt.args
+    info["warnings"] = list(ckpt.warnings)
+    return info
