@@ -67,7 +67,7 @@ class JiTCheckpoint:
 
     @property
     def is_weights_only(self) -> bool:
-        return self.optimizer is None and self.epoch is None
+        return self.optimizer is None and self.model_ema1 is None and self.model_ema2 is None
 
     def validate(self) -> None:
         """Check keys and shapes of every section against ``arch`` and the model."""

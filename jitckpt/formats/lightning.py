@@ -66,10 +66,27 @@ def from_tree(tree: Any, path: str) -> JiTCheckpoint:
         raise FormatError(f"{path}: {len(optimizers)} optimizers; a JiT run has one AdamW")
     if optimizers:
         payload["optimizer"] = optimizers[0]
-    payload.update(epoch=tree.get("epoch"), global_step=tree.get("global_step"), arch=meta.get("arch"))
+    epoch = _last_completed_epoch(tree)
+    if tree.get("epoch") != epoch:  # Lightning's own count (see above), kept for an exact round trip
+        rest["epoch"] = tree.get("epoch")
+    payload.update(epoch=epoch, global_step=tree.get("global_step"), arch=meta.get("arch"))
     payload["args"] = meta["args"] if "args" in meta else _args_from_hparams(tree.get("hyper_parameters"))
     payload["extra"] = {**(meta.get("extra") or {}), "lightning": rest}
     return from_file_payload(payload, int(meta.get("schema_version", 1)))
+
+
+def _last_completed_epoch(tree: dict) -> int | None:
+    """The last epoch whose training finished (the original's ``epoch``).
+
+    Lightning's own ``epoch`` is ``trainer.current_epoch``: the finished epoch in
+    an end-of-epoch checkpoint, but one more after ``fit`` returns. The loop
+    progress tells them apart: ``processed`` counts epochs whose training ran.
+    """
+    try:
+        processed = tree["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+    except (KeyError, TypeError):
+        return tree.get("epoch")
+    return int(processed) - 1 if processed else None
 
 
 def read(path: str) -> JiTCheckpoint:
@@ -155,7 +172,7 @@ def to_tree(ckpt: JiTCheckpoint) -> dict:
             ema_state[key] = dict(section)
     callbacks[entry] = ema_state
     tree: dict[str, Any] = {
-        "epoch": epoch,
+        "epoch": rest.pop("epoch", epoch),
         "global_step": step,
         "pytorch-lightning_version": rest.pop("pytorch-lightning_version", None) or _lightning_version(),
         "state_dict": dict(ckpt.model),
