@@ -24,8 +24,8 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Inspect, convert and verify JiT checkpoints: original .pth, Lightning .ckpt, safetensors.",
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)  # paths and messages stay on one line, copy-pastable
+err = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
 EXIT_ERROR = 2
 EXIT_DIFFERENT = 1
@@ -54,7 +54,7 @@ def _errors() -> Iterator[None]:
         if _state["debug"]:
             raise
         message = str(exc) if isinstance(exc, JiTCheckpointError) else f"{exc.strerror or exc}: {exc.filename or ''}"
-        err.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+        err.print(f"[red]error:[/red] {message}", highlight=False)
         raise typer.Exit(EXIT_ERROR) from None
 
 
