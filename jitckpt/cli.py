@@ -143,7 +143,7 @@ def convert(
         with _progress(source_bytes, f"converting {src.name}") as advance:
             target = api.convert(src, output, to, weights=weights, force=force, progress=advance)
         seconds = time.perf_counter() - started
-        kind = formats.get(formats.detect_format(target)).DESCRIPTION.split(" (")[0]
+        kind = formats.get(formats.detect_format(target)).LABEL
         what = f"{weights} weights only" if weights else "full training state"
         out.print(f"wrote {target} ({kind}, {what}, {_size(target.stat().st_size)}) in {seconds:.1f} s", highlight=False)
 
@@ -182,6 +182,35 @@ def verify(
     count = sum(1 for _ in api.iter_tensors(a))
     out.print(f"[green]same[/green]: {count} tensors, epoch, step, args and optimizer match "
               f"({first.name} vs {second.name})", highlight=False)
+
+
+@app.command()
+def example(
+    folder: Path = typer.Argument(Path("jitckpt-example"), help="Folder to copy the bundled checkpoint into."),
+    force: bool = typer.Option(False, "--force", help="Overwrite files left there by an earlier run."),
+) -> None:
+    """Run the main job on the bundled tiny original checkpoint: inspect, convert, verify."""
+    import shutil
+    from importlib import resources
+
+    with _errors():
+        folder.mkdir(parents=True, exist_ok=True)
+        source = folder / "checkpoint-last.pth"
+        if source.exists() and not force:
+            from .errors import OutputError
+
+            raise OutputError(f"{str(source)!r} already exists; pass --force to start the example afresh")
+        with resources.as_file(resources.files("jitckpt") / "examples" / "checkpoint-last.pth") as bundled:
+            shutil.copyfile(bundled, source)
+        out.print(f"[bold]$ jitckpt inspect {source}[/bold]")
+        inspect(source, as_json=False)
+        steps = [(source, folder / "checkpoint-last.ckpt", None), (source, folder / "checkpoint-last.safetensors", None),
+                 (folder / "checkpoint-last.ckpt", folder / "roundtrip.pth", None)]
+        for src, dst, to in steps:
+            out.print(f"\n[bold]$ jitckpt convert {src} -o {dst}{' --force' if force else ''}[/bold]")
+            convert(src, dst, to, None, False, force)
+    out.print(f"\n[bold]$ jitckpt verify {source} {folder / 'roundtrip.pth'}[/bold]")
+    verify(source, folder / "roundtrip.pth", 10)
 
 
 def run() -> None:

@@ -12,9 +12,10 @@ import math
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 CHUNK_BYTES = 8 << 20  # 8 MiB: large enough for full disk speed, small for RSS
+COPY_BYTES = 64 << 20  # per in-kernel copy call; bounds the gap between progress updates
 
 # dtype name -> (itemsize in bytes, safetensors code, legacy torch storage class)
 DTYPES: dict[str, tuple[int, str, str]] = {
@@ -84,25 +85,53 @@ class TensorRef:
         last = sum((size - 1) * step for size, step in zip(self.shape, self.stride))
         return (last + 1) * self.itemsize
 
-    def iter_bytes(self, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
-        """Yield the tensor's bytes in row-major order, at most ``chunk`` at a time."""
+    def iter_bytes(self, chunk: int = CHUNK_BYTES) -> Iterator[memoryview]:
+        """Yield the tensor's bytes in row-major order, at most ``chunk`` at a time.
+
+        Chunks are views of one reused buffer: use each before asking for the next.
+        """
         if not self.is_contiguous:
-            yield _tensor_bytes(self.to_torch().contiguous())
+            yield memoryview(_tensor_bytes(self.to_torch().contiguous()))
             return
+        buffer = memoryview(bytearray(min(chunk, self.nbytes)))
         fd = os.open(self.path, os.O_RDONLY)
         try:
             done = 0
             while done < self.nbytes:
-                want = min(chunk, self.nbytes - done)
-                data = os.pread(fd, want, self.offset + done)
-                if len(data) != want:
-                    from .errors import FormatError
-
-                    raise FormatError(f"{self.path}: file is truncated (tensor data ends early)")
-                done += want
-                yield data
+                want = min(len(buffer), self.nbytes - done)
+                got = os.preadv(fd, [buffer[:want]], self.offset + done)
+                if got <= 0:
+                    raise _truncated(self.path)
+                done += got
+                yield buffer[:got]
         finally:
             os.close(fd)
+
+    def copy_to(self, handle: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
+        """Append the tensor's bytes to ``handle`` with in-kernel copies where possible."""
+        copy_range = getattr(os, "copy_file_range", None)
+        if copy_range is None or not self.is_contiguous:
+            return _write_chunks(self.iter_bytes(), handle, progress)
+        handle.flush()
+        start = handle.tell()
+        src = os.open(self.path, os.O_RDONLY)
+        try:
+            done = 0
+            while done < self.nbytes:
+                try:
+                    got = copy_range(src, handle.fileno(), min(COPY_BYTES, self.nbytes - done),
+                                     self.offset + done, start + done)
+                except OSError:  # filesystem or kernel without it: plain reads and writes
+                    handle.seek(start + done)
+                    return _write_chunks(_skip(self.iter_bytes(), done), handle, progress)
+                if got <= 0:
+                    raise _truncated(self.path)
+                done += got
+                if progress is not None:
+                    progress(got)
+        finally:
+            os.close(src)
+        handle.seek(start + self.nbytes)
 
     def read_span(self) -> bytes:
         fd = os.open(self.path, os.O_RDONLY)
@@ -111,9 +140,7 @@ class TensorRef:
         finally:
             os.close(fd)
         if len(data) != self.span:
-            from .errors import FormatError
-
-            raise FormatError(f"{self.path}: file is truncated (tensor data ends early)")
+            raise _truncated(self.path)
         return data
 
     def to_torch(self) -> Any:
@@ -127,6 +154,37 @@ class TensorRef:
         if self.is_contiguous:
             return flat.reshape(self.shape)
         return flat.as_strided(self.shape, self.stride).clone()
+
+
+def _truncated(path: str) -> Exception:
+    from .errors import FormatError
+
+    return FormatError(f"{path}: file is truncated (tensor data ends early)")
+
+
+def _write_chunks(chunks: Iterator, handle: BinaryIO, progress: Callable[[int], None] | None) -> None:
+    for chunk in chunks:
+        handle.write(chunk)
+        if progress is not None:
+            progress(len(chunk))
+
+
+def _skip(chunks: Iterator[memoryview], count: int) -> Iterator[memoryview]:
+    """The bytes of ``chunks`` after the first ``count``."""
+    for chunk in chunks:
+        if count >= len(chunk):
+            count -= len(chunk)
+            continue
+        yield chunk[count:]
+        count = 0
+
+
+def write_tensor(tensor: Any, handle: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
+    """Append a TensorRef's or torch tensor's row-major bytes to ``handle``."""
+    if isinstance(tensor, TensorRef):
+        tensor.copy_to(handle, progress)
+    else:
+        _write_chunks(iter_tensor_bytes(tensor), handle, progress)
 
 
 def dtype_name(tensor: Any) -> str:

@@ -18,10 +18,15 @@ import pathlib
 import pickle
 import struct
 import zipfile
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO, Callable
 
 from .errors import FormatError, UnsafePickleError
-from .tensors import DTYPES, STORAGE_TO_DTYPE, TensorRef, contiguous_strides, is_tensor, iter_tensor_bytes, nbytes_of, shape_of, dtype_name
+from .tensors import (
+    DTYPES, STORAGE_TO_DTYPE, TensorRef, contiguous_strides, dtype_name, is_tensor, iter_tensor_bytes, nbytes_of,
+    shape_of, write_tensor,
+)
 
 ZIP_MAGIC = b"PK\x03\x04"
 _ALIGNMENT = 64
@@ -184,9 +189,60 @@ def archive_name(path: Any) -> str:
     return stem or "archive"
 
 
+class _Global:
+    """A global named in the pickle (``torch._utils._rebuild_tensor_v2``, ``torch.FloatStorage``)
+    without importing its module: torch is not needed to write a torch file."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def __call__(self, *args: Any) -> Any:  # pickle requires reduce functions to be callable
+        raise TypeError(f"{self.module}.{self.name} is only a name for pickling")
+
+
+_REBUILD_TENSOR = _Global("torch._utils", "_rebuild_tensor_v2")
+_ORDERED_DICT = _Global("collections", "OrderedDict")
+
+
 class _TensorToWrite:
     def __init__(self, key: str, tensor: Any) -> None:
         self.key, self.tensor = key, tensor
+
+
+class _TorchPickler(pickle._Pickler):  # the Python pickler: it lets _Global write its own opcode
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def __init__(self, file: BinaryIO) -> None:
+        super().__init__(file, protocol=2)
+        self.tensors: list[_TensorToWrite] = []
+
+    def _save_global_name(self, obj: _Global) -> None:
+        self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
+        self.memoize(obj)
+
+    dispatch[_Global] = _save_global_name
+
+    def reducer_override(self, obj: Any) -> Any:
+        if is_tensor(obj):
+            entry = _TensorToWrite(str(len(self.tensors)), obj)
+            self.tensors.append(entry)
+            shape = shape_of(obj)
+            return _REBUILD_TENSOR, (entry, 0, shape, contiguous_strides(shape), False, _OrderedDictArg())
+        return NotImplemented
+
+    def persistent_id(self, obj: Any) -> Any:
+        if isinstance(obj, _TensorToWrite):
+            dtype = dtype_name(obj.tensor)
+            itemsize, _, storage = DTYPES[dtype]
+            return ("storage", _Global("torch", storage), obj.key, "cpu", nbytes_of(obj.tensor) // itemsize)
+        return None
+
+
+class _OrderedDictArg:
+    """An empty ``collections.OrderedDict()`` (the backward hooks slot), pickled by name."""
+
+    def __reduce__(self) -> tuple:
+        return _ORDERED_DICT, ()
 
 
 def write_tree(tree: Any, handle: BinaryIO, archive: str = "archive", progress: Progress | None = None) -> None:
@@ -195,53 +251,110 @@ def write_tree(tree: Any, handle: BinaryIO, archive: str = "archive", progress: 
     Tensors may be TensorRefs or torch tensors; both are written contiguous.
     Shared tensors are not deduplicated (every leaf gets its own storage).
     """
-    import torch
-
-    tensors: list[_TensorToWrite] = []
-
-    class Pickler(pickle.Pickler):
-        def reducer_override(self, obj: Any) -> Any:
-            if is_tensor(obj):
-                entry = _TensorToWrite(str(len(tensors)), obj)
-                tensors.append(entry)
-                shape = shape_of(obj)
-                return (
-                    torch._utils._rebuild_tensor_v2,
-                    (entry, 0, shape, contiguous_strides(shape), False, collections.OrderedDict()),
-                )
-            return NotImplemented
-
-        def persistent_id(self, obj: Any) -> Any:
-            if isinstance(obj, _TensorToWrite):
-                dtype = dtype_name(obj.tensor)
-                storage_type = getattr(torch, DTYPES[dtype][2])
-                numel = nbytes_of(obj.tensor) // DTYPES[dtype][0]
-                return ("storage", storage_type, obj.key, "cpu", numel)
-            return None
-
     buffer = io.BytesIO()
-    Pickler(buffer, protocol=2).dump(tree)
-    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        _write_entry(zf, f"{archive}/data.pkl", [buffer.getvalue()], len(buffer.getvalue()))
+    pickler = _TorchPickler(buffer)
+    pickler.dump(tree)
+    with _ZipWriter(handle) as zf:
+        zf.add_bytes(f"{archive}/data.pkl", buffer.getvalue())
         for name, payload in ((".format_version", b"1"), (".storage_alignment", b"64"), ("byteorder", b"little")):
-            _write_entry(zf, f"{archive}/{name}", [payload], len(payload))
-        for entry in tensors:
-            size = nbytes_of(entry.tensor)
-            _write_entry(zf, f"{archive}/data/{entry.key}", iter_tensor_bytes(entry.tensor), size, progress)
-        _write_entry(zf, f"{archive}/version", [b"3\n"], 2)
-        _write_entry(zf, f"{archive}/.data/serialization_id", [b"0" * 40], 40)
+            zf.add_bytes(f"{archive}/{name}", payload)
+        for entry in pickler.tensors:
+            zf.add_tensor(f"{archive}/data/{entry.key}", entry.tensor, progress)
+        zf.add_bytes(f"{archive}/version", b"3\n")
+        zf.add_bytes(f"{archive}/.data/serialization_id", b"0" * 40)
 
 
-def _write_entry(zf: zipfile.ZipFile, name: str, chunks: Any, size: int, progress: Progress | None = None) -> None:
-    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-    info.compress_type = zipfile.ZIP_STORED
-    info.file_size = size
-    zip64 = size * 1.05 > zipfile.ZIP64_LIMIT
-    start = zf.fp.tell() + _LOCAL_HEADER.size + len(name.encode()) + (20 if zip64 else 0)
-    pad = (-(start + 4)) % _ALIGNMENT  # 4 bytes of extra-field header precede the padding
-    info.extra = struct.pack("<HH", 0x4246, pad) + b"Z" * pad  # 'FB' padding field, as torch writes
-    with zf.open(info, "w", force_zip64=zip64) as out:
-        for chunk in chunks:
-            out.write(chunk)
-            if progress is not None:
-                progress(len(chunk))
+_U32 = 0xFFFFFFFF
+_ZIP64_LIMIT = _U32  # sizes and offsets from here on need zip64 records (a test lowers it)
+
+
+class _ZipWriter:
+    """A stored (uncompressed) zip written as torch writes it: entries 64-byte aligned.
+
+    Tensor data goes with in-kernel copies while a second thread computes each
+    entry's CRC-32 from the source; the CRCs are patched into the local headers
+    and written in the central directory when the archive closes.
+    """
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.entries: list[tuple[bytes, int, int, Any]] = []  # name, header offset, size, crc or future
+        self.crc_pool = ThreadPoolExecutor(max_workers=1)
+
+    def __enter__(self) -> "_ZipWriter":
+        return self
+
+    def __exit__(self, kind: Any, *_exc: Any) -> None:
+        try:
+            if kind is None:
+                self._finish()
+        finally:
+            self.crc_pool.shutdown(wait=True, cancel_futures=True)
+
+    def _local_header(self, name: bytes, size: int) -> int:
+        """Write the local header of an entry of ``size`` bytes; return its offset."""
+        offset = self.handle.tell()
+        zip64 = size >= _ZIP64_LIMIT
+        extra = struct.pack("<HHQQ", 0x0001, 16, size, size) if zip64 else b""
+        start = offset + _LOCAL_HEADER.size + len(name) + len(extra) + 4
+        pad = -start % _ALIGNMENT
+        extra += struct.pack("<HH", 0x4246, pad) + b"Z" * pad  # 'FB' padding field, as torch writes
+        stored = _U32 if zip64 else size
+        self.handle.write(_LOCAL_HEADER.pack(ZIP_MAGIC, 45 if zip64 else 20, 0, 0, 0, _DOS_DATE, 0, stored, stored,
+                                             len(name), len(extra)) + name + extra)
+        return offset
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        raw = name.encode()
+        offset = self._local_header(raw, len(data))
+        self.handle.write(data)
+        self.entries.append((raw, offset, len(data), zlib.crc32(data)))
+
+    def add_tensor(self, name: str, tensor: Any, progress: Progress | None = None) -> None:
+        raw = name.encode()
+        size = nbytes_of(tensor)
+        offset = self._local_header(raw, size)
+        crc = self.crc_pool.submit(_crc_of, tensor) if isinstance(tensor, TensorRef) else _crc_of(tensor)
+        write_tensor(tensor, self.handle, progress)
+        self.entries.append((raw, offset, size, crc))
+
+    def _finish(self) -> None:
+        handle = self.handle
+        end = handle.tell()
+        directory = io.BytesIO()
+        for name, offset, size, crc in self.entries:
+            crc = crc.result() if isinstance(crc, Future) else crc
+            handle.seek(offset + 14)
+            handle.write(struct.pack("<L", crc))
+            big_size, big_offset = size >= _ZIP64_LIMIT, offset >= _ZIP64_LIMIT
+            extra = b""
+            if big_size or big_offset:
+                fields = (struct.pack("<QQ", size, size) if big_size else b"") + (
+                    struct.pack("<Q", offset) if big_offset else b"")
+                extra = struct.pack("<HH", 0x0001, len(fields)) + fields
+            stored = _U32 if big_size else size
+            directory.write(_CENTRAL_HEADER.pack(
+                b"PK\x01\x02", 45, 45 if extra else 20, 0, 0, 0, _DOS_DATE, crc, stored, stored, len(name),
+                len(extra), 0, 0, 0, 0, _U32 if big_offset else offset) + name + extra)
+        handle.seek(end)
+        central = directory.getvalue()
+        handle.write(central)
+        count, cd_end = len(self.entries), end + len(central)
+        if count >= 0xFFFF or end >= _ZIP64_LIMIT or len(central) >= _ZIP64_LIMIT:
+            handle.write(struct.pack("<4sQHHLLQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, len(central), end))
+            handle.write(struct.pack("<4sLQL", b"PK\x06\x07", 0, cd_end, 1))
+            count, size_field, offset_field = min(count, 0xFFFF), min(len(central), _U32), min(end, _U32)
+        else:
+            size_field, offset_field = len(central), end
+        handle.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, count, count, size_field, offset_field, 0))
+
+
+_DOS_DATE = 0x21  # 1980-01-01, the earliest DOS date (torch writes no timestamps either)
+_CENTRAL_HEADER = struct.Struct("<4s6H3L5H2L")
+
+
+def _crc_of(tensor: Any) -> int:
+    crc = 0
+    for chunk in iter_tensor_bytes(tensor):
+        crc = zlib.crc32(chunk, crc)
+    return crc

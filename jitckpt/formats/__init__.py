@@ -1,7 +1,7 @@
 """The registry of file formats. Each module knows one layout and meets the others
 only in :class:`~jitckpt.schema.JiTCheckpoint`.
 
-A format module has ``NAME``, ``SUFFIXES``, ``DESCRIPTION``, ``read(path)`` and
+A format module has ``NAME``, ``SUFFIXES``, ``LABEL``, ``DESCRIPTION``, ``read(path)`` and
 ``write(ckpt, handle, path, progress=None, weights=None)``. Detection looks at
 the bytes: safetensors by its JSON header, torch zips by their pickle's keys.
 """

@@ -21,6 +21,7 @@ from ..schema import META_KEY, JiTCheckpoint, from_file_payload, optimizer_to_po
 
 NAME = "ckpt"
 SUFFIXES = (".ckpt",)
+LABEL = "Lightning .ckpt"
 DESCRIPTION = "Lightning .ckpt (trainer.fit(..., ckpt_path=...) resumes from it)"
 
 EMA_CALLBACK = "EMACallback"

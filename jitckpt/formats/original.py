@@ -21,6 +21,7 @@ from ..schema import META_KEY, ORIGINAL_KEYS, JiTCheckpoint, from_file_payload, 
 
 NAME = "pth"
 SUFFIXES = (".pth", ".pt", ".bin")
+LABEL = "original JiT .pth"
 DESCRIPTION = "original JiT .pth (torch.save of model, optimizer, epoch, args, model_ema1, model_ema2)"
 
 

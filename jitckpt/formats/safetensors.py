@@ -17,11 +17,12 @@ from typing import Any, BinaryIO, Callable
 
 from ..errors import FormatError
 from ..schema import SECTIONS, JiTCheckpoint, from_file_payload
-from ..tensors import DTYPES, SAFETENSORS_TO_DTYPE, TensorRef, contiguous_strides, dtype_name, is_tensor, iter_tensor_bytes, nbytes_of, shape_of
+from ..tensors import DTYPES, SAFETENSORS_TO_DTYPE, TensorRef, contiguous_strides, dtype_name, is_tensor, nbytes_of, shape_of, write_tensor
 from . import _jsontree
 
 NAME = "safetensors"
 SUFFIXES = (".safetensors",)
+LABEL = "safetensors"
 DESCRIPTION = "safetensors: full training state (pickle-free) or a weights-only export"
 
 KIND_KEY = "jitckpt.kind"
@@ -150,10 +151,7 @@ def write_tensors(tensors: dict[str, Any], metadata: dict[str, str], handle: Bin
     text += b" " * (-len(text) % 8)
     handle.write(struct.pack("<Q", len(text)) + text)
     for tensor in tensors.values():
-        for chunk in iter_tensor_bytes(tensor):
-            handle.write(chunk)
-            if progress is not None:
-                progress(len(chunk))
+        write_tensor(tensor, handle, progress)
 
 
 def write(ckpt: JiTCheckpoint, handle: BinaryIO, path: Path, progress: Callable[[int], None] | None = None,

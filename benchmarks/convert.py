@@ -1,0 +1,148 @@
+"""Conversion speed and memory on an original-format JiT training checkpoint.
+
+Builds a JiT-B/16 checkpoint as the original ``misc.save_model`` writes it
+(model, two EMAs, AdamW moments: about 2.6 GB), then measures in one run, each
+command a fresh process writing a new file, median of ``--repeats`` runs:
+``cp``; the naive path (``torch.load`` everything, ``safetensors.torch.save_file``);
+``jitckpt convert`` to .safetensors, to .ckpt and from .ckpt back to .pth;
+``jitckpt inspect``; ``jitckpt --help``. Wall time and peak RSS of each, and
+each wall time as a ratio to ``cp`` and to the naive path. Then the conversions
+again on a checkpoint twice as large (depth 24), to show how time and memory grow.
+
+Usage: python benchmarks/convert.py [--workdir DIR] [--repeats 3] [--skip-double]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NAIVE = """
+import argparse, sys, torch
+from safetensors.torch import save_file
+with torch.serialization.safe_globals([argparse.Namespace]):
+    ckpt = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+flat = {}
+for section in ("model", "model_ema1", "model_ema2"):
+    flat.update({f"{section}/{k}": v.detach().contiguous() for k, v in ckpt[section].items()})
+for index, state in ckpt["optimizer"]["state"].items():
+    flat.update({f"optimizer/{index}/{k}": v for k, v in state.items()})
+save_file(flat, sys.argv[2])
+"""
+
+
+def build_checkpoint(path: Path, depth: int) -> None:
+    """An original-format checkpoint of JiT-B/16 dimensions with ``depth`` blocks, via torch.save."""
+    import torch
+    from torch import nn
+
+    from jitckpt.model.arch import Arch, expected_shapes, param_groups
+
+    arch = Arch(depth, 768, 12, 16, 128, 32, 4, 1000, 256)
+    shapes = expected_shapes(arch)
+    gen = torch.Generator().manual_seed(0)
+    model = {k: torch.rand(s, generator=gen) for k, s in shapes.items()}
+    ema = lambda: {k: nn.Parameter(v + 1e-3, requires_grad=False) for k, v in model.items()}  # noqa: E731
+    no_decay, decay = param_groups(arch)
+    names = no_decay + decay
+    state = {i: {"step": torch.tensor(1000.0), "exp_avg": torch.rand(shapes[n], generator=gen),
+                 "exp_avg_sq": torch.rand(shapes[n], generator=gen)} for i, n in enumerate(names)}
+    hyper = {"lr": 1e-4, "betas": (0.9, 0.95), "eps": 1e-8, "amsgrad": False, "maximize": False, "foreach": None,
+             "capturable": False, "differentiable": False, "fused": None, "decoupled_weight_decay": True}
+    groups = [{"weight_decay": 0.0, **hyper, "params": list(range(len(no_decay)))},
+              {"weight_decay": 0.0, **hyper, "params": list(range(len(no_decay), len(names)))}]
+    args = argparse.Namespace(model="JiT-B/16", img_size=256, class_num=1000, epochs=600, batch_size=128, blr=5e-5)
+    torch.save({"model": model, "optimizer": {"state": state, "param_groups": groups}, "epoch": 99, "args": args,
+                "model_ema1": ema(), "model_ema2": ema()}, path)
+
+
+def measure(cmd: list[str]) -> tuple[float, int]:
+    """(wall seconds, peak RSS bytes) of one process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr.read().decode()}")
+    return wall, usage.ru_maxrss * 1024
+
+
+def median_run(make_cmd, output: Path | None, repeats: int) -> tuple[float, int]:
+    walls, peaks = [], []
+    for _ in range(repeats):
+        if output is not None and output.exists():
+            output.unlink()
+        wall, peak = measure(make_cmd())
+        walls.append(wall)
+        peaks.append(peak)
+    if output is not None and output.exists():
+        output.unlink()
+    return statistics.median(walls), max(peaks)
+
+
+def bench(src: Path, work: Path, repeats: int, label: str) -> None:
+    py = sys.executable
+    jit = [py, "-m", "jitckpt"]
+    subprocess.run(["cat", str(src)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
+    ckpt = work / "mid.ckpt"
+    if not ckpt.exists():
+        subprocess.run(jit + ["convert", str(src), "-o", str(ckpt)], check=True, stdout=subprocess.DEVNULL)
+    out = {s: work / f"out{s}" for s in (".bin", ".safetensors", ".ckpt", ".pth")}
+    rows = [
+        ("cp", lambda: ["cp", str(src), str(out[".bin"])], out[".bin"]),
+        ("cp + fsync", lambda: ["sh", "-c", f"cp {src} {out['.bin']} && sync {out['.bin']}"], out[".bin"]),
+        ("naive torch.load + save_file", lambda: [py, "-c", NAIVE, str(src), str(out[".safetensors"])], out[".safetensors"]),
+        ("jitckpt convert -> .safetensors", lambda: jit + ["convert", str(src), "-o", str(out[".safetensors"])], out[".safetensors"]),
+        ("jitckpt convert -> .ckpt", lambda: jit + ["convert", str(src), "-o", str(out[".ckpt"])], out[".ckpt"]),
+        ("jitckpt convert .ckpt -> .pth", lambda: jit + ["convert", str(ckpt), "-o", str(out[".pth"])], out[".pth"]),
+        ("jitckpt inspect", lambda: jit + ["inspect", str(src)], None),
+        ("jitckpt --help", lambda: jit + ["--help"], None),
+    ]
+    size = src.stat().st_size
+    print(f"\n{label}: {src.name}, {size / 1e9:.2f} GB, median of {repeats}, {time.strftime('%Y-%m-%d')}")
+    print(f"{'command':34} {'wall s':>8} {'peak RSS':>10} {'x cp':>6} {'x naive':>8}")
+    results = {}
+    for name, make_cmd, output in rows:
+        results[name] = median_run(make_cmd, output, repeats)
+        wall, peak = results[name]
+        cp = results["cp"][0]
+        naive = results.get("naive torch.load + save_file", (float("nan"),))[0]
+        print(f"{name:34} {wall:8.2f} {peak / 1e9:8.2f} GB {wall / cp:6.2f} {wall / naive:8.2f}", flush=True)
+    ckpt.unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=None, help="where the checkpoints go (needs ~20 GB)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-double", action="store_true", help="skip the checkpoint twice as large")
+    parser.add_argument("--build", nargs=2, metavar=("PATH", "DEPTH"), help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.build:
+        build_checkpoint(Path(opts.build[0]), int(opts.build[1]))
+        return
+    work = opts.workdir or Path(tempfile.mkdtemp(prefix="jitckpt-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        for depth, label in ((12, "JiT-B/16 training checkpoint"), (24, "twice as large (depth 24)")):
+            if depth == 24 and opts.skip_double:
+                break
+            src = work / f"checkpoint-depth{depth}.pth"
+            if not src.exists():  # in a child process, so this one stays small for the RSS figures
+                subprocess.run([sys.executable, __file__, "--build", str(src), str(depth)], check=True)
+            bench(src, work, opts.repeats, label)
+            src.unlink()
+    finally:
+        if opts.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
