@@ -104,16 +104,11 @@ def inspect(
                  f"[green]present[/green] (AdamW, step {opt['step']}, {opt['params_with_state']} params with state, "
                  f"groups of {', '.join(str(g['size']) for g in opt['param_groups'])})"))
     rows.append(("dtypes", "; ".join(f"{k}: {', '.join(v)}" for k, v in info["dtypes"].items())))
+    if info["args"]:
+        rows.append(("training args", "  ".join(f"{k}={v}" for k, v in info["args"].items())))
     for key, value in rows:
         table.add_row(key, value)
     out.print(table)
-    if info["args"]:
-        args = Table(title="training args", title_justify="left", show_header=False, box=None, pad_edge=False)
-        args.add_column(style="cyan")
-        args.add_column()
-        for key, value in info["args"].items():
-            args.add_row(key, str(value))
-        out.print(args)
     for warning in info["warnings"]:
         err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
 

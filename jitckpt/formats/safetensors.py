@@ -133,7 +133,8 @@ def weights_export(ckpt: JiTCheckpoint, which: str) -> tuple[dict[str, Any], dic
     meta = {"format": "pt", KIND_KEY: "weights", "jitckpt.weights": which,
             "jitckpt.schema_version": str(ckpt.schema_version),
             "jitckpt.arch": json.dumps(ckpt.arch.to_dict() if ckpt.arch else None),
-            "jitckpt.epoch": json.dumps(ckpt.epoch), "jitckpt.args": _jsontree.encode(ckpt.args, {}, "args")}
+            "jitckpt.epoch": json.dumps(ckpt.epoch), "jitckpt.global_step": json.dumps(ckpt.global_step),
+            "jitckpt.args": _jsontree.encode(ckpt.args, {}, "args")}
     return tensors, meta
 
 
