@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator
 
+from .io import start_writeback
+
 CHUNK_BYTES = 8 << 20  # 8 MiB: large enough for full disk speed, small for RSS
 COPY_BYTES = 64 << 20  # per in-kernel copy call; bounds the gap between progress updates
 
@@ -126,6 +128,7 @@ class TensorRef:
                     return _write_chunks(_skip(self.iter_bytes(), done), handle, progress)
                 if got <= 0:
                     raise _truncated(self.path)
+                start_writeback(handle.fileno(), start + done, got)
                 done += got
                 if progress is not None:
                     progress(got)
