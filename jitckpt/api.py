@@ -157,9 +157,7 @@ def compare(a: JiTCheckpoint, b: JiTCheckpoint, limit: int = 10) -> list[str]:
     if (oa is None) != (ob is None):
         note(f"optimizer: present in {'first' if oa is not None else 'second'} only")
     elif oa is not None:
-        ga = [{k: v for k, v in g.items()} for g in oa["param_groups"]]
-        gb = [{k: v for k, v in g.items()} for g in ob["param_groups"]]
-        if ga != gb and note("optimizer: param_groups differ"):
+        if oa["param_groups"] != ob["param_groups"] and note("optimizer: param_groups differ"):
             return diffs
         for pname in sorted(set(oa["state"]) | set(ob["state"])):
             sa, sb = oa["state"].get(pname, {}), ob["state"].get(pname, {})

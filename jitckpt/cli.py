@@ -11,7 +11,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -58,12 +58,19 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(EXIT_ERROR) from None
 
 
+def _present(flag: bool) -> str:
+    return "[green]present[/green]" if flag else "[yellow]absent[/yellow]"
+
+
 def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    """Bytes in decimal units, as ``ls -h --si`` shows them: ``3.1 MB``."""
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB", "GB", "TB"):
         n /= 1000
-    return f"{n} B"
+        if n < 1000 or unit == "TB":
+            break
+    return f"{n:.1f} {unit}"
 
 
 @app.command()
@@ -72,7 +79,7 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of tables."),
 ) -> None:
     """Show format, epoch, architecture, sections and training args, reading headers only."""
-    from .summary import summarize
+    from .summary import ARCH_FIELDS, summarize
 
     with _errors():
         info = summarize(path)
@@ -82,10 +89,7 @@ def inspect(
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold cyan")
     table.add_column()
-    dims = ", ".join(f"{k}={info[k]}" for k in (
-        "depth", "hidden_size", "num_heads", "patch_size", "bottleneck_dim", "in_context_len", "in_context_start",
-        "num_classes", "img_size"))
-    present = lambda flag: "[green]present[/green]" if flag else "[yellow]absent[/yellow]"  # noqa: E731
+    dims = ", ".join(f"{k}={info[k]}" for k in ARCH_FIELDS)
     rows = [
         ("file", f"{info['path']} ({_size(info['file_size'])})"),
         ("format", info["format_description"]),
@@ -95,12 +99,12 @@ def inspect(
         ("architecture", info["variant"] or "custom (not an official variant)"),
         ("dimensions", dims),
         ("parameters", f"{info['num_params']:,}"),
-        ("raw weights", present(info["sections"]["raw"]) + (f" (exported from {info['weights']})" if info["weights"] else "")),
-        ("EMA 1", present(info["sections"]["ema1"])),
-        ("EMA 2", present(info["sections"]["ema2"])),
+        ("raw weights", _present(info["sections"]["raw"]) + (f" (the source's {info['weights']} weights)" if info["weights"] else "")),
+        ("EMA 1", _present(info["sections"]["ema1"])),
+        ("EMA 2", _present(info["sections"]["ema2"])),
     ]
     opt = info["optimizer"]
-    rows.append(("optimizer", present(False) if opt is None else
+    rows.append(("optimizer", _present(False) if opt is None else
                  f"[green]present[/green] (AdamW, step {opt['step']}, {opt['params_with_state']} params with state, "
                  f"groups of {', '.join(str(g['size']) for g in opt['param_groups'])})"))
     rows.append(("dtypes", "; ".join(f"{k}: {', '.join(v)}" for k, v in info["dtypes"].items())))
@@ -144,7 +148,7 @@ def convert(
 
 
 @contextmanager
-def _progress(total: int, label: str) -> Iterator[Optional[callable]]:
+def _progress(total: int, label: str) -> Iterator[Optional[Callable[[int], None]]]:
     """A bytes progress bar on stderr for big files; yields the advance callback (or None)."""
     if total < PROGRESS_MIN_BYTES:
         yield None
