@@ -1,0 +1,81 @@
+"""``JiTModelCheckpoint``: original-format checkpoints written during Lightning training."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import lightning as L
+
+from ..api import save
+from ..io import atomic_output
+from ..schema import JiTCheckpoint, optimizer_to_named
+from ..torchzip import archive_name, write_tree
+from ..train_args import args_from_module
+from .ema import EMACallback
+
+
+def find_ema_callback(trainer: L.Trainer) -> EMACallback | None:
+    return next((cb for cb in trainer.callbacks if isinstance(cb, EMACallback)), None)
+
+
+def checkpoint_from_run(trainer: L.Trainer, pl_module: Any, args: Mapping[str, Any] | None = None) -> JiTCheckpoint:
+    """The state of a running ``JiTLightningModule`` as a :class:`JiTCheckpoint` (tensors not copied)."""
+    model = {k: v.detach() for k, v in pl_module.state_dict().items()}
+    ema = find_ema_callback(trainer)
+    emas = {}
+    if ema is not None and ema.ema1:
+        emas = {"model_ema1": dict(zip(ema.names, ema.ema1)), "model_ema2": dict(zip(ema.names, ema.ema2))}
+    optimizer = optimizer_to_named(trainer.optimizers[0].state_dict(), pl_module.arch) if trainer.optimizers else None
+    return JiTCheckpoint(model=model, optimizer=optimizer, epoch=trainer.current_epoch, global_step=trainer.global_step,
+                         arch=pl_module.arch, args=args_from_module(pl_module, args), **emas)
+
+
+class JiTModelCheckpoint(L.Callback):
+    """Saves ``checkpoint-last.pth`` and milestones in the original format, as ``main_jit.py`` does.
+
+    At the end of epoch ``e`` (0-based): ``checkpoint-last.pth`` when
+    ``e % save_last_freq == 0`` or ``e`` is the last epoch; ``checkpoint-{e}.pth``
+    when ``e % save_milestone_freq == 0 and e > 0``. Files are written by rank
+    zero, atomically, and load in the original ``main_jit.py --resume``. With
+    ``save_lightning=True`` a Lightning ``checkpoint-last.ckpt`` is written
+    beside the last one. ``args`` adds to the training args stored in the file.
+    """
+
+    def __init__(self, dirpath: str | os.PathLike = "./checkpoints", save_last_freq: int = 5,
+                 save_milestone_freq: int = 100, save_lightning: bool = False,
+                 args: Mapping[str, Any] | None = None) -> None:
+        self.dirpath = Path(dirpath)
+        self.save_last_freq, self.save_milestone_freq = save_last_freq, save_milestone_freq
+        self.save_lightning = save_lightning
+        self.args = dict(args or {})
+        self.written: list[Path] = []
+
+    def targets(self, epoch: int, max_epochs: int | None) -> list[str]:
+        """File names due at the end of ``epoch``."""
+        names = []
+        if epoch % self.save_last_freq == 0 or (max_epochs is not None and epoch + 1 == max_epochs):
+            names.append("checkpoint-last")
+        if epoch % self.save_milestone_freq == 0 and epoch > 0:
+            names.append(f"checkpoint-{epoch}")
+        return names
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        names = self.targets(trainer.current_epoch, trainer.max_epochs)
+        if not names:
+            return
+        lightning_state = None
+        if self.save_lightning and "checkpoint-last" in names:
+            lightning_state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)  # all ranks
+        if trainer.is_global_zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            ckpt = checkpoint_from_run(trainer, pl_module, self.args)
+            for name in names:
+                self.written.append(save(ckpt, self.dirpath / f"{name}.pth", "pth", force=True))
+            if lightning_state is not None:
+                target = self.dirpath / "checkpoint-last.ckpt"
+                with atomic_output(target, force=True) as handle:
+                    write_tree(lightning_state, handle, archive=archive_name(target))
+                self.written.append(target)
+        trainer.strategy.barrier("JiTModelCheckpoint")

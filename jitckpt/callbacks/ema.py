@@ -1,0 +1,155 @@
+"""Two exponential moving averages of the parameters, as the original keeps them."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import lightning as L
+import torch
+
+from ..errors import JiTCheckpointError
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """The local shard of a DTensor (FSDP2), or the tensor itself."""
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if to_local is not None else tensor
+
+
+class EMACallback(L.Callback):
+    """``ema_k <- decay_k * ema_k + (1 - decay_k) * param`` after every optimizer step, for k = 1, 2.
+
+    Both EMAs cover every parameter in ``named_parameters()`` order (the frozen
+    ``pos_embed`` included, as in the original). The update is fused
+    (``torch._foreach_lerp_``, one pass over each EMA, no host sync) and runs
+    once per optimizer step, not per micro-batch. Its state (both EMAs by
+    parameter name) goes through ``state_dict``/``load_state_dict``: a resumed
+    run continues the saved EMAs and never re-initialises them. Under FSDP2 the
+    EMA lives on each rank's local shards.
+    """
+
+    state_key = "EMACallback"
+
+    def __init__(self, ema_decay1: float = 0.9999, ema_decay2: float = 0.9996) -> None:
+        for decay in (ema_decay1, ema_decay2):
+            if not 0.0 <= decay <= 1.0:
+                raise JiTCheckpointError(f"EMA decay {decay} is outside [0, 1]")
+        self.ema_decay1, self.ema_decay2 = ema_decay1, ema_decay2
+        self.names: list[str] = []
+        self.ema1: list[torch.Tensor] = []
+        self.ema2: list[torch.Tensor] = []
+        self._loaded: dict | None = None
+        self._last_step: int | None = None
+        self.num_updates = 0
+
+    # -- setup and resume ---------------------------------------------------------------
+
+    def _params(self, pl_module: L.LightningModule) -> list[torch.Tensor]:
+        return [_local(p.detach()) for p in pl_module.parameters()]
+
+    def _ensure(self, pl_module: L.LightningModule) -> None:
+        if self.ema1 and self._loaded is None:
+            return
+        named = list(pl_module.named_parameters())
+        self.names = [n for n, _ in named]
+        params = self._params(pl_module)
+        if self._loaded is not None:
+            loaded, self._loaded = self._loaded, None
+            for key in ("ema1", "ema2"):
+                missing = [n for n in self.names if n not in loaded[key]]
+                if missing:
+                    raise JiTCheckpointError(f"EMACallback state has no {key} for {missing[0]!r}")
+            self.ema1 = [self._place(loaded["ema1"][n], p) for n, p in zip(self.names, params)]
+            self.ema2 = [self._place(loaded["ema2"][n], p) for n, p in zip(self.names, params)]
+        else:
+            self.ema1 = [p.clone() for p in params]
+            self.ema2 = [p.clone() for p in params]
+
+    @staticmethod
+    def _place(saved: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+        """A saved EMA tensor on the parameter's device; the local shard when params are sharded."""
+        saved = _local(saved).to(device=param.device, dtype=param.dtype)
+        if saved.shape == param.shape:
+            return saved.clone()
+        raise JiTCheckpointError(f"saved EMA of shape {tuple(saved.shape)} does not fit a parameter of {tuple(param.shape)}")
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._ensure(pl_module)
+        self._last_step = trainer.global_step
+
+    # -- update -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def update_(self, pl_module: L.LightningModule) -> None:
+        """Advance both EMAs by one step towards the current parameters (in place)."""
+        self._ensure(pl_module)
+        params = self._params(pl_module)
+        torch._foreach_lerp_(self.ema1, params, 1.0 - self.ema_decay1)
+        torch._foreach_lerp_(self.ema2, params, 1.0 - self.ema_decay2)
+        self.num_updates += 1
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.global_step != self._last_step:  # an optimizer step happened in this batch
+            self._last_step = trainer.global_step
+            self.update_(pl_module)
+
+    # -- access -------------------------------------------------------------------------
+
+    def _select(self, ema_version: int) -> list[torch.Tensor]:
+        if ema_version not in (1, 2):
+            raise JiTCheckpointError(f"ema_version must be 1 or 2, not {ema_version!r}")
+        return self.ema1 if ema_version == 1 else self.ema2
+
+    def get_ema_state_dict(self, pl_module: L.LightningModule, ema_version: int = 1) -> dict[str, torch.Tensor]:
+        """The model's state dict with EMA ``ema_version`` in place of every parameter (no copies)."""
+        self._ensure(pl_module)
+        state = dict(pl_module.state_dict())
+        state.update(zip(self.names, self._select(ema_version)))
+        return state
+
+    @torch.no_grad()
+    def load_ema_to_model(self, pl_module: L.LightningModule, ema_version: int = 1) -> None:
+        """Copy EMA ``ema_version`` into the model's parameters (the raw weights are overwritten)."""
+        self._ensure(pl_module)
+        torch._foreach_copy_(self._params(pl_module), self._select(ema_version))
+
+    @contextlib.contextmanager
+    def swap_ema(self, pl_module: L.LightningModule, ema_version: int = 1) -> Iterator[None]:
+        """Run the block with EMA weights in the model; the raw weights come back afterwards.
+
+        Parameters and EMA exchange storage (``param.data``), so nothing is copied.
+        """
+        self._ensure(pl_module)
+        ema = self._select(ema_version)
+        params = list(pl_module.parameters())
+        self._exchange(params, ema)
+        try:
+            yield
+        finally:
+            self._exchange(params, ema)
+
+    @staticmethod
+    def _exchange(params: list[torch.nn.Parameter], ema: list[torch.Tensor]) -> None:
+        for i, param in enumerate(params):
+            raw = param.data
+            param.data = ema[i]
+            ema[i] = raw
+
+    # -- checkpointing ------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"ema_decay1": self.ema_decay1, "ema_decay2": self.ema_decay2,
+                                 "num_updates": self.num_updates}
+        if self.ema1:
+            state["ema1"] = dict(zip(self.names, self.ema1))
+            state["ema2"] = dict(zip(self.names, self.ema2))
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "ema1" not in state_dict or "ema2" not in state_dict:
+            raise JiTCheckpointError("the checkpoint's EMACallback state holds no EMA weights (ema1 / ema2)")
+        self.num_updates = int(state_dict.get("num_updates", 0))
+        self._loaded = {"ema1": state_dict["ema1"], "ema2": state_dict["ema2"]}
+        self.ema1, self.ema2 = [], []

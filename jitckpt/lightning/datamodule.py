@@ -1,0 +1,62 @@
+"""``JiTDataModule``: ImageFolder with the original's crop, flip and uint8 tensors."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import JiTCheckpointError
+
+
+def center_crop_arr(pil_image: Any, image_size: int) -> Any:
+    """ADM's center crop: halve with BOX while at least twice the size, BICUBIC resize, center crop."""
+    from PIL import Image
+
+    while min(*pil_image.size) >= 2 * image_size:
+        pil_image = pil_image.resize(tuple(x // 2 for x in pil_image.size), resample=Image.BOX)
+    scale = image_size / min(*pil_image.size)
+    pil_image = pil_image.resize(tuple(round(x * scale) for x in pil_image.size), resample=Image.BICUBIC)
+    arr = np.array(pil_image)
+    top, left = (arr.shape[0] - image_size) // 2, (arr.shape[1] - image_size) // 2
+    return Image.fromarray(arr[top : top + image_size, left : left + image_size])
+
+
+class JiTDataModule(L.LightningDataModule):
+    """Training images from ``data_path/train`` (an ImageFolder), as uint8 ``(3, H, W)`` tensors.
+
+    Lightning adds the distributed sampler. ``dataset`` replaces the folder
+    (any dataset of ``(uint8 image, label)`` pairs), for tests and custom data.
+    """
+
+    def __init__(self, data_path: str = "./data/imagenet", img_size: int = 256, batch_size: int = 128,
+                 num_workers: int = 12, pin_memory: bool = True, shuffle: bool = True,
+                 dataset: Dataset | None = None) -> None:
+        super().__init__()
+        self.data_path, self.img_size, self.batch_size = data_path, img_size, batch_size
+        self.num_workers, self.pin_memory, self.shuffle = num_workers, pin_memory, shuffle
+        self.dataset = dataset
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is not None:
+            return
+        from torchvision import datasets, transforms
+
+        root = os.path.join(self.data_path, "train")
+        if not os.path.isdir(root):
+            raise JiTCheckpointError(f"no training folder {root!r}: --data-path must hold train/<class>/<images>")
+        transform = transforms.Compose([
+            transforms.Lambda(lambda img: center_crop_arr(img, self.img_size)),
+            transforms.RandomHorizontalFlip(),
+            transforms.PILToTensor(),
+        ])
+        self.dataset = datasets.ImageFolder(root, transform=transform)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=self.shuffle, drop_last=True,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory and torch.cuda.is_available(),
+                          persistent_workers=self.num_workers > 0)

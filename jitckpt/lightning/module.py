@@ -1,0 +1,121 @@
+"""``JiTLightningModule``: the original training step, optimizer and sampler under Lightning."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import lightning as L
+import torch
+
+from ..errors import JiTCheckpointError
+from ..model.arch import Arch, official
+from ..model.denoiser import DiffusionConfig, diffusion_loss, generate
+from ..model.jit import JiT
+
+ADAMW_BETAS = (0.9, 0.95)
+
+
+def add_weight_decay(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """The original param groups: no decay (1-D tensors and biases) first, then decay; frozen ones left out."""
+    decay, no_decay = [], []
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim == 1 or name.endswith(".bias") else decay).append(param)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+class JiTLightningModule(L.LightningModule):
+    """JiT trained as the original ``main_jit.py`` trains it.
+
+    The network is ``self.net``, so state-dict keys are the canonical ``net.``
+    keys of the original Denoiser. Images arrive as uint8 and are mapped to
+    [-1, 1]. The absolute LR is ``learning_rate`` if given, else ``blr`` times
+    the effective batch size (batch x devices x nodes x accumulation) / 256.
+    ``arch`` (a dict of :class:`Arch` fields) builds non-official dimensions.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "JiT-B/16",
+        img_size: int = 256,
+        num_classes: int = 1000,
+        attn_dropout: float = 0.0,
+        proj_dropout: float = 0.0,
+        learning_rate: float | None = None,
+        blr: float = 5e-5,
+        weight_decay: float = 0.0,
+        ema_decay1: float = 0.9999,
+        ema_decay2: float = 0.9996,
+        P_mean: float = -0.8,
+        P_std: float = 0.8,
+        noise_scale: float = 1.0,
+        t_eps: float = 5e-2,
+        label_drop_prob: float = 0.1,
+        sampling_method: str = "heun",
+        num_sampling_steps: int = 50,
+        cfg_scale: float = 1.0,
+        cfg_interval: Sequence[float] = (0.0, 1.0),
+        arch: Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.arch = Arch.from_dict(arch) if arch is not None else official(model_name, img_size, num_classes)
+        if (self.arch.img_size, self.arch.num_classes) != (img_size, num_classes) and arch is None:
+            raise JiTCheckpointError("img_size / num_classes disagree with the architecture")
+        self.net = JiT(self.arch, attn_dropout, proj_dropout)
+        self.diffusion = DiffusionConfig(P_mean, P_std, noise_scale, t_eps, label_drop_prob, sampling_method,
+                                         num_sampling_steps, cfg_scale, float(cfg_interval[0]), float(cfg_interval[1]))
+        self.absolute_lr: float | None = learning_rate
+        if compile:
+            self.net.compile()
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any], arch: Arch | None = None, **overrides: Any) -> "JiTLightningModule":
+        """Build from the original training args (``model``, ``class_num``, ``lr``, ``cfg``, ...)."""
+        from ..formats.lightning import HPARAM_NAMES
+
+        kwargs = {new: args[old] for old, new in HPARAM_NAMES.items() if old in args}
+        if "interval_min" in args and "interval_max" in args:
+            kwargs["cfg_interval"] = (args["interval_min"], args["interval_max"])
+        if arch is not None:
+            kwargs.update(arch=arch.to_dict(), img_size=arch.img_size, num_classes=arch.num_classes)
+        if "batch_size" in args:
+            kwargs["batch_size"] = args["batch_size"]
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # -- training -----------------------------------------------------------------------
+
+    def effective_batch_size(self) -> int:
+        trainer = self.trainer
+        batch = self.hparams.batch_size
+        if batch is None:
+            datamodule = getattr(trainer, "datamodule", None)
+            batch = getattr(datamodule, "batch_size", None)
+        if batch is None:
+            raise JiTCheckpointError("cannot derive the LR from blr: give learning_rate or batch_size")
+        return batch * trainer.world_size * trainer.accumulate_grad_batches
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        if self.absolute_lr is None:
+            self.absolute_lr = self.hparams.blr * self.effective_batch_size() / 256
+        groups = add_weight_decay(self, self.hparams.weight_decay)
+        return torch.optim.AdamW(groups, lr=self.absolute_lr, betas=ADAMW_BETAS)
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch[0], batch[1]
+        x = images.to(torch.float32).div(255) * 2.0 - 1.0
+        loss = diffusion_loss(self.net, x, labels, self.diffusion, self.arch.num_classes, drop_labels=True)
+        if not torch.isfinite(loss.detach()).all():
+            raise JiTCheckpointError(f"loss is {loss.item()}, stopping training (as the original does)")
+        return loss
+
+    # -- sampling -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, labels: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] for ``labels`` with the module's sampling settings."""
+        return generate(self.net, labels.to(self.device), self.diffusion, self.arch.num_classes, self.arch.img_size)
