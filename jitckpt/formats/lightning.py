@@ -98,7 +98,7 @@ def _args_from_hparams(hparams: Any) -> dict:
     if not isinstance(hparams, dict):
         return {}
     back = {v: k for k, v in HPARAM_NAMES.items()}
-    args = {back.get(k, k): v for k, v in hparams.items() if k != "cfg_interval"}
+    args = {back.get(k, k): v for k, v in hparams.items() if k not in ("cfg_interval", "arch")}
     if isinstance(hparams.get("cfg_interval"), (tuple, list)) and len(hparams["cfg_interval"]) == 2:
         args["interval_min"], args["interval_max"] = hparams["cfg_interval"]
     return args
@@ -112,6 +112,8 @@ def hyper_parameters(ckpt: JiTCheckpoint) -> dict:
         hparams["model_name"] = ckpt.arch.variant
     if "interval_min" in args and "interval_max" in args:
         hparams["cfg_interval"] = (args["interval_min"], args["interval_max"])
+    if ckpt.arch is not None:
+        hparams["arch"] = ckpt.arch.to_dict()
     return hparams
 
 

@@ -33,6 +33,10 @@ class JiTLightningModule(L.LightningModule):
     [-1, 1]. The absolute LR is ``learning_rate`` if given, else ``blr`` times
     the effective batch size (batch x devices x nodes x accumulation) / 256.
     ``arch`` (a dict of :class:`Arch` fields) builds non-official dimensions.
+
+    The training noise of each batch comes from a generator seeded with
+    ``(seed, epoch, batch, rank)``, so an interrupted and resumed run draws
+    exactly what an uninterrupted one does, and ranks draw differently.
     """
 
     def __init__(
@@ -58,6 +62,7 @@ class JiTLightningModule(L.LightningModule):
         cfg_interval: Sequence[float] = (0.0, 1.0),
         arch: Mapping[str, Any] | None = None,
         batch_size: int | None = None,
+        seed: int = 0,
         compile: bool = False,
     ) -> None:
         super().__init__()
@@ -108,10 +113,16 @@ class JiTLightningModule(L.LightningModule):
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch[0], batch[1]
         x = images.to(torch.float32).div(255) * 2.0 - 1.0
-        loss = diffusion_loss(self.net, x, labels, self.diffusion, self.arch.num_classes, drop_labels=True)
+        generator = torch.Generator(device=x.device).manual_seed(self._noise_seed(batch_idx))
+        loss = diffusion_loss(self.net, x, labels, self.diffusion, self.arch.num_classes, drop_labels=True,
+                              generator=generator)
         if not torch.isfinite(loss.detach()).all():
             raise JiTCheckpointError(f"loss is {loss.item()}, stopping training (as the original does)")
         return loss
+
+    def _noise_seed(self, batch_idx: int) -> int:
+        key = (self.hparams.seed, self.current_epoch, batch_idx, self.global_rank)
+        return hash(key) & (2**63 - 1)  # tuples of ints hash the same in every process
 
     # -- sampling -----------------------------------------------------------------------
 

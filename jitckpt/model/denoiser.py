@@ -40,14 +40,17 @@ class DiffusionConfig:
 
 
 def diffusion_loss(net: nn.Module, x: torch.Tensor, labels: torch.Tensor, cfg: DiffusionConfig,
-                   num_classes: int, drop_labels: bool = True) -> torch.Tensor:
-    """The original training loss for images ``x`` in [-1, 1] (random t, noise and label dropout)."""
+                   num_classes: int, drop_labels: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The original training loss for images ``x`` in [-1, 1] (random t, noise and label dropout).
+
+    Random draws come from ``generator`` when given (else the global RNG).
+    """
     if drop_labels:
-        drop = torch.rand(labels.shape[0], device=labels.device) < cfg.label_drop_prob
+        drop = torch.rand(labels.shape[0], device=labels.device, generator=generator) < cfg.label_drop_prob
         labels = torch.where(drop, torch.full_like(labels, num_classes), labels)
-    t = torch.sigmoid(torch.randn(x.size(0), device=x.device) * cfg.P_std + cfg.P_mean)
+    t = torch.sigmoid(torch.randn(x.size(0), device=x.device, generator=generator) * cfg.P_std + cfg.P_mean)
     t = t.view(-1, *([1] * (x.ndim - 1)))
-    e = torch.randn_like(x) * cfg.noise_scale
+    e = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator) * cfg.noise_scale
     z = t * x + (1 - t) * e
     v = (x - z) / (1 - t).clamp_min(cfg.t_eps)
     x_pred = net(z, t.flatten(), labels)
