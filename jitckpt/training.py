@@ -1,0 +1,93 @@
+"""``jitckpt train``: the Lightning counterpart of the original ``main_jit.py``.
+
+Arguments use the original names and defaults. Resuming takes the
+architecture and training args from the checkpoint (any format; converted to
+a temporary Lightning checkpoint, the source untouched) unless overridden.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+from .api import detect_format, load, save
+from .errors import JiTCheckpointError
+from .model.arch import official
+from .train_args import ORIGINAL_DEFAULTS
+
+
+def resolve_resume(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or the original's ``--resume`` folder holding ``checkpoint-last.pth`` (or ``.ckpt``)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("checkpoint-last.pth", "checkpoint-last.ckpt", "checkpoint-last.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        raise JiTCheckpointError(f"{str(path)!r} holds no checkpoint-last.pth (or .ckpt / .safetensors) to resume from")
+    if not path.exists():
+        raise JiTCheckpointError(f"{str(path)!r}: no such checkpoint to resume from")
+    return path
+
+
+def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
+          trainer_options: Mapping[str, Any] | None = None, logger: str = "csv") -> Any:
+    """Train (or resume) a JiT with Lightning; returns the finished ``Trainer``.
+
+    ``overrides`` are original-style args (``model``, ``img_size``, ``epochs``,
+    ``data_path``, ...); unset ones come from the checkpoint when resuming,
+    then from the original defaults. ``trainer_options`` go to ``L.Trainer``.
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from .callbacks import create_default_callbacks
+    from .lightning import JiTDataModule, JiTLightningModule
+
+    source, arch, args = None, None, dict(ORIGINAL_DEFAULTS)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if resume:
+        source = resolve_resume(resume)
+        saved = load(source, lazy=True)
+        arch, args = saved.arch, {**args, **saved.args}
+        if "model" in overrides or "img_size" in overrides or "class_num" in overrides:
+            raise JiTCheckpointError("--model, --img-size and --class-num come from the checkpoint when resuming")
+    args.update(overrides)
+    arch = arch or official(args["model"], args["img_size"], args["class_num"])
+    output_dir = Path(args["output_dir"])
+    output_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(args["seed"], workers=True, verbose=False)
+
+    options = dict(trainer_options or {})
+    module = JiTLightningModule.from_args(args, arch=arch, learning_rate=args.get("lr"), seed=args["seed"])
+    data = JiTDataModule(args["data_path"], arch.img_size, args["batch_size"], args["num_workers"], args["pin_mem"])
+    callbacks = create_default_callbacks(
+        args["ema_decay1"], args["ema_decay2"], output_dir, args["eval_freq"], arch.img_size, args["epochs"],
+        lr_schedule=args["lr_schedule"], warmup_epochs=args["warmup_epochs"], min_lr=args["min_lr"],
+        save_last_freq=args["save_last_freq"], log_freq=args["log_freq"], save_lightning=True,
+        enable_fid_eval=bool(args.get("online_eval")), args=args,
+    )
+    trainer = L.Trainer(
+        max_epochs=args["epochs"], default_root_dir=output_dir, enable_checkpointing=False,
+        callbacks=callbacks + [RichProgressBar()], logger=_logger(logger, output_dir), **options,
+    )
+    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".resume-") as scratch:
+        ckpt_path = None
+        if source is not None:
+            ckpt_path = source if detect_format(source) == "ckpt" else save(saved, Path(scratch) / "resume.ckpt", "ckpt")
+        trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    return trainer
+
+
+def _logger(kind: str, output_dir: Path) -> Any:
+    from lightning.pytorch import loggers
+
+    if kind == "tensorboard":
+        return loggers.TensorBoardLogger(output_dir, name="logs")
+    if kind == "csv":
+        return loggers.CSVLogger(output_dir, name="logs")
+    if kind == "none":
+        return False
+    raise JiTCheckpointError(f"unknown logger {kind!r}; choose csv, tensorboard or none")
+

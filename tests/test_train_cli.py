@@ -1,0 +1,53 @@
+"""``jitckpt train --resume`` on the golden checkpoint with a tiny ImageFolder."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import jitckpt
+from jitckpt.cli import app
+from tests.helpers import sha256
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        folder = tmp_path / "data" / "train" / cls
+        folder.mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return tmp_path / "data"
+
+
+def test_train_resumes_original_checkpoint_with_original_flag_spellings(golden, image_folder, tmp_path):
+    before = sha256(golden)
+    out = tmp_path / "out"
+    result = runner.invoke(app, [
+        "train", "--resume", str(golden), "--data_path", str(image_folder), "--output-dir", str(out),
+        "--epochs", "3", "--batch_size", "4", "--num-workers", "0", "--accelerator", "cpu", "--log_freq", "1",
+        "--logger", "none",
+    ])
+    assert result.exit_code == 0, result.output
+    assert sha256(golden) == before  # converted on the fly, the source untouched
+    saved = jitckpt.load(out / "checkpoint-last.pth", lazy=True)
+    assert saved.epoch == 2 and saved.global_step == 9  # resumed at epoch 2: 3 more steps
+    assert saved.args["lr"] == 1.5625e-05 and saved.args["lr_schedule"] == "cosine"  # from the checkpoint
+    assert saved.args["batch_size"] == 4 and saved.arch == jitckpt.load(golden, lazy=True).arch
+    assert (out / "checkpoint-last.ckpt").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".resume-")]
+
+
+def test_train_resume_refuses_architecture_flags(golden, tmp_path):
+    result = runner.invoke(app, ["train", "--resume", str(golden), "--model", "JiT-B/16", "--output-dir",
+                                 str(tmp_path / "o")])
+    assert result.exit_code == 2 and "come from the checkpoint" in result.stderr
+
+
+def test_train_missing_data_folder_is_one_line(golden, tmp_path):
+    result = runner.invoke(app, ["train", "--resume", str(golden), "--data-path", str(tmp_path / "nope"),
+                                 "--output-dir", str(tmp_path / "o"), "--accelerator", "cpu", "--logger", "none"])
+    assert result.exit_code == 2 and "no training folder" in result.stderr
