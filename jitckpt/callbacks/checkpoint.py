@@ -20,14 +20,32 @@ def find_ema_callback(trainer: L.Trainer) -> EMACallback | None:
     return next((cb for cb in trainer.callbacks if isinstance(cb, EMACallback)), None)
 
 
+def is_sharded(pl_module: Any) -> bool:
+    """True when parameters are FSDP2 shards (DTensors)."""
+    return any(hasattr(p, "device_mesh") for p in pl_module.parameters())
+
+
 def checkpoint_from_run(trainer: L.Trainer, pl_module: Any, args: Mapping[str, Any] | None = None) -> JiTCheckpoint:
-    """The state of a running ``JiTLightningModule`` as a :class:`JiTCheckpoint` (tensors not copied)."""
-    model = {k: v.detach() for k, v in pl_module.state_dict().items()}
+    """The state of a running ``JiTLightningModule`` as a :class:`JiTCheckpoint`.
+
+    Unsharded, tensors are not copied. Under FSDP2 the full state is gathered
+    to the CPU, which is a collective: every rank must call this.
+    """
     ema = find_ema_callback(trainer)
     emas = {}
-    if ema is not None and ema.ema1:
-        emas = {"model_ema1": dict(zip(ema.names, ema.ema1)), "model_ema2": dict(zip(ema.names, ema.ema2))}
-    optimizer = optimizer_to_named(trainer.optimizers[0].state_dict(), pl_module.arch) if trainer.optimizers else None
+    if is_sharded(pl_module):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model, optimizer = get_state_dict(pl_module, trainer.optimizers, options=options)
+        if ema is not None:
+            emas = {f"model_ema{v}": {k: t.cpu() for k, t in ema.consolidated_state_dict(pl_module, v).items()}
+                    for v in (1, 2)}
+    else:
+        model = {k: v.detach() for k, v in pl_module.state_dict().items()}
+        if ema is not None and ema.ema1:
+            emas = {"model_ema1": dict(zip(ema.names, ema.ema1)), "model_ema2": dict(zip(ema.names, ema.ema2))}
+        optimizer = optimizer_to_named(trainer.optimizers[0].state_dict(), pl_module.arch) if trainer.optimizers else None
     return JiTCheckpoint(model=model, optimizer=optimizer, epoch=trainer.current_epoch, global_step=trainer.global_step,
                          arch=pl_module.arch, args=args_from_module(pl_module, args), **emas)
 
@@ -38,9 +56,11 @@ class JiTModelCheckpoint(L.Callback):
     At the end of epoch ``e`` (0-based): ``checkpoint-last.pth`` when
     ``e % save_last_freq == 0`` or ``e`` is the last epoch; ``checkpoint-{e}.pth``
     when ``e % save_milestone_freq == 0 and e > 0``. Files are written by rank
-    zero, atomically, and load in the original ``main_jit.py --resume``. With
-    ``save_lightning=True`` a Lightning ``checkpoint-last.ckpt`` is written
-    beside the last one. ``args`` adds to the training args stored in the file.
+    zero, atomically, and load in the original ``main_jit.py --resume``; under
+    FSDP2 the full state is gathered first. With ``save_lightning=True`` a
+    Lightning ``checkpoint-last.ckpt`` is written beside the last one (not yet
+    under FSDP2, where Lightning's own sharded checkpoint applies). ``args``
+    adds to the training args stored in the file.
     """
 
     def __init__(self, dirpath: str | os.PathLike = "./checkpoints", save_last_freq: int = 5,
@@ -66,11 +86,13 @@ class JiTModelCheckpoint(L.Callback):
         if not names:
             return
         lightning_state = None
-        if self.save_lightning and "checkpoint-last" in names:
+        if self.save_lightning and "checkpoint-last" in names and not is_sharded(pl_module):
             lightning_state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)  # all ranks
+        sharded = is_sharded(pl_module)
+        ckpt = checkpoint_from_run(trainer, pl_module, self.args) if sharded else None  # a collective
         if trainer.is_global_zero:
             self.dirpath.mkdir(parents=True, exist_ok=True)
-            ckpt = checkpoint_from_run(trainer, pl_module, self.args)
+            ckpt = ckpt or checkpoint_from_run(trainer, pl_module, self.args)
             for name in names:
                 self.written.append(save(ckpt, self.dirpath / f"{name}.pth", "pth", force=True))
             if lightning_state is not None:

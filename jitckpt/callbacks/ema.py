@@ -137,6 +137,23 @@ class EMACallback(L.Callback):
             param.data = ema[i]
             ema[i] = raw
 
+    def consolidated_state_dict(self, pl_module: L.LightningModule, ema_version: int = 1) -> dict[str, torch.Tensor]:
+        """EMA ``ema_version`` as full tensors by parameter name, gathered from FSDP2 shards.
+
+        A collective under FSDP2: every rank must call it. Without sharding it
+        is the EMA itself.
+        """
+        self._ensure(pl_module)
+        full = {}
+        for (name, param), ema in zip(pl_module.named_parameters(), self._select(ema_version)):
+            if hasattr(param, "device_mesh"):  # a DTensor: rebuild the sharded EMA alongside it
+                from torch.distributed.tensor import DTensor
+
+                ema = DTensor.from_local(ema, param.device_mesh, param.placements, shape=param.shape,
+                                         stride=param.stride()).full_tensor()
+            full[name] = ema
+        return full
+
     # -- checkpointing ------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:

@@ -92,6 +92,17 @@ class JiTLightningModule(L.LightningModule):
         kwargs.update(overrides)
         return cls(**kwargs)
 
+    def configure_model(self) -> None:
+        """Under ``ModelParallelStrategy`` (FSDP2): shard every block, then the network."""
+        mesh = getattr(self, "device_mesh", None)
+        if mesh is None or "data_parallel" not in (mesh.mesh_dim_names or ()):
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        for block in self.net.blocks:
+            fully_shard(block, mesh=mesh["data_parallel"])
+        fully_shard(self.net, mesh=mesh["data_parallel"])
+
     # -- training -----------------------------------------------------------------------
 
     def effective_batch_size(self) -> int:
