@@ -1,0 +1,43 @@
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import jitckpt
+from jitckpt.callbacks import MetricLoggerCallback
+from jitckpt.lightning import JiTLightningModule
+from jitckpt.model.denoiser import Denoiser
+from tests.helpers import FIXTURES, GOLDEN
+
+
+def test_absolute_lr_from_blr_and_effective_batch(tmp_path):
+    golden = jitckpt.load(GOLDEN, lazy=True)
+    args = {k: v for k, v in golden.args.items() if k != "lr"}  # blr 1e-3, batch 4
+    module = JiTLightningModule.from_args(args, arch=golden.arch)
+    data = torch.load(FIXTURES / "train_data.pt")
+    loader = DataLoader(TensorDataset(data["images"], data["labels"]), batch_size=4, drop_last=True)
+    logger = MetricLoggerCallback(log_freq=2)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accumulate_grad_batches=2,
+                        callbacks=[logger], default_root_dir=tmp_path)
+    trainer.fit(module, loader)
+    assert module.absolute_lr == 1e-3 * 4 * 2 / 256  # batch x devices x accumulation / 256
+    assert trainer.optimizers[0].defaults["lr"] == module.absolute_lr
+    assert trainer.optimizers[0].defaults["betas"] == (0.9, 0.95)
+    assert [len(g["params"]) for g in trainer.optimizers[0].param_groups] == [33, 23]
+    assert len(logger.lines) == 2 and logger.lines[0].startswith("Epoch: [0]  [0/3]  eta: ")
+    assert " lr: 0.000031  loss: " in logger.lines[0] and logger.lines[1].startswith("Epoch: [0]  [2/3]")
+
+
+def test_generate_matches_the_denoiser():
+    golden = jitckpt.load(GOLDEN)
+    args = {**golden.args, "num_sampling_steps": 3}
+    module = JiTLightningModule.from_args(args, arch=golden.arch)
+    module.net.load_state_dict({k[len("net."):]: v for k, v in golden.model_ema1.items()})
+    denoiser = Denoiser.from_args(args, arch=golden.arch)
+    denoiser.load_state_dict(golden.model_ema1)
+    labels = torch.tensor([0, 5, 9])
+    torch.manual_seed(1)
+    a = module.generate(labels)
+    torch.manual_seed(1)
+    b = denoiser.generate(labels)
+    assert a.shape == (3, 3, 16, 16) and torch.equal(a, b)
