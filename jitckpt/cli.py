@@ -148,17 +148,27 @@ def convert(
 
 
 @contextmanager
-def _progress(total: int, label: str) -> Iterator[Optional[Callable[[int], None]]]:
-    """A bytes progress bar on stderr for big files; yields the advance callback (or None)."""
-    if total < PROGRESS_MIN_BYTES:
+def _progress(total: int, label: str, unit: str = "bytes") -> Iterator[Optional[Callable[[int], None]]]:
+    """A progress bar on stderr (bytes of big files, or images with their rate); yields the advance callback."""
+    if unit == "bytes" and total < PROGRESS_MIN_BYTES:
         yield None
         return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
+                               TextColumn, TimeRemainingColumn, TransferSpeedColumn)
 
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
+    columns = [DownloadColumn(), TransferSpeedColumn()] if unit == "bytes" else [
+        MofNCompleteColumn(), TaskProgressColumn(), TextColumn("{task.fields[rate]}")]
+    with Progress("[progress.description]{task.description}", BarColumn(), *columns, TimeRemainingColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task(label, total=total, rate="")
+        started = time.perf_counter()
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            done = bar.tasks[0].completed
+            bar.update(task, rate=f"{done / max(time.perf_counter() - started, 1e-9):.2f} {unit}/s")
+
+        yield advance
 
 
 @app.command()
@@ -249,6 +259,107 @@ _TRAIN_ARGS = (
     "label_drop_prob", "seed", "num_workers", "sampling_method", "num_sampling_steps", "cfg", "interval_min",
     "interval_max", "data_path", "class_num", "output_dir", "save_last_freq", "log_freq",
 )
+
+
+@app.command("eval")
+def evaluate_command(
+    ckpt: Path = typer.Argument(..., help="Checkpoint to score (any format)."),
+    ema: str = typer.Option("1", "--ema", help="Weights to sample with: 1, 2 or raw."),
+    num_images: int = typer.Option(50000, "--num-images", help="Images to generate (a multiple of the class count)."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Images per generation batch."),
+    method: Optional[str] = typer.Option(None, "--method", help="heun or euler (default: the checkpoint's)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the checkpoint's)."),
+    cfg: Optional[float] = typer.Option(None, "--cfg", help="CFG scale (default: the checkpoint's)."),
+    interval_min: Optional[float] = typer.Option(None, "--interval-min", help="CFG interval start."),
+    interval_max: Optional[float] = typer.Option(None, "--interval-max", help="CFG interval end."),
+    fid_stats: Optional[Path] = typer.Option(None, "--fid-stats", help="Reference statistics (npz with mu, sigma)."),
+    ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help="Reference images, instead of --fid-stats."),
+    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights",
+                                                     help="torch-fidelity InceptionV3 weights (or $JITCKPT_INCEPTION_WEIGHTS)."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    devices: int = typer.Option(1, "--devices", help="Processes (GPUs, or CPU processes) sharing the generation."),
+    num_nodes: int = typer.Option(1, "--num-nodes", help="Nodes."),
+    accelerator: str = typer.Option("auto", "--accelerator", help="cpu, gpu or auto."),
+    save_images: Optional[Path] = typer.Option(None, "--save-images", help="Also write the images as PNGs here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON here."),
+) -> None:
+    """Generate images from a checkpoint and score FID / Inception Score with torch-fidelity."""
+    from .evaluation.evaluate import evaluate
+    from .evaluation.sampling import SamplingSettings, weights_name
+
+    with _errors():
+        settings = SamplingSettings(weights_name(ema), num_images, batch_size, method, steps, cfg, interval_min,
+                                    interval_max, seed)
+        with _progress(num_images, f"sampling {ckpt.name}", unit="images") as advance:
+            result = evaluate(ckpt, settings, inception_weights, fid_stats, ref_dir, save_images, devices, num_nodes,
+                              accelerator, progress=advance)
+        if json_out is not None:
+            from .io import atomic_output
+
+            with atomic_output(json_out, force=True) as handle:
+                handle.write(json.dumps(result, indent=2).encode())
+    table = Table(title=f"{ckpt.name}, {result['weights']} weights", show_header=False, title_justify="left")
+    table.add_column(style="bold cyan")
+    table.add_column(justify="right")
+    if "fid" in result:
+        table.add_row("FID", f"{result['fid']:.4f}")
+    table.add_row("Inception Score", f"{result['inception_score_mean']:.4f} ± {result['inception_score_std']:.4f}")
+    table.add_row("images", str(result["num_images"]))
+    table.add_row("sampler", f"{result['method']}, {result['steps']} steps, cfg {result['cfg']} in {result['interval']}")
+    table.add_row("seed / processes", f"{result['seed']} / {result['devices']}")
+    table.add_row("time", f"{result['seconds']:.1f} s ({result['num_images'] / result['seconds']:.2f} images/s)")
+    out.print(table)
+
+
+@app.command("fid-stats")
+def fid_stats_command(
+    image_dir: Path = typer.Argument(..., help="Folder of images, or an ImageFolder tree."),
+    output: Path = typer.Option(..., "-o", "--output", help="Statistics file to write (.npz with mu, sigma)."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", help="Center-crop size, as prepare_ref.py (default: none)."),
+    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights",
+                                                     help="torch-fidelity InceptionV3 weights (or $JITCKPT_INCEPTION_WEIGHTS)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per Inception batch."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+) -> None:
+    """Reference statistics of a folder of images, in the format of the original fid_stats/*.npz."""
+    from .evaluation.evaluate import reference_stats
+    from .evaluation.inception import load_extractor
+    from .evaluation.stats import image_files, save_stats
+    from .io import check_output_path
+
+    with _errors():
+        check_output_path(output, force)
+        count = len(image_files(image_dir))
+        stats = reference_stats(None, image_dir, load_extractor(inception_weights), img_size, batch_size)
+        save_stats(output, stats, force=force)
+    out.print(f"wrote {output} (mu, sigma of {count} images)", highlight=False)
+
+
+@app.command()
+def sample(
+    ckpt: Path = typer.Argument(..., help="Checkpoint (any format)."),
+    ema: str = typer.Option("1", "--ema", help="Weights to sample with: 1, 2 or raw."),
+    classes: str = typer.Option("0,1,2,3", "--classes", help="Comma-separated class labels, one image each."),
+    output: Path = typer.Option(Path("grid.png"), "-o", "--output", help="Grid image to write (.png)."),
+    method: Optional[str] = typer.Option(None, "--method", help="heun or euler (default: the checkpoint's)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the checkpoint's)."),
+    cfg: Optional[float] = typer.Option(None, "--cfg", help="CFG scale (default: the checkpoint's)."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+) -> None:
+    """A grid of samples, one per listed class, for looking rather than reading."""
+    from .evaluation.sampling import SamplingSettings, sample_grid, weights_name
+
+    with _errors():
+        try:
+            labels = [int(c) for c in classes.split(",") if c.strip()]
+        except ValueError:
+            from .errors import JiTCheckpointError
+
+            raise JiTCheckpointError(f"--classes {classes!r}: give comma-separated integers, e.g. 1,2,3") from None
+        settings = SamplingSettings(weights_name(ema), len(labels), len(labels), method, steps, cfg, None, None, seed)
+        sample_grid(ckpt, labels, settings, output, force=force)
+    out.print(f"wrote {output} ({len(labels)} samples, {settings.weights} weights)", highlight=False)
 
 
 @app.command()

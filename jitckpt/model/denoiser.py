@@ -72,12 +72,16 @@ def _velocity(net: nn.Module, z: torch.Tensor, t: torch.Tensor, labels: torch.Te
 
 
 @torch.no_grad()
-def generate(net: nn.Module, labels: torch.Tensor, cfg: DiffusionConfig, num_classes: int, img_size: int) -> torch.Tensor:
-    """Sample images in [-1, 1] for ``labels``: ``num_sampling_steps`` ODE steps from noise, the last Euler."""
+def generate(net: nn.Module, labels: torch.Tensor, cfg: DiffusionConfig, num_classes: int, img_size: int,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample images in [-1, 1] for ``labels``: ``num_sampling_steps`` ODE steps from noise, the last Euler.
+
+    The starting noise comes from ``generator`` when given (else the global RNG).
+    """
     if cfg.sampling_method not in ("euler", "heun"):
         raise JiTCheckpointError(f"unknown sampling method {cfg.sampling_method!r}; choose euler or heun")
     bsz, device = labels.size(0), labels.device
-    z = cfg.noise_scale * torch.randn(bsz, 3, img_size, img_size, device=device)
+    z = cfg.noise_scale * torch.randn(bsz, 3, img_size, img_size, device=device, generator=generator)
     steps = torch.linspace(0.0, 1.0, cfg.num_sampling_steps + 1, device=device)
     steps = steps.view(-1, 1, 1, 1, 1).expand(-1, bsz, -1, -1, -1)
 
@@ -114,5 +118,5 @@ class Denoiser(nn.Module):
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return diffusion_loss(self.net, x, labels, self.config, self.arch.num_classes, drop_labels=self.training)
 
-    def generate(self, labels: torch.Tensor) -> torch.Tensor:
-        return generate(self.net, labels, self.config, self.arch.num_classes, self.arch.img_size)
+    def generate(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return generate(self.net, labels, self.config, self.arch.num_classes, self.arch.img_size, generator)

@@ -1,0 +1,118 @@
+"""``evaluate``: sample from a checkpoint and score FID / IS, on one process or many (Lightning Fabric).
+
+Every process generates its share of the image batches; rank zero gathers
+the Inception features in batch order and scores them. Images go to the
+feature extractor as uint8 in memory; PNGs are written only when asked.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..errors import JiTCheckpointError
+from .inception import extract, load_extractor
+from .sampling import (SamplingSettings, build_denoiser, checkpoint_for_sampling, class_labels, generate_batches,
+                       save_pngs)
+from .stats import fid, image_files, inception_score, iter_image_batches, load_stats, stats_of
+
+
+def reference_stats(fid_stats: str | os.PathLike | None, ref_dir: str | os.PathLike | None, extractor: Any,
+                    img_size: int, batch_size: int = 64) -> dict | None:
+    """Statistics from an npz, or computed from a folder of reference images; None without either."""
+    if fid_stats is not None and ref_dir is not None:
+        raise JiTCheckpointError("give --fid-stats or --ref-dir, not both")
+    if fid_stats is not None:
+        return load_stats(fid_stats)
+    if ref_dir is not None:
+        features = [extract(extractor, batch)[0] for batch in iter_image_batches(image_files(ref_dir), img_size, batch_size)]
+        return stats_of(torch.cat(features))
+    return None
+
+
+def _work(rank: int, world: int, path: str, settings: SamplingSettings, extractor: Any, save_images: str | None,
+          device: torch.device, progress: Callable[[int], None] | None) -> dict[int, tuple]:
+    """This process's batches: {global batch index: (pool features, logits)} (empty tuples without an extractor)."""
+    ckpt = checkpoint_for_sampling(path, settings)
+    labels = class_labels(settings.num_images, ckpt.arch.num_classes)
+    denoiser = build_denoiser(ckpt, settings, device)
+    score = extractor is not None
+    out = {}
+    for index, images in generate_batches(denoiser, labels, settings, rank, world):
+        if save_images is not None:
+            save_pngs(save_images, index * settings.batch_size, images)
+        out[index] = extract(extractor, images) if score else ()
+        if progress is not None:
+            progress(len(images))
+    return out
+
+
+def _scores(parts: dict[int, tuple], reference: dict | None) -> dict[str, float]:
+    pool = torch.cat([parts[i][0] for i in sorted(parts)])
+    logits = torch.cat([parts[i][1] for i in sorted(parts)])
+    is_mean, is_std = inception_score(logits)
+    result = {"inception_score_mean": is_mean, "inception_score_std": is_std}
+    if reference is not None:
+        result["fid"] = fid(stats_of(pool), reference)
+    return result
+
+
+def _fabric_worker(fabric: Any, path: str, settings: SamplingSettings, inception_weights: str | None, score: bool,
+                   save_images: str | None, fid_stats: str | None, ref_dir: str | None) -> dict | None:
+    extractor = load_extractor(inception_weights, fabric.device) if score else None
+    parts = _work(fabric.global_rank, fabric.world_size, path, settings, extractor, save_images, fabric.device, None)
+    gathered = [None] * fabric.world_size
+    torch.distributed.all_gather_object(gathered, parts)
+    if fabric.global_rank != 0 or not score:
+        return None
+    merged = {k: v for part in gathered for k, v in part.items()}
+    img_size = checkpoint_for_sampling(path, settings).arch.img_size
+    reference = reference_stats(fid_stats, ref_dir, extractor, img_size)
+    return _scores(merged, reference)
+
+
+def evaluate(path: str | os.PathLike, settings: SamplingSettings, inception_weights: str | os.PathLike | None = None,
+             fid_stats: str | os.PathLike | None = None, ref_dir: str | os.PathLike | None = None,
+             save_images: str | os.PathLike | None = None, devices: int = 1, num_nodes: int = 1,
+             accelerator: str = "auto", score: bool = True,
+             progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Generate ``settings.num_images`` images from ``path`` and score them.
+
+    Returns FID (with ``fid_stats`` or ``ref_dir``), Inception Score mean and
+    std, the settings and the time taken. Inputs are checked (weights present,
+    image count, reference, Inception weights) before anything is generated.
+    """
+    started = time.perf_counter()
+    ckpt = checkpoint_for_sampling(path, settings)
+    class_labels(settings.num_images, ckpt.arch.num_classes)
+    if save_images is not None:
+        Path(save_images).mkdir(parents=True, exist_ok=True)
+    path_s, images_s = str(path), None if save_images is None else str(save_images)
+    weights_s = None if inception_weights is None else str(inception_weights)
+    stats_s, ref_s = (None if p is None else str(p) for p in (fid_stats, ref_dir))
+    if devices * num_nodes > 1:
+        from lightning.fabric import Fabric
+
+        if score:
+            load_extractor(weights_s)  # fail here, not in the workers
+            if fid_stats is not None:
+                load_stats(fid_stats)
+        fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy="ddp_spawn")
+        result = fabric.launch(_fabric_worker, path_s, settings, weights_s, score, images_s, stats_s, ref_s) or {}
+    else:
+        device = torch.device("cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu")
+        extractor = load_extractor(weights_s, device) if score else None
+        reference = reference_stats(stats_s, ref_s, extractor, ckpt.arch.img_size) if score else None
+        parts = _work(0, 1, path_s, settings, extractor, images_s, device, progress)
+        result = _scores(parts, reference) if score else {}
+    return {**result, "weights": settings.weights, "num_images": settings.num_images,
+            "method": settings.method or ckpt.args.get("sampling_method", "heun"),
+            "steps": settings.steps or ckpt.args.get("num_sampling_steps", 50),
+            "cfg": settings.cfg if settings.cfg is not None else ckpt.args.get("cfg", 1.0),
+            "interval": [settings.interval_min if settings.interval_min is not None else ckpt.args.get("interval_min", 0.0),
+                         settings.interval_max if settings.interval_max is not None else ckpt.args.get("interval_max", 1.0)],
+            "seed": settings.seed, "devices": devices * num_nodes, "seconds": time.perf_counter() - started}

@@ -1,0 +1,65 @@
+"""torch-fidelity's InceptionV3 feature extractor, from a local weights file only.
+
+torch-fidelity downloads its weights when given no path and unpickles a given
+path freely; here the weights are read safely (``weights_only=True``), checked
+against the architecture, and handed over as a plain state dict, so nothing is
+downloaded mid-run and no pickled code runs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..errors import JiTCheckpointError
+
+ENV_VAR = "JITCKPT_INCEPTION_WEIGHTS"
+WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+FEATURES = ("2048", "logits_unbiased")  # pool3 features for FID, logits for IS
+
+
+def weights_path(path: str | os.PathLike | None) -> Path:
+    """The Inception weights file: ``path``, else ``$JITCKPT_INCEPTION_WEIGHTS``; a clear error if none."""
+    chosen = path or os.environ.get(ENV_VAR)
+    if not chosen:
+        raise JiTCheckpointError(
+            f"no Inception weights: pass --inception-weights PATH or set {ENV_VAR}. jitckpt never downloads "
+            f"them during a run; fetch the file once where there is internet ({WEIGHTS_URL}) and copy it here"
+        )
+    chosen = Path(chosen)
+    if not chosen.is_file():
+        raise JiTCheckpointError(f"Inception weights {str(chosen)!r}: no such file")
+    return chosen
+
+
+def load_extractor(path: str | os.PathLike | None, device: torch.device | str = "cpu",
+                   features: tuple[str, ...] = FEATURES) -> torch.nn.Module:
+    """torch-fidelity's ``FeatureExtractorInceptionV3`` with the weights at ``path``, on ``device``."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    source = weights_path(path)
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a pickle with code, or not a torch file at all
+        raise JiTCheckpointError(f"Inception weights {str(source)!r} cannot be read safely: {exc}") from None
+    if not isinstance(state, dict) or "fc.weight" not in state or "Mixed_7c.branch_pool.conv.weight" not in state:
+        raise JiTCheckpointError(f"{str(source)!r} is not an InceptionV3 state dict in torch-fidelity's layout")
+    with tempfile.TemporaryDirectory() as folder:
+        plain = Path(folder) / "inception.pth"
+        torch.save({k: v for k, v in state.items() if torch.is_tensor(v)}, plain)  # tensors only: safe to unpickle
+        try:
+            extractor = FeatureExtractorInceptionV3("inception-v3-compat", list(features),
+                                                    feature_extractor_weights_path=str(plain))
+        except RuntimeError as exc:
+            raise JiTCheckpointError(f"{str(source)!r} does not fit torch-fidelity's InceptionV3: {exc}") from None
+    return extractor.to(device)
+
+
+@torch.no_grad()
+def extract(extractor: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(2048-d pool features, unbiased logits) of uint8 images ``(N, 3, H, W)``, as float64 on the CPU."""
+    pool, logits = extractor(images.to(next(extractor.parameters()).device))
+    return pool.double().cpu(), logits.double().cpu()
