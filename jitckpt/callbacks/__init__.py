@@ -10,11 +10,12 @@ import lightning as L
 from ..errors import JiTCheckpointError
 from .checkpoint import JiTModelCheckpoint, checkpoint_from_run
 from .ema import EMACallback
+from .fid import FIDEvaluationCallback
 from .lr_scheduler import LearningRateSchedulerCallback, lr_at
 from .metric_logger import MetricLoggerCallback
 
 __all__ = [
-    "EMACallback", "JiTModelCheckpoint", "LearningRateSchedulerCallback", "MetricLoggerCallback",
+    "EMACallback", "FIDEvaluationCallback", "JiTModelCheckpoint", "LearningRateSchedulerCallback", "MetricLoggerCallback",
     "checkpoint_from_run", "create_default_callbacks", "lr_at",
 ]
 
@@ -38,20 +39,23 @@ def create_default_callbacks(
     log_freq: int = 100,
     save_lightning: bool = False,
     args: dict[str, Any] | None = None,
+    fid_stats: str | os.PathLike | None = None,
+    ref_dir: str | os.PathLike | None = None,
+    inception_weights: str | os.PathLike | None = None,
 ) -> list[L.Callback]:
     """EMA, checkpointing, LR schedule and console logging, configured as the original run.
 
-    ``enable_fid_eval=True`` is refused until ``FIDEvaluationCallback`` exists,
-    rather than silently training without evaluation.
+    With ``enable_fid_eval=True``, also FID / IS every ``eval_freq`` epochs on
+    EMA 1 (``num_images`` images in batches of ``eval_batch_size``), against
+    ``fid_stats`` or ``ref_dir``, with the Inception weights at ``inception_weights``.
     """
-    if enable_fid_eval:
-        raise JiTCheckpointError(
-            "enable_fid_eval=True: FIDEvaluationCallback is not available in this version of jitckpt; "
-            "train with enable_fid_eval=False and score checkpoints separately"
-        )
-    return [
+    if enable_fid_eval and fid_stats is None and ref_dir is None:
+        raise JiTCheckpointError("enable_fid_eval=True needs fid_stats (npz with mu, sigma) or ref_dir (reference images)")
+    fid = [FIDEvaluationCallback(eval_freq, num_images, eval_batch_size, num_classes, img_size, True, 1, fid_stats,
+                                 ref_dir, inception_weights)] if enable_fid_eval else []
+    return [  # the order of the original loop's epoch end: save, then evaluate
         EMACallback(ema_decay1, ema_decay2),
         JiTModelCheckpoint(save_dir, save_last_freq, save_milestone_freq, save_lightning=save_lightning, args=args),
         LearningRateSchedulerCallback(lr_schedule, warmup_epochs, min_lr, epochs),
         MetricLoggerCallback(log_freq),
-    ]
+    ] + fid

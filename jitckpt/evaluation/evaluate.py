@@ -51,7 +51,9 @@ def _work(rank: int, world: int, path: str, settings: SamplingSettings, extracto
     return out
 
 
-def _scores(parts: dict[int, tuple], reference: dict | None, has_logits: bool = True) -> dict[str, float | None]:
+def scores_of_features(parts: dict[int, tuple], reference: dict | None,
+                       has_logits: bool = True) -> dict[str, float | None]:
+    """FID (with a reference) and IS (with logits) of features keyed by batch index, taken in batch order."""
     pool = torch.cat([parts[i][0] for i in sorted(parts)])
     result: dict[str, float | None] = {"inception_score_mean": None, "inception_score_std": None}
     if has_logits:
@@ -73,7 +75,7 @@ def _fabric_worker(fabric: Any, path: str, settings: SamplingSettings, inception
     merged = {k: v for part in gathered for k, v in part.items()}
     img_size = checkpoint_for_sampling(path, settings).arch.img_size
     reference = reference_stats(fid_stats, ref_dir, extractor, img_size)
-    return _scores(merged, reference, extractor.has_logits)
+    return scores_of_features(merged, reference, extractor.has_logits)
 
 
 def evaluate(path: str | os.PathLike, settings: SamplingSettings, inception_weights: str | os.PathLike | None = None,
@@ -109,7 +111,7 @@ def evaluate(path: str | os.PathLike, settings: SamplingSettings, inception_weig
         extractor = load_extractor(weights_s, device) if score else None
         reference = reference_stats(stats_s, ref_s, extractor, ckpt.arch.img_size) if score else None
         parts = _work(0, 1, path_s, settings, extractor, images_s, device, progress)
-        result = _scores(parts, reference, extractor.has_logits) if score else {}
+        result = scores_of_features(parts, reference, extractor.has_logits) if score else {}
     return {**result, "weights": settings.weights, "num_images": settings.num_images,
             "method": settings.method or ckpt.args.get("sampling_method", "heun"),
             "steps": settings.steps or ckpt.args.get("num_sampling_steps", 50),

@@ -138,6 +138,7 @@ class JiTLightningModule(L.LightningModule):
     # -- sampling -----------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, labels: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] for ``labels`` with the module's sampling settings."""
-        return generate(self.net, labels.to(self.device), self.diffusion, self.arch.num_classes, self.arch.img_size)
+    def generate(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images in [-1, 1] for ``labels`` with the module's sampling settings (noise from ``generator``)."""
+        return generate(self.net, labels.to(self.device), self.diffusion, self.arch.num_classes, self.arch.img_size,
+                        generator)

@@ -91,9 +91,9 @@ def test_state_without_ema_weights_is_an_error():
         EMACallback().load_state_dict({"ema_decay1": 0.9999})
 
 
-def test_default_callbacks_and_fid_refusal(tmp_path):
+def test_default_callbacks_and_fid_without_reference(tmp_path):
     callbacks = create_default_callbacks(save_dir=tmp_path, epochs=3, lr_schedule="cosine", warmup_epochs=1)
     assert [type(c).__name__ for c in callbacks] == [
         "EMACallback", "JiTModelCheckpoint", "LearningRateSchedulerCallback", "MetricLoggerCallback"]
-    with pytest.raises(JiTCheckpointError, match="FIDEvaluationCallback is not available"):
+    with pytest.raises(JiTCheckpointError, match="enable_fid_eval=True needs fid_stats"):
         create_default_callbacks(enable_fid_eval=True)
