@@ -298,6 +298,11 @@ def evaluate_command(
 
             with atomic_output(json_out, force=True) as handle:
                 handle.write(json.dumps(result, indent=2).encode())
+    if not result["main_process"]:
+        return  # another node's process of a multi-node run: rank zero reports
+    if "inception_score_mean" not in result:
+        out.print(f"generated {result['num_images']} images in {result['seconds']:.1f} s (not scored)")
+        return
     table = Table(title=f"{ckpt.name}, {result['weights']} weights", show_header=False, title_justify="left")
     table.add_column(style="bold cyan")
     table.add_column(justify="right")

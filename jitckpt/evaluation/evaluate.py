@@ -104,15 +104,20 @@ def evaluate(path: str | os.PathLike, settings: SamplingSettings, inception_weig
             load_extractor(weights_s)  # fail here, not in the workers
             if fid_stats is not None:
                 load_stats(fid_stats)
-        fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy="ddp_spawn")
+        # one node: Fabric spawns the workers; several nodes: each node runs this command under a
+        # launcher (torchrun, SLURM) and Fabric joins the processes it finds
+        strategy = "ddp_spawn" if num_nodes == 1 else "ddp"
+        fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy)
         result = fabric.launch(_fabric_worker, path_s, settings, weights_s, score, images_s, stats_s, ref_s) or {}
+        if strategy == "ddp" and fabric.global_rank != 0:
+            return {"main_process": False}
     else:
         device = torch.device("cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu")
         extractor = load_extractor(weights_s, device) if score else None
         reference = reference_stats(stats_s, ref_s, extractor, ckpt.arch.img_size) if score else None
         parts = _work(0, 1, path_s, settings, extractor, images_s, device, progress)
         result = scores_of_features(parts, reference, extractor.has_logits) if score else {}
-    return {**result, "weights": settings.weights, "num_images": settings.num_images,
+    return {**result, "main_process": True, "weights": settings.weights, "num_images": settings.num_images,
             "method": settings.method or ckpt.args.get("sampling_method", "heun"),
             "steps": settings.steps or ckpt.args.get("num_sampling_steps", 50),
             "cfg": settings.cfg if settings.cfg is not None else ckpt.args.get("cfg", 1.0),
