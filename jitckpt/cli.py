@@ -264,12 +264,12 @@ _TRAIN_ARGS = (
 @app.command("eval")
 def evaluate_command(
     ckpt: Path = typer.Argument(..., help="Checkpoint to score (any format)."),
-    ema: str = typer.Option("1", "--ema", help="Weights to sample with: 1, 2 or raw."),
+    ema: str = typer.Option("1", "--ema", help="Weights to sample with: 1, 2 or raw (with --sweep, a list: 1,2)."),
     num_images: int = typer.Option(50000, "--num-images", help="Images to generate (a multiple of the class count)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Images per generation batch."),
     method: Optional[str] = typer.Option(None, "--method", help="heun or euler (default: the checkpoint's)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the checkpoint's)."),
-    cfg: Optional[float] = typer.Option(None, "--cfg", help="CFG scale (default: the checkpoint's)."),
+    cfg: Optional[str] = typer.Option(None, "--cfg", help="CFG scale (default: the checkpoint's; with --sweep, a list)."),
     interval_min: Optional[float] = typer.Option(None, "--interval-min", help="CFG interval start."),
     interval_max: Optional[float] = typer.Option(None, "--interval-max", help="CFG interval end."),
     fid_stats: Optional[Path] = typer.Option(None, "--fid-stats", help="Reference statistics (npz with mu, sigma)."),
@@ -282,22 +282,39 @@ def evaluate_command(
     accelerator: str = typer.Option("auto", "--accelerator", help="cpu, gpu or auto."),
     save_images: Optional[Path] = typer.Option(None, "--save-images", help="Also write the images as PNGs here."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON here."),
+    sweep: bool = typer.Option(False, "--sweep", help="Score every combination of the --ema and --cfg lists."),
 ) -> None:
     """Generate images from a checkpoint and score FID / Inception Score with torch-fidelity."""
+    from .errors import JiTCheckpointError
     from .evaluation.evaluate import evaluate
     from .evaluation.sampling import SamplingSettings, weights_name
 
     with _errors():
-        settings = SamplingSettings(weights_name(ema), num_images, batch_size, method, steps, cfg, interval_min,
-                                    interval_max, seed)
-        with _progress(num_images, f"sampling {ckpt.name}", unit="images") as advance:
-            result = evaluate(ckpt, settings, inception_weights, fid_stats, ref_dir, save_images, devices, num_nodes,
-                              accelerator, progress=advance)
+        emas = [weights_name(e.strip()) for e in ema.split(",")]
+        try:
+            cfgs = [float(c) for c in cfg.split(",")] if cfg is not None else [None]
+        except ValueError:
+            raise JiTCheckpointError(f"--cfg {cfg!r}: give a number (a comma-separated list with --sweep)") from None
+        if (len(emas) > 1 or len(cfgs) > 1) and not sweep:
+            raise JiTCheckpointError("lists of --ema or --cfg values need --sweep")
+        results = []
+        for weights in emas:
+            for scale in cfgs:
+                settings = SamplingSettings(weights, num_images, batch_size, method, steps, scale, interval_min,
+                                            interval_max, seed)
+                label = f"sampling {ckpt.name} ({weights}, cfg {scale if scale is not None else 'default'})"
+                with _progress(num_images, label, unit="images") as advance:
+                    results.append(evaluate(ckpt, settings, inception_weights, fid_stats, ref_dir, save_images,
+                                            devices, num_nodes, accelerator, progress=advance))
         if json_out is not None:
             from .io import atomic_output
 
             with atomic_output(json_out, force=True) as handle:
-                handle.write(json.dumps(result, indent=2).encode())
+                handle.write(json.dumps(results if sweep else results[0], indent=2).encode())
+    if sweep:
+        _sweep_table(ckpt, results)
+        return
+    result = results[0]
     if not result["main_process"]:
         return  # another node's process of a multi-node run: rank zero reports
     if "inception_score_mean" not in result:
@@ -316,6 +333,21 @@ def evaluate_command(
     table.add_row("sampler", f"{result['method']}, {result['steps']} steps, cfg {result['cfg']} in {result['interval']}")
     table.add_row("seed / processes", f"{result['seed']} / {result['devices']}")
     table.add_row("time", f"{result['seconds']:.1f} s ({result['num_images'] / result['seconds']:.2f} images/s)")
+    out.print(table)
+
+
+def _sweep_table(ckpt: Path, results: list[dict]) -> None:
+    if not results or not results[0]["main_process"]:
+        return
+    table = Table(title=f"{ckpt.name}: sweep over EMA and CFG ({results[0]['num_images']} images each)",
+                  title_justify="left")
+    for column in ("weights", "cfg", "FID", "Inception Score", "time"):
+        table.add_column(column, justify="left" if column == "weights" else "right")
+    for r in results:
+        fid_text = f"{r['fid']:.4f}" if r.get("fid") is not None else "-"
+        is_text = "-" if r.get("inception_score_mean") is None else \
+            f"{r['inception_score_mean']:.4f} ± {r['inception_score_std']:.4f}"
+        table.add_row(r["weights"], f"{r['cfg']}", fid_text, is_text, f"{r['seconds']:.1f} s")
     out.print(table)
 
 

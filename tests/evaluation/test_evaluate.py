@@ -133,3 +133,14 @@ def test_eval_cli_table_and_json(tmp_path, inception_weights, ref_dir):
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["weights"] == "ema1" and saved["fid"] > 0 and "FID" in result.stdout
+
+
+def test_sweep_over_ema_and_cfg_prints_one_table(tmp_path, inception_weights, ref_dir):
+    result = run("eval", GOLDEN, "--sweep", "--ema", "1,2", "--cfg", "1.0,2.0", "--num-images", "10",
+                 "--batch-size", "10", "--steps", "1", "--ref-dir", ref_dir, "--inception-weights", inception_weights,
+                 "--json", tmp_path / "sweep.json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "sweep.json").read_text())
+    assert [(r["weights"], r["cfg"]) for r in rows] == [("ema1", 1.0), ("ema1", 2.0), ("ema2", 1.0), ("ema2", 2.0)]
+    assert "sweep over EMA and CFG" in result.stdout and all(r["fid"] > 0 for r in rows)
+    assert_one_line(run("eval", GOLDEN, "--ema", "1,2", "--num-images", "10"), "need --sweep")
