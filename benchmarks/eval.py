@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from jitckpt.evaluation.fid_helper import fidelity_skeleton
 from jitckpt.evaluation.inception import extract, load_extractor
 from jitckpt.evaluation.sampling import quantize
 from jitckpt.evaluation.stats import image_files, iter_image_batches
@@ -43,15 +44,7 @@ def original_velocity(net, z, t, labels, cfg, num_classes):
 
 
 def random_inception(path: Path) -> None:
-    from torch_fidelity import feature_extractor_inceptionv3 as fe
-
-    class Skeleton(fe.FeatureExtractorInceptionV3):
-        def load_state_dict(self, *a, **k):
-            return None
-
-    torch.save({}, path)
-    model = Skeleton("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
-    torch.save(model.state_dict(), path)
+    torch.save(fidelity_skeleton().state_dict(), path)
 
 
 def main() -> None:
