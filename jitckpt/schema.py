@@ -54,10 +54,19 @@ class JiTCheckpoint:
         return {name: getattr(self, name) for name in SECTIONS if getattr(self, name) is not None}
 
     def weights(self, which: str) -> StateDict:
-        """The weights ``'raw'``, ``'ema1'`` or ``'ema2'``; an error if that set is absent."""
+        """The weights ``'raw'``, ``'ema1'`` or ``'ema2'``; an error if that set is absent.
+
+        A weights-only export of EMA 1 holds those weights as its ``model``:
+        asking it for ``'ema1'`` gives them, asking for anything else is an error.
+        """
         section = {"raw": "model", "ema1": "model_ema1", "ema2": "model_ema2"}.get(which)
         if section is None:
             raise SchemaError(f"unknown weights {which!r}; choose raw, ema1 or ema2")
+        exported = self.extra.get("weights")
+        if exported is not None and self.is_weights_only:
+            if which != exported:
+                raise SchemaError(f"this file holds only the {exported} weights of its source, not {which}")
+            return self.model
         state = getattr(self, section)
         if state is None:
             raise SchemaError(f"this checkpoint has no {section}; choose one of: "

@@ -144,3 +144,14 @@ def test_sweep_over_ema_and_cfg_prints_one_table(tmp_path, inception_weights, re
     assert [(r["weights"], r["cfg"]) for r in rows] == [("ema1", 1.0), ("ema1", 2.0), ("ema2", 1.0), ("ema2", 2.0)]
     assert "sweep over EMA and CFG" in result.stdout and all(r["fid"] > 0 for r in rows)
     assert_one_line(run("eval", GOLDEN, "--ema", "1,2", "--num-images", "10"), "need --sweep")
+
+
+def test_weights_only_export_samples_with_its_own_weights(tmp_path):
+    export = jitckpt.convert(GOLDEN, tmp_path / "ema2.safetensors", weights="ema2")
+    from_export, from_full = tmp_path / "a", tmp_path / "b"
+    evaluate(export, SamplingSettings(weights="ema2", num_images=10, batch_size=10, steps=1), score=False,
+             save_images=from_export)
+    evaluate(GOLDEN, SamplingSettings(weights="ema2", num_images=10, batch_size=10, steps=1), score=False,
+             save_images=from_full)
+    assert all((from_export / n.name).read_bytes() == n.read_bytes() for n in from_full.iterdir())
+    assert_one_line(run("eval", export, "--ema", "1", "--num-images", "10"), "holds only the ema2 weights")
