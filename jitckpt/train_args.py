@@ -20,10 +20,10 @@ ORIGINAL_DEFAULTS: dict[str, Any] = {
 
 def args_from_module(pl_module: Any, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Original-style args for a :class:`JiTLightningModule`: defaults, then its hyper-parameters, then ``extra``."""
-    from .formats.lightning import _args_from_hparams
+    from .formats.lightning import args_from_hparams
 
     hparams = {k: v for k, v in dict(pl_module.hparams).items() if k not in ("arch", "compile")}
-    args = {**ORIGINAL_DEFAULTS, **_args_from_hparams(hparams)}
+    args = {**ORIGINAL_DEFAULTS, **args_from_hparams(hparams)}
     args["model"] = pl_module.arch.variant or hparams.get("model_name") or args["model"]
     args["img_size"], args["class_num"] = pl_module.arch.img_size, pl_module.arch.num_classes
     if getattr(pl_module, "absolute_lr", None) is not None:

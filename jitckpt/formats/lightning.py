@@ -71,7 +71,7 @@ def from_tree(tree: Any, path: str) -> JiTCheckpoint:
     if tree.get("epoch") != epoch:  # Lightning's own count (see above), kept for an exact round trip
         rest["epoch"] = tree.get("epoch")
     payload.update(epoch=epoch, global_step=tree.get("global_step"), arch=meta.get("arch"))
-    payload["args"] = meta["args"] if "args" in meta else _args_from_hparams(tree.get("hyper_parameters"))
+    payload["args"] = meta["args"] if "args" in meta else args_from_hparams(tree.get("hyper_parameters"))
     payload["extra"] = {**(meta.get("extra") or {}), "lightning": rest}
     return from_file_payload(payload, int(meta.get("schema_version", 1)))
 
@@ -94,7 +94,8 @@ def read(path: str) -> JiTCheckpoint:
     return from_tree(torchzip.read_tree(path), path)
 
 
-def _args_from_hparams(hparams: Any) -> dict:
+def args_from_hparams(hparams: Any) -> dict:
+    """Original-style training args from ``JiTLightningModule`` hyper-parameters (the reverse of ``HPARAM_NAMES``)."""
     if not isinstance(hparams, dict):
         return {}
     back = {v: k for k, v in HPARAM_NAMES.items()}
