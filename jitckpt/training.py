@@ -65,8 +65,7 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
     callbacks = create_default_callbacks(
         args["ema_decay1"], args["ema_decay2"], output_dir, args["eval_freq"], arch.img_size, args["epochs"],
         lr_schedule=args["lr_schedule"], warmup_epochs=args["warmup_epochs"], min_lr=args["min_lr"],
-        save_last_freq=args["save_last_freq"], log_freq=args["log_freq"], save_lightning=True,
-        enable_fid_eval=bool(args.get("online_eval")), args=args,
+        save_last_freq=args["save_last_freq"], log_freq=args["log_freq"], save_lightning=True, args=args,
     )
     trainer = L.Trainer(
         max_epochs=args["epochs"], default_root_dir=output_dir, enable_checkpointing=False,
