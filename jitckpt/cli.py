@@ -7,7 +7,6 @@ traceback instead. ``verify`` exits 1 when the checkpoints differ.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path

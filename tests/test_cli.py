@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 
-import torch
 from typer.testing import CliRunner
 
 import jitckpt

@@ -10,7 +10,7 @@ import jitckpt
 from jitckpt.cli import app
 from jitckpt.evaluation.evaluate import evaluate
 from jitckpt.evaluation.inception import extract, load_extractor
-from jitckpt.evaluation.sampling import SamplingSettings, build_denoiser, quantize
+from jitckpt.evaluation.sampling import SamplingSettings, quantize
 from jitckpt.evaluation.stats import fid, image_files, iter_image_batches, load_stats, stats_of
 from tests.helpers import GOLDEN, load_golden_torch
 
