@@ -70,12 +70,17 @@ def _fabric_worker(fabric: Any, path: str, settings: SamplingSettings, inception
     parts = _work(fabric.global_rank, fabric.world_size, path, settings, extractor, save_images, fabric.device, None)
     gathered = [None] * fabric.world_size
     torch.distributed.all_gather_object(gathered, parts)
-    if fabric.global_rank != 0 or not score:
-        return None
-    merged = {k: v for part in gathered for k, v in part.items()}
-    img_size = checkpoint_for_sampling(path, settings).arch.img_size
-    reference = reference_stats(fid_stats, ref_dir, extractor, img_size)
-    return scores_of_features(merged, reference, extractor.has_logits)
+    result = None
+    if fabric.global_rank == 0 and score:
+        merged = {k: v for part in gathered for k, v in part.items()}
+        img_size = checkpoint_for_sampling(path, settings).arch.img_size
+        reference = reference_stats(fid_stats, ref_dir, extractor, img_size)
+        result = scores_of_features(merged, reference, extractor.has_logits)
+    # every process leaves together: one exiting while another still holds the process
+    # group can abort the other (seen with gloo as "terminate called without an active exception")
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    return result
 
 
 def evaluate(path: str | os.PathLike, settings: SamplingSettings, inception_weights: str | os.PathLike | None = None,
