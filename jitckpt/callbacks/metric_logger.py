@@ -62,7 +62,8 @@ class MetricLoggerCallback(L.Callback):
         self.iter_time.update(now - self._tick)
         self._tick = now
         self.loss.update(loss.detach())
-        pl_module.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=1)
+        # not on the progress bar: showing it would read the value back every step (a host sync)
+        pl_module.log("train_loss", loss.detach(), on_step=True, on_epoch=True, batch_size=1)
         total = trainer.num_training_batches
         last = batch_idx + 1 == total
         if batch_idx % self.log_freq and not last:
