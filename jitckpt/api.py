@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import formats
-from .errors import JiTCheckpointError, OutputError
+from .errors import OutputError
 from .io import atomic_output, check_output_path
 from .schema import JiTCheckpoint
-from .tensors import CHUNK_BYTES, TensorRef, dtype_name, is_tensor, iter_tensor_bytes, nbytes_of, shape_of, to_torch
+from .tensors import CHUNK_BYTES, TensorRef, dtype_name, is_tensor, iter_tensor_bytes, shape_of, to_torch
 
 Progress = Callable[[int], None]
-WEIGHTS = ("raw", "ema1", "ema2")
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -73,10 +72,8 @@ def save(ckpt: JiTCheckpoint, path: str | os.PathLike, format: str | None = None
     if name is None:
         raise OutputError(f"cannot tell the format from {target.name!r}; use a .pth, .ckpt or .safetensors name or pass a format")
     module = formats.get(name)
-    if weights is not None and weights not in WEIGHTS:
-        raise JiTCheckpointError(f"unknown weights {weights!r}; choose raw, ema1 or ema2")
     if weights is not None:
-        ckpt.weights(weights)  # fail before touching the disk
+        ckpt.weights(weights)  # an unknown or absent set fails here, before touching the disk
     with atomic_output(target, force=force) as handle:
         module.write(ckpt, handle, target, progress=progress, weights=weights)
     return target
@@ -106,11 +103,6 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
         raise OutputError(f"output {str(target)!r} is the source file; give another name with -o")
     check_output_path(target, force)
     return save(ckpt, target, to, force=force, weights=weights, progress=progress)
-
-
-def total_bytes(ckpt: JiTCheckpoint) -> int:
-    """Bytes of tensor data in ``ckpt`` (what a conversion copies), for progress bars."""
-    return sum(nbytes_of(t) for _, t in iter_tensors(ckpt))
 
 
 def iter_tensors(ckpt: JiTCheckpoint) -> Iterator[tuple[str, Any]]:
