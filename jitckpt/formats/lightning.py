@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from importlib import metadata
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Mapping
 
 from .. import torchzip
 from ..errors import FormatError
@@ -105,14 +105,19 @@ def args_from_hparams(hparams: Any) -> dict:
     return args
 
 
-def hyper_parameters(ckpt: JiTCheckpoint) -> dict:
-    """``JiTLightningModule`` constructor arguments equivalent to the training args."""
-    args = ckpt.args
+def hparams_from_args(args: Mapping[str, Any]) -> dict:
+    """``JiTLightningModule`` constructor arguments for original-style training args (``HPARAM_NAMES``)."""
     hparams = {new: args[old] for old, new in HPARAM_NAMES.items() if old in args}
-    if "model_name" not in hparams and ckpt.arch is not None and ckpt.arch.variant:
-        hparams["model_name"] = ckpt.arch.variant
     if "interval_min" in args and "interval_max" in args:
         hparams["cfg_interval"] = (args["interval_min"], args["interval_max"])
+    return hparams
+
+
+def hyper_parameters(ckpt: JiTCheckpoint) -> dict:
+    """``JiTLightningModule`` constructor arguments equivalent to the checkpoint's args and architecture."""
+    hparams = hparams_from_args(ckpt.args)
+    if "model_name" not in hparams and ckpt.arch is not None and ckpt.arch.variant:
+        hparams["model_name"] = ckpt.arch.variant
     if ckpt.arch is not None:
         hparams["arch"] = ckpt.arch.to_dict()
     return hparams

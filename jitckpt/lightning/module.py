@@ -80,11 +80,9 @@ class JiTLightningModule(L.LightningModule):
     @classmethod
     def from_args(cls, args: Mapping[str, Any], arch: Arch | None = None, **overrides: Any) -> "JiTLightningModule":
         """Build from the original training args (``model``, ``class_num``, ``lr``, ``cfg``, ...)."""
-        from ..formats.lightning import HPARAM_NAMES
+        from ..formats.lightning import hparams_from_args
 
-        kwargs = {new: args[old] for old, new in HPARAM_NAMES.items() if old in args}
-        if "interval_min" in args and "interval_max" in args:
-            kwargs["cfg_interval"] = (args["interval_min"], args["interval_max"])
+        kwargs = hparams_from_args(args)
         if arch is not None:
             kwargs.update(arch=arch.to_dict(), img_size=arch.img_size, num_classes=arch.num_classes)
         if "batch_size" in args:
