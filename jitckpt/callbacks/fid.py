@@ -16,7 +16,7 @@ from ..evaluation.evaluate import reference_stats, scores_of_features
 from ..evaluation.inception import extract, load_extractor, weights_path
 from ..evaluation.sampling import SamplingSettings, class_labels, generate_batches
 from ..evaluation.stats import load_stats
-from .ema import EMACallback
+from .checkpoint import find_ema_callback
 
 
 class FIDEvaluationCallback(L.Callback):
@@ -52,12 +52,8 @@ class FIDEvaluationCallback(L.Callback):
         weights_path(self.inception_weights)
         if self.fid_stats is not None:
             load_stats(self.fid_stats)
-        if self.use_ema and self._ema(trainer) is None:
+        if self.use_ema and find_ema_callback(trainer) is None:
             raise JiTCheckpointError("FIDEvaluationCallback(use_ema=True) needs an EMACallback among the callbacks")
-
-    @staticmethod
-    def _ema(trainer: L.Trainer) -> EMACallback | None:
-        return next((cb for cb in trainer.callbacks if isinstance(cb, EMACallback)), None)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
@@ -91,7 +87,7 @@ class FIDEvaluationCallback(L.Callback):
         pl_module.diffusion = replace(saved, **{k: v for k, v in (("sampling_method", settings.method),
                                                                   ("num_sampling_steps", settings.steps),
                                                                   ("cfg", settings.cfg)) if v is not None})
-        swap = self._ema(trainer).swap_ema(pl_module, self.ema_version) if self.use_ema else contextlib.nullcontext()
+        swap = find_ema_callback(trainer).swap_ema(pl_module, self.ema_version) if self.use_ema else contextlib.nullcontext()
         try:
             with swap:
                 parts = {index: extract(extractor, images) for index, images in
