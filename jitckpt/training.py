@@ -12,7 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from .api import detect_format, load, save
+from .api import save
+from .formats import read as read_checkpoint
 from .errors import JiTCheckpointError
 from .model.arch import official
 from .train_args import ORIGINAL_DEFAULTS
@@ -49,7 +50,7 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if resume:
         source = resolve_resume(resume)
-        saved = load(source, lazy=True)
+        source_format, saved = read_checkpoint(source)  # lazy: nothing but the header is read
         arch, args = saved.arch, {**args, **saved.args}
         if "model" in overrides or "img_size" in overrides or "class_num" in overrides:
             raise JiTCheckpointError("--model, --img-size and --class-num come from the checkpoint when resuming")
@@ -74,7 +75,7 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=".resume-") as scratch:
         ckpt_path = None
         if source is not None:
-            ckpt_path = source if detect_format(source) == "ckpt" else save(saved, Path(scratch) / "resume.ckpt", "ckpt")
+            ckpt_path = source if source_format == "ckpt" else save(saved, Path(scratch) / "resume.ckpt", "ckpt")
         trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
     return trainer
 
