@@ -15,9 +15,10 @@ from typing import Any, Callable
 import torch
 
 from ..errors import JiTCheckpointError
+from ..schema import JiTCheckpoint
 from .inception import extract, load_extractor
 from .sampling import (SamplingSettings, build_denoiser, checkpoint_for_sampling, class_labels, generate_batches,
-                       save_pngs)
+                       sampler_config, save_pngs)
 from .stats import fid, image_files, inception_score, iter_image_batches, load_stats, stats_of
 
 
@@ -34,10 +35,9 @@ def reference_stats(fid_stats: str | os.PathLike | None, ref_dir: str | os.PathL
     return None
 
 
-def _work(rank: int, world: int, path: str, settings: SamplingSettings, extractor: Any, save_images: str | None,
-          device: torch.device, progress: Callable[[int], None] | None) -> dict[int, tuple]:
+def _work(rank: int, world: int, ckpt: JiTCheckpoint, settings: SamplingSettings, extractor: Any,
+          save_images: str | None, device: torch.device, progress: Callable[[int], None] | None) -> dict[int, tuple]:
     """This process's batches: {global batch index: (pool features, logits)} (empty tuples without an extractor)."""
-    ckpt = checkpoint_for_sampling(path, settings)
     labels = class_labels(settings.num_images, ckpt.arch.num_classes)
     denoiser = build_denoiser(ckpt, settings, device)
     score = extractor is not None
@@ -64,17 +64,19 @@ def scores_of_features(parts: dict[int, tuple], reference: dict | None,
     return result
 
 
-def _fabric_worker(fabric: Any, path: str, settings: SamplingSettings, inception_weights: str | None, score: bool,
-                   save_images: str | None, fid_stats: str | None, ref_dir: str | None) -> dict | None:
+def _fabric_worker(fabric: Any, path: str, settings: SamplingSettings, inception_weights: str | None,
+                   score: bool, save_images: str | None, fid_stats: str | None, ref_dir: str | None) -> dict | None:
+    # each process reads the checkpoint's header itself: Fabric rebuilds the arguments it hands over,
+    # which the frozen TensorRefs of a lazy checkpoint do not allow
+    ckpt = checkpoint_for_sampling(path, settings)
     extractor = load_extractor(inception_weights, fabric.device) if score else None
-    parts = _work(fabric.global_rank, fabric.world_size, path, settings, extractor, save_images, fabric.device, None)
+    parts = _work(fabric.global_rank, fabric.world_size, ckpt, settings, extractor, save_images, fabric.device, None)
     gathered = [None] * fabric.world_size
     torch.distributed.all_gather_object(gathered, parts)
     result = None
     if fabric.global_rank == 0 and score:
         merged = {k: v for part in gathered for k, v in part.items()}
-        img_size = checkpoint_for_sampling(path, settings).arch.img_size
-        reference = reference_stats(fid_stats, ref_dir, extractor, img_size)
+        reference = reference_stats(fid_stats, ref_dir, extractor, ckpt.arch.img_size)
         result = scores_of_features(merged, reference, extractor.has_logits)
     # every process leaves together: one exiting while another still holds the process
     # group can abort the other (seen with gloo as "terminate called without an active exception")
@@ -99,7 +101,7 @@ def evaluate(path: str | os.PathLike, settings: SamplingSettings, inception_weig
     class_labels(settings.num_images, ckpt.arch.num_classes)
     if save_images is not None:
         Path(save_images).mkdir(parents=True, exist_ok=True)
-    path_s, images_s = str(path), None if save_images is None else str(save_images)
+    images_s = None if save_images is None else str(save_images)
     weights_s = None if inception_weights is None else str(inception_weights)
     stats_s, ref_s = (None if p is None else str(p) for p in (fid_stats, ref_dir))
     if devices * num_nodes > 1:
@@ -113,19 +115,16 @@ def evaluate(path: str | os.PathLike, settings: SamplingSettings, inception_weig
         # launcher (torchrun, SLURM) and Fabric joins the processes it finds
         strategy = "ddp_spawn" if num_nodes == 1 else "ddp"
         fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy)
-        result = fabric.launch(_fabric_worker, path_s, settings, weights_s, score, images_s, stats_s, ref_s) or {}
+        result = fabric.launch(_fabric_worker, str(path), settings, weights_s, score, images_s, stats_s, ref_s) or {}
         if strategy == "ddp" and fabric.global_rank != 0:
             return {"main_process": False}
     else:
         device = torch.device("cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu")
         extractor = load_extractor(weights_s, device) if score else None
         reference = reference_stats(stats_s, ref_s, extractor, ckpt.arch.img_size) if score else None
-        parts = _work(0, 1, path_s, settings, extractor, images_s, device, progress)
+        parts = _work(0, 1, ckpt, settings, extractor, images_s, device, progress)
         result = scores_of_features(parts, reference, extractor.has_logits) if score else {}
+    config = sampler_config(ckpt, settings)
     return {**result, "main_process": True, "weights": settings.weights, "num_images": settings.num_images,
-            "method": settings.method or ckpt.args.get("sampling_method", "heun"),
-            "steps": settings.steps or ckpt.args.get("num_sampling_steps", 50),
-            "cfg": settings.cfg if settings.cfg is not None else ckpt.args.get("cfg", 1.0),
-            "interval": [settings.interval_min if settings.interval_min is not None else ckpt.args.get("interval_min", 0.0),
-                         settings.interval_max if settings.interval_max is not None else ckpt.args.get("interval_max", 1.0)],
-            "seed": settings.seed, "devices": devices * num_nodes, "seconds": time.perf_counter() - started}
+            "method": config.sampling_method, "steps": config.num_sampling_steps, "cfg": config.cfg,
+            "interval": [config.interval_min, config.interval_max], "seed": settings.seed, "devices": devices * num_nodes, "seconds": time.perf_counter() - started}

@@ -47,14 +47,17 @@ def weights_name(ema: str) -> str:
     return WEIGHT_CHOICES[str(ema)]
 
 
+def sampler_config(ckpt: JiTCheckpoint, settings: SamplingSettings) -> DiffusionConfig:
+    """The checkpoint's sampler settings with those ``settings`` sets (not None) in their place."""
+    overrides = {"sampling_method": settings.method, "num_sampling_steps": settings.steps, "cfg": settings.cfg,
+                 "interval_min": settings.interval_min, "interval_max": settings.interval_max}
+    return replace(DiffusionConfig.from_args(ckpt.args), **{k: v for k, v in overrides.items() if v is not None})
+
+
 def build_denoiser(ckpt: JiTCheckpoint, settings: SamplingSettings, device: torch.device | str = "cpu") -> Denoiser:
     """The Denoiser of ``ckpt`` with the chosen weights loaded (an error if that set is absent)."""
     state = ckpt.weights(settings.weights)
-    config = DiffusionConfig.from_args(ckpt.args)
-    overrides = {"sampling_method": settings.method, "num_sampling_steps": settings.steps, "cfg": settings.cfg,
-                 "interval_min": settings.interval_min, "interval_max": settings.interval_max}
-    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    denoiser = Denoiser(ckpt.arch, config)
+    denoiser = Denoiser(ckpt.arch, sampler_config(ckpt, settings))
     denoiser.load_state_dict({k: to_torch(v) for k, v in state.items()})
     return denoiser.to(device).eval()
 
