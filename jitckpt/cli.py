@@ -243,21 +243,16 @@ def train(
     logger: str = typer.Option("csv", "--logger", help="csv, tensorboard or none."),
 ) -> None:
     """Train JiT with Lightning, or resume a run from any checkpoint (the original main_jit.py flags work)."""
+    from .train_args import ORIGINAL_DEFAULTS
     from .training import train as run_training
 
-    overrides = {k: v for k, v in locals().items() if k in _TRAIN_ARGS}
+    overrides = {k: v for k, v in locals().items() if k in ORIGINAL_DEFAULTS and k != "resume"}
     with _errors():
         run_training(overrides, resume=resume, logger=logger, trainer_options={
             "devices": int(devices) if devices.isdigit() else devices, "num_nodes": num_nodes, "strategy": strategy,
             "precision": precision, "accumulate_grad_batches": accumulate_grad_batches, "accelerator": accelerator})
 
 
-_TRAIN_ARGS = (
-    "model", "img_size", "attn_dropout", "proj_dropout", "epochs", "warmup_epochs", "batch_size", "lr", "blr",
-    "min_lr", "lr_schedule", "weight_decay", "ema_decay1", "ema_decay2", "P_mean", "P_std", "noise_scale", "t_eps",
-    "label_drop_prob", "seed", "num_workers", "sampling_method", "num_sampling_steps", "cfg", "interval_min",
-    "interval_max", "data_path", "class_num", "output_dir", "save_last_freq", "log_freq",
-)
 
 
 @app.command("eval")
