@@ -41,19 +41,27 @@ class StepTimer(L.Callback):
         self.times.append(time.perf_counter() - self.start)
 
 
-def hook_fraction(steps: int, folder: str) -> tuple[float, float, dict[str, float]]:
-    """(seconds in training batches, seconds in callback batch hooks, per hook) from SimpleProfiler."""
-    from lightning.pytorch.profilers import SimpleProfiler
-
+def train_one_epoch(steps: int, callbacks: list, profiler=None) -> None:
+    """One epoch of ``steps`` batches of 8 random images, from a fixed seed."""
     torch.manual_seed(0)
     module = JiTLightningModule(arch=ARCH.to_dict(), img_size=32, num_classes=10, learning_rate=1e-4)
     images = torch.randint(0, 256, (steps * 8, 3, 32, 32), dtype=torch.uint8)
     loader = DataLoader(TensorDataset(images, torch.randint(0, 10, (steps * 8,))), batch_size=8, drop_last=True)
-    profiler = SimpleProfiler(dirpath=folder, filename="profile")  # its report goes to a file
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, profiler=profiler,
-                        callbacks=create_default_callbacks(save_dir=folder, epochs=1, warmup_epochs=1, save_last_freq=1))
+                        enable_progress_bar=False, enable_model_summary=False, profiler=profiler, callbacks=callbacks)
     trainer.fit(module, loader)
+
+
+def jitckpt_callbacks(folder: str) -> list:
+    return create_default_callbacks(save_dir=folder, epochs=1, warmup_epochs=1, save_last_freq=1)
+
+
+def hook_fraction(steps: int, folder: str) -> tuple[float, float, dict[str, float]]:
+    """(seconds in training batches, seconds in callback batch hooks, per hook) from SimpleProfiler."""
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    profiler = SimpleProfiler(dirpath=folder, filename="profile")  # its report goes to a file
+    train_one_epoch(steps, jitckpt_callbacks(folder), profiler)
     durations = profiler.recorded_durations
     batch = sum(durations["run_training_batch"])
     hooks = {k: sum(v) for k, v in durations.items() if k.startswith("[Callback]") and "batch" in k
@@ -62,17 +70,8 @@ def hook_fraction(steps: int, folder: str) -> tuple[float, float, dict[str, floa
 
 
 def median_step(with_callbacks: bool, steps: int, folder: str) -> float:
-    torch.manual_seed(0)
-    module = JiTLightningModule(arch=ARCH.to_dict(), img_size=32, num_classes=10, learning_rate=1e-4)
-    images = torch.randint(0, 256, (steps * 8, 3, 32, 32), dtype=torch.uint8)
-    loader = DataLoader(TensorDataset(images, torch.randint(0, 10, (steps * 8,))), batch_size=8, drop_last=True)
     timer = StepTimer()
-    callbacks = [timer]
-    if with_callbacks:
-        callbacks = create_default_callbacks(save_dir=folder, epochs=1, warmup_epochs=1, save_last_freq=1) + callbacks
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)
-    trainer.fit(module, loader)
+    train_one_epoch(steps, (jitckpt_callbacks(folder) if with_callbacks else []) + [timer])
     return statistics.median(timer.times[5:])  # skip warm-up steps
 
 
