@@ -9,6 +9,7 @@ JiT code carry no version; they are version 0 and go through ``MIGRATIONS``.
 from __future__ import annotations
 
 import argparse
+import math
 import pathlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -23,6 +24,7 @@ SECTIONS = ("model", "model_ema1", "model_ema2")
 # Keys of the original ``misc.save_model`` dict; anything else is kept in ``extra``.
 ORIGINAL_KEYS = ("model", "optimizer", "epoch", "args", "model_ema1", "model_ema2")
 META_KEY = "jitckpt"  # the one key jitckpt adds to files it writes
+MAX_EPOCH = (1 << 31) - 1
 
 StateDict = dict[str, Any]
 
@@ -114,12 +116,11 @@ class JiTCheckpoint:
 
 def optimizer_to_named(positional: Mapping, arch: Arch) -> dict:
     """Key an AdamW ``state_dict()`` over the original param groups by parameter name."""
-    try:
-        groups = positional["param_groups"]
-        state = positional.get("state", {})
-        index_groups = [list(g["params"]) for g in groups]
-    except (KeyError, TypeError) as exc:
-        raise SchemaError(f"optimizer state is malformed ({exc})") from None
+    groups = _checked_groups(positional.get("param_groups"))
+    state = positional.get("state", {})
+    index_groups = [list(g["params"]) for g in groups]
+    if not all(type(i) is int for g in index_groups for i in g) or not all(type(k) is int for k in state):
+        raise SchemaError("optimizer state is malformed (parameter indices that are not integers)")
     name_groups = list(param_groups(arch))
     if len(index_groups) == 1 and len(index_groups[0]) == sum(map(len, name_groups)):
         name_groups = [name_groups[0] + name_groups[1]]
@@ -161,7 +162,11 @@ def optimizer_step(named: Mapping | None) -> int | None:
     for state in named["state"].values():
         if "step" in state:
             step = state["step"]
-            return int(scalar_value(step)) if is_tensor(step) else int(step)
+            if is_tensor(step) and math.prod(shape_of(step)) == 1:
+                step = scalar_value(step)
+            if isinstance(step, float) and step.is_integer() and 0 <= step < 2 ** 63:
+                step = int(step)
+            return checked_int("the optimizer's step", step)
     return None
 
 
@@ -169,24 +174,81 @@ def optimizer_step(named: Mapping | None) -> int | None:
 
 
 def plain_args(args: Any) -> dict:
-    """Training args as JSON-able data (the original pickles an ``argparse.Namespace``)."""
+    """Training args as JSON-able data (the original pickles an ``argparse.Namespace``).
+
+    Values must be plain data (numbers, strings, None, paths, and lists, tuples
+    or string-keyed mappings of those); anything else is a :class:`SchemaError`
+    naming the arg.
+    """
     if args is None:
         return {}
     if isinstance(args, argparse.Namespace):
         args = vars(args)
     if not isinstance(args, Mapping):
-        raise SchemaError(f"args must be a Namespace or a mapping, not {type(args).__name__}")
-    return {str(k): _plain(v) for k, v in args.items()}
+        raise SchemaError(f"args must be a Namespace or a mapping, not {_describe(args)}")
+    return {_arg_name(k, "args"): _plain(v, f"args.{k}") for k, v in args.items()}
 
 
-def _plain(value: Any) -> Any:
+_MAX_INT = 1 << 64
+
+
+def _arg_name(key: Any, where: str) -> str:
+    if not isinstance(key, str):
+        raise SchemaError(f"{where} has a key that is not a string: {_describe(key)}")
+    return key
+
+
+def _plain(value: Any, where: str) -> Any:
+    if value is None or isinstance(value, (bool, str, float)):
+        return value
+    if isinstance(value, int):
+        if abs(value) >= _MAX_INT:
+            raise SchemaError(f"{where} holds an integer too large for a training setting")
+        return int(value)
     if isinstance(value, pathlib.PurePath):
         return str(value)
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {_arg_name(k, where): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    raise SchemaError(f"{where} holds {_describe(value)}, not plain data")
+
+
+def _describe(value: Any) -> str:
+    """A short, safe description of a value for an error message."""
+    if isinstance(value, (bool, float)) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        return f"the integer {value}" if abs(value) < 10**30 else "a huge integer"
+    if isinstance(value, str):
+        return f"the string {value[:60]!r}"
+    return f"a {type(value).__name__}"
+
+
+def checked_int(name: str, value: Any, high: int = (1 << 63) - 1) -> int | None:
+    """``value`` as a field's integer in ``[0, high]`` (None stays None); else a SchemaError naming the field."""
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value <= high:
+        raise SchemaError(f"{name} must be a whole number from 0 to {high}, but the file holds {_describe(value)}")
     return value
+
+
+def _checked_groups(groups: Any) -> list:
+    if not isinstance(groups, list) or not groups or not all(
+            isinstance(g, Mapping) and isinstance(g.get("params"), list) for g in groups):
+        raise SchemaError(f"optimizer param_groups must be a list of groups with params, not {_describe(groups)}")
+    return groups
+
+
+def _checked_optimizer(optimizer: Any) -> Mapping:
+    if not isinstance(optimizer, Mapping):
+        raise SchemaError(f"optimizer must be a state dict, not {_describe(optimizer)}")
+    _checked_groups(optimizer.get("param_groups"))
+    state = optimizer.get("state", {})
+    if not isinstance(state, Mapping) or not all(isinstance(v, Mapping) for v in state.values()):
+        raise SchemaError(f"optimizer state must map parameters to their state, not {_describe(state)}")
+    return optimizer
 
 
 # ----------------------------------------------------------------------------- building and migrating
@@ -216,14 +278,16 @@ def from_payload(payload: Mapping[str, Any], arch: Arch | None = None) -> JiTChe
     warnings: list[str] = []
     if arch is None and payload.get("arch") is not None:
         arch = payload["arch"] if isinstance(payload["arch"], Arch) else Arch.from_dict(payload["arch"])
+    if arch is not None and not isinstance(arch, Arch):
+        raise SchemaError(f"arch must be an architecture record, not {_describe(arch)}")
     if arch is None:
         arch, warnings = infer_arch({k: shape_of(v) for k, v in model.items()}, args.get("model"))
         if arch.variant is None:
             warnings.append(f"in_context_start is not stored in the weights; assumed depth // 3 = {arch.in_context_start}")
     optimizer = payload.get("optimizer")
     if optimizer is not None:
-        groups = optimizer.get("param_groups") if isinstance(optimizer, Mapping) else None
-        if not groups or not all(isinstance(p, str) for g in groups for p in g.get("params", [])):
+        groups = _checked_optimizer(optimizer)["param_groups"]
+        if not all(isinstance(p, str) for g in groups for p in g["params"]):
             optimizer = optimizer_to_named(optimizer, arch)
     global_step = payload.get("global_step")
     ckpt = JiTCheckpoint(
@@ -231,8 +295,8 @@ def from_payload(payload: Mapping[str, Any], arch: Arch | None = None) -> JiTChe
         model_ema1=_state("model_ema1", payload.get("model_ema1")),
         model_ema2=_state("model_ema2", payload.get("model_ema2")),
         optimizer=optimizer,
-        epoch=None if payload.get("epoch") is None else int(payload["epoch"]),
-        global_step=optimizer_step(optimizer) if global_step is None else int(global_step),
+        epoch=checked_int("epoch", payload.get("epoch"), MAX_EPOCH),
+        global_step=optimizer_step(optimizer) if global_step is None else checked_int("global_step", global_step),
         arch=arch,
         args=args,
         extra=dict(payload.get("extra") or {}),
@@ -264,8 +328,9 @@ def _v0_to_v1(payload: dict) -> dict:
 MIGRATIONS: list[tuple[int, Callable[[dict], dict]]] = [(0, _v0_to_v1)]
 
 
-def upgrade(payload: dict, version: int) -> dict:
+def upgrade(payload: dict, version: Any) -> dict:
     """Apply the migrations from ``version`` up to :data:`SCHEMA_VERSION`."""
+    checked_int("schema_version", version, 1 << 31)
     if version > SCHEMA_VERSION:
         raise SchemaError(
             f"checkpoint has schema version {version}, newer than this jitckpt's {SCHEMA_VERSION}; upgrade jitckpt"

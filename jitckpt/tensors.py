@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import os
 import sys
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator
 
 from .io import start_writeback
@@ -46,11 +47,26 @@ def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
+class Checksum:
+    """The CRC-32 that the file records for its bytes ``[start, start + length)``.
+
+    For a torch zip it is the storage entry's (which may hold more than one
+    tensor's bytes); for a safetensors file jitckpt wrote, the tensor's own.
+    """
+
+    start: int
+    length: int
+    crc: int
+
+
+@dataclass(frozen=True)
 class TensorRef:
     """A tensor stored in ``path``: element 0 at byte ``offset``, strides in elements.
 
     ``span`` is how many bytes from ``offset`` the file must hold (the storage
-    extent the strides reach); the reader checks it against the file size.
+    extent the strides reach); the reader checks it against its storage. ``name``
+    says where the file keeps it (for messages); ``checksum``, when the file
+    records one, is verified whenever the bytes are read.
     """
 
     path: str
@@ -58,6 +74,8 @@ class TensorRef:
     dtype: str
     shape: tuple[int, ...]
     stride: tuple[int, ...]
+    name: str = field(default="", compare=False)
+    checksum: Checksum | None = field(default=None, compare=False)
 
     @property
     def numel(self) -> int:
@@ -87,27 +105,65 @@ class TensorRef:
         last = sum((size - 1) * step for size, step in zip(self.shape, self.stride))
         return (last + 1) * self.itemsize
 
+    @property
+    def checksum_is_own(self) -> bool:
+        """True when the recorded checksum covers exactly this tensor's bytes."""
+        c = self.checksum
+        return c is not None and self.is_contiguous and c.start == self.offset and c.length == self.nbytes
+
     def iter_bytes(self, chunk: int = CHUNK_BYTES) -> Iterator[memoryview]:
-        """Yield the tensor's bytes in row-major order, at most ``chunk`` at a time.
+        """Yield the tensor's bytes in row-major order, at most ``chunk`` at a time, checksum-verified.
 
         Chunks are views of one reused buffer: use each before asking for the next.
+        The last chunk is yielded only once the checksum matched, so a consumer
+        that received every byte received checked bytes.
         """
         if not self.is_contiguous:
             yield memoryview(_tensor_bytes(self.to_torch().contiguous()))
             return
+        own = self.checksum_is_own
+        if not own:
+            self.verify()
+        elif self.nbytes == 0:
+            self._check_crc(0)
         buffer = memoryview(bytearray(min(chunk, self.nbytes)))
         fd = os.open(self.path, os.O_RDONLY)
         try:
-            done = 0
+            done, crc = 0, 0
             while done < self.nbytes:
                 want = min(len(buffer), self.nbytes - done)
                 got = os.preadv(fd, [buffer[:want]], self.offset + done)
                 if got <= 0:
                     raise _truncated(self.path)
                 done += got
+                if own:
+                    crc = zlib.crc32(buffer[:got], crc)
+                    if done == self.nbytes:
+                        self._check_crc(crc)
                 yield buffer[:got]
         finally:
             os.close(fd)
+
+    def crc32(self) -> int:
+        """The CRC-32 of the tensor's row-major bytes, the file's own checksum verified on the way."""
+        if not self.is_contiguous:
+            return zlib.crc32(_tensor_bytes(self.to_torch().contiguous()))
+        if not self.checksum_is_own:
+            self.verify()
+        crc = region_crc(self.path, self.offset, self.nbytes)
+        if self.checksum_is_own:
+            self._check_crc(crc)
+        return crc
+
+    def verify(self) -> None:
+        """Check the recorded checksum of the bytes holding this tensor (no-op without one)."""
+        if self.checksum is not None:
+            verify_region(self.path, self.checksum, self.name)
+
+    def _check_crc(self, crc: int) -> None:
+        assert self.checksum is not None
+        if crc != self.checksum.crc:
+            raise damaged(self.path, self.name, self.checksum.crc, crc)
 
     def copy_to(self, handle: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
         """Append the tensor's bytes to ``handle`` with in-kernel copies where possible."""
@@ -137,6 +193,10 @@ class TensorRef:
         handle.seek(start + self.nbytes)
 
     def read_span(self) -> bytes:
+        """The bytes from element 0 to the last element the strides reach, checksum-verified."""
+        own = self.checksum_is_own
+        if not own:
+            self.verify()
         fd = os.open(self.path, os.O_RDONLY)
         try:
             data = os.pread(fd, self.span, self.offset)
@@ -144,6 +204,8 @@ class TensorRef:
             os.close(fd)
         if len(data) != self.span:
             raise _truncated(self.path)
+        if own:
+            self._check_crc(zlib.crc32(data))
         return data
 
     def to_torch(self) -> Any:
@@ -163,6 +225,46 @@ def _truncated(path: str) -> Exception:
     from .errors import FormatError
 
     return FormatError(f"{path}: file is truncated (tensor data ends early)")
+
+
+def damaged(path: str, name: str, stored: int, computed: int) -> Exception:
+    """The error for bytes whose CRC-32 is not the one the file records."""
+    from .errors import FormatError
+
+    return FormatError(f"{path}: tensor {name!r} is damaged: its bytes do not match the file's CRC-32 "
+                       f"(recorded {stored:08x}, computed {computed:08x}); the file is corrupt, use a good copy")
+
+
+_verified: set[tuple] = set()  # regions already checked, keyed with the file's identity and mtime
+
+
+def region_crc(path: str, start: int, length: int) -> int:
+    """The CRC-32 of ``length`` bytes of ``path`` from ``start``, read in chunks."""
+    crc, done = 0, 0
+    buffer = memoryview(bytearray(min(CHUNK_BYTES, max(length, 1))))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while done < length:
+            got = os.preadv(fd, [buffer[:min(len(buffer), length - done)]], start + done)
+            if got <= 0:
+                raise _truncated(path)
+            crc = zlib.crc32(buffer[:got], crc)
+            done += got
+    finally:
+        os.close(fd)
+    return crc
+
+
+def verify_region(path: str, checksum: Checksum, name: str) -> None:
+    """Check the CRC-32 of a region (a storage shared by views is checked once per file version)."""
+    st = os.stat(path)
+    key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, checksum)
+    if key in _verified:
+        return
+    crc = region_crc(path, checksum.start, checksum.length)
+    if crc != checksum.crc:
+        raise damaged(path, name, checksum.crc, crc)
+    _verified.add(key)
 
 
 def _write_chunks(chunks: Iterator, handle: BinaryIO, progress: Callable[[int], None] | None) -> None:
@@ -223,6 +325,13 @@ def iter_tensor_bytes(tensor: Any, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
     data = memoryview(_tensor_bytes(tensor))
     for start in range(0, len(data), chunk):
         yield data[start : start + chunk]
+
+
+def crc_of(tensor: Any) -> int:
+    """The CRC-32 of a TensorRef's (verified) or a torch tensor's row-major bytes."""
+    if isinstance(tensor, TensorRef):
+        return tensor.crc32()
+    return zlib.crc32(_tensor_bytes(tensor))
 
 
 def to_torch(tensor: Any) -> Any:

@@ -67,6 +67,7 @@ def test_pickle_calling_os_system_is_refused_and_not_run(tmp_path):
     with zipfile.ZipFile(path, "w") as zf:  # a torch zip whose pickle reduces through os.system
         zf.writestr("evil/data.pkl", payload)
         zf.writestr("evil/byteorder", "little")
+        zf.writestr("evil/version", "3\n")
     line = assert_one_line_error(run("inspect", path), "refused", "'posix.system'")
     assert "nothing in the file was run" in line
     assert_one_line_error(run("convert", path, "-o", tmp_path / "x.ckpt"), "refused")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import jitckpt
-from jitckpt import torchzip
+from jitckpt import torchread, torchzip
 from tests.helpers import load_golden_torch
 
 
@@ -38,4 +38,4 @@ def test_in_memory_tensors_are_written_too(tmp_path):
 def test_reader_refuses_unknown_globals_naming_them(tmp_path):
     torch.save({"x": torch.nn.Linear(2, 2)}, tmp_path / "module.pt")  # a pickled module, not a state dict
     with pytest.raises(jitckpt.errors.UnsafePickleError, match="torch.nn.modules.linear.Linear"):
-        torchzip.read_tree(str(tmp_path / "module.pt"))
+        torchread.read_tree(str(tmp_path / "module.pt"))

@@ -13,8 +13,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .. import torchzip
-from ..errors import FormatError
+from .. import torchread
+from ..errors import FormatError, JiTCheckpointError, UnsafePickleError
 from ..schema import JiTCheckpoint
 from . import lightning, original, safetensors
 
@@ -40,8 +40,8 @@ def _sniff(path: str) -> tuple[str, Any]:
         head = f.read(16)
     if safetensors.detect_head(head, size):
         return safetensors.NAME, None
-    if torchzip.is_torch_zip(head):
-        tree = torchzip.read_tree(path)
+    if torchread.is_torch_zip(head):
+        tree = torchread.read_tree(path)
         for module in (lightning, original):
             if module.detect_tree(tree):
                 return module.NAME, tree
@@ -60,10 +60,20 @@ def detect_format(path: str | os.PathLike) -> str:
 
 
 def read(path: str | os.PathLike) -> tuple[str, JiTCheckpoint]:
-    """Read any supported file lazily: (format name, checkpoint with TensorRefs)."""
-    name, tree = _sniff(str(path))
-    module = FORMATS[name]
-    ckpt = module.from_tree(tree, str(path)) if tree is not None else module.read(str(path))
+    """Read any supported file lazily: (format name, checkpoint with TensorRefs).
+
+    Every error names the file: a schema error found in its content is given
+    the path as its prefix.
+    """
+    path = str(path)
+    try:
+        name, tree = _sniff(path)
+        module = FORMATS[name]
+        ckpt = module.from_tree(tree, path) if tree is not None else module.read(path)
+    except JiTCheckpointError as exc:
+        if str(exc).startswith(path) or isinstance(exc, UnsafePickleError):
+            raise
+        raise type(exc)(f"{path}: {exc}") from None
     return name, ckpt
 
 

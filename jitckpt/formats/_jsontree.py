@@ -20,11 +20,30 @@ def encode(obj: Any, tensors: dict[str, Any], prefix: str) -> str:
     return json.dumps(_encode(obj, tensors, prefix))
 
 
+MAX_DEPTH = 100
+
+
 def decode(text: str, tensors: dict[str, Any]) -> Any:
+    """The value ``encode`` gave ``text`` for; a :class:`FormatError` for anything malformed or nested too deeply."""
     try:
-        return _decode(json.loads(text), tensors)
+        value = json.loads(text)
+        _check_depth(value)
+        return _decode(value, tensors)
+    except RecursionError:
+        raise FormatError("corrupt metadata (nested too deeply)") from None
     except (ValueError, KeyError, TypeError) as exc:
-        raise FormatError(f"corrupt metadata ({type(exc).__name__}: {exc})") from None
+        raise FormatError(f"corrupt metadata ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _check_depth(value: Any) -> None:
+    """Refuse JSON nested deeper than MAX_DEPTH, without recursion (decoding recurses)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _encode(obj: Any, tensors: dict[str, Any], path: str) -> Any:

@@ -15,9 +15,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
-from .. import torchzip
+from .. import torchread, torchzip
 from ..errors import FormatError
-from ..schema import META_KEY, JiTCheckpoint, from_file_payload, optimizer_to_positional
+from ..schema import META_KEY, JiTCheckpoint, checked_int, from_file_payload, optimizer_to_positional
 
 NAME = "ckpt"
 SUFFIXES = (".ckpt",)
@@ -73,7 +73,7 @@ def from_tree(tree: Any, path: str) -> JiTCheckpoint:
     payload.update(epoch=epoch, global_step=tree.get("global_step"), arch=meta.get("arch"))
     payload["args"] = meta["args"] if "args" in meta else args_from_hparams(tree.get("hyper_parameters"))
     payload["extra"] = {**(meta.get("extra") or {}), "lightning": rest}
-    return from_file_payload(payload, int(meta.get("schema_version", 1)))
+    return from_file_payload(payload, meta.get("schema_version", 1))
 
 
 def _last_completed_epoch(tree: dict) -> int | None:
@@ -85,13 +85,14 @@ def _last_completed_epoch(tree: dict) -> int | None:
     """
     try:
         processed = tree["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, IndexError):
         return tree.get("epoch")
-    return int(processed) - 1 if processed else None
+    processed = checked_int("loops' processed epochs", processed)
+    return processed - 1 if processed else None
 
 
 def read(path: str) -> JiTCheckpoint:
-    return from_tree(torchzip.read_tree(path), path)
+    return from_tree(torchread.read_tree(path), path)
 
 
 def args_from_hparams(hparams: Any) -> dict:

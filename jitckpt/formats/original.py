@@ -15,7 +15,7 @@ import collections
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .. import torchzip
+from .. import torchread, torchzip
 from ..errors import FormatError
 from ..schema import META_KEY, ORIGINAL_KEYS, JiTCheckpoint, from_file_payload, optimizer_to_positional
 
@@ -41,11 +41,11 @@ def from_tree(tree: Any, path: str) -> JiTCheckpoint:
         extra["original"] = rest
     payload = {k: tree[k] for k in ORIGINAL_KEYS if k in tree}
     payload.update(global_step=meta.get("global_step"), arch=meta.get("arch"), extra=extra)
-    return from_file_payload(payload, int(meta.get("schema_version", 1)))
+    return from_file_payload(payload, meta.get("schema_version", 1))
 
 
 def read(path: str) -> JiTCheckpoint:
-    return from_tree(torchzip.read_tree(path), path)
+    return from_tree(torchread.read_tree(path), path)
 
 
 def to_tree(ckpt: JiTCheckpoint) -> dict:

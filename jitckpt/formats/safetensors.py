@@ -11,14 +11,19 @@ and needs no torch; writing streams tensor by tensor.
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO, Callable
 
 from ..errors import FormatError
 from ..schema import SECTIONS, JiTCheckpoint, from_file_payload
-from ..tensors import DTYPES, SAFETENSORS_TO_DTYPE, TensorRef, contiguous_strides, dtype_name, is_tensor, nbytes_of, shape_of, write_tensor
-from . import _jsontree
+from ..tensors import (
+    DTYPES, SAFETENSORS_TO_DTYPE, TensorRef, contiguous_strides, crc_of, dtype_name, is_tensor, nbytes_of, shape_of,
+    write_tensor,
+)
+from . import _checksums, _jsontree
 
 NAME = "safetensors"
 SUFFIXES = (".safetensors",)
@@ -36,39 +41,81 @@ def detect_head(head: bytes, file_size: int) -> bool:
     return 2 <= length <= min(MAX_HEADER, file_size - 8) and head[8:9] == b"{"
 
 
-def read_header(path: str) -> tuple[dict[str, TensorRef], dict[str, str]]:
-    """The tensors (as TensorRefs, in header order) and the string metadata of ``path``."""
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"the key {twice!r:.80} appears twice")
+    return out
+
+
+def _parse_header(path: str) -> tuple[dict[str, Any], int, int]:
+    """(header JSON object, where the data area starts, its size), all bounds checked."""
     with open(path, "rb") as f:
-        head = f.read(8)
         size = f.seek(0, 2)
+        head = os.pread(f.fileno(), 8, 0)
         if len(head) < 8:
             raise FormatError(f"{path}: truncated safetensors file (no header)")
         (length,) = struct.unpack("<Q", head)
         if length > min(MAX_HEADER, size - 8):
-            raise FormatError(f"{path}: corrupt or truncated safetensors file (header of {length} bytes)")
-        f.seek(8)
-        try:
-            header = json.loads(f.read(length))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise FormatError(f"{path}: corrupt safetensors header ({exc})") from None
+            raise FormatError(f"{path}: corrupt or truncated safetensors file (header of {length} bytes "
+                              f"in a file of {size})")
+        text = os.pread(f.fileno(), length, 8)
+    if not text.startswith(b"{"):
+        raise FormatError(f"{path}: corrupt safetensors header (it does not start with '{{')")
+    try:
+        header = json.loads(text.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise FormatError(f"{path}: corrupt safetensors header (nested too deeply)") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FormatError(f"{path}: corrupt safetensors header ({str(exc)[:200]})") from None
     if not isinstance(header, dict):
         raise FormatError(f"{path}: corrupt safetensors header (not a JSON object)")
+    return header, 8 + length, size - 8 - length
+
+
+def _is_index(value: Any) -> bool:
+    return type(value) is int and 0 <= value < 1 << 63
+
+
+def read_header(path: str) -> tuple[dict[str, TensorRef], dict[str, str]]:
+    """The tensors (as TensorRefs, in header order) and the string metadata of ``path``.
+
+    As strict as the safetensors library: the offsets are integers, in order,
+    without gaps or overlaps, exactly covering the data area, and each span is
+    dtype x shape. A file jitckpt wrote carries CRC-32s (checked here for the
+    header, and whenever a tensor's bytes are read).
+    """
+    header, base, data_size = _parse_header(path)
     metadata = header.pop("__metadata__", None) or {}
-    base, tensors, end = 8 + length, {}, 0
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise FormatError(f"{path}: corrupt safetensors header (__metadata__ is not a map of strings)")
+    spans: list[tuple[int, int, str]] = []
+    tensors: dict[str, TensorRef] = {}
     for key, info in header.items():
         try:
             dtype = SAFETENSORS_TO_DTYPE[info["dtype"]]
-            shape = tuple(int(s) for s in info["shape"])
-            start, stop = (int(x) for x in info["data_offsets"])
+            shape, (start, stop) = tuple(info["shape"]), info["data_offsets"]
         except (KeyError, TypeError, ValueError):
             raise FormatError(f"{path}: tensor {key!r} has an unsupported or malformed header entry") from None
-        ref = TensorRef(path, base + start, dtype, shape, contiguous_strides(shape))
-        if stop - start != ref.nbytes or stop < start:
-            raise FormatError(f"{path}: tensor {key!r} has {stop - start} bytes, its shape needs {ref.nbytes}")
-        end = max(end, stop)
-        tensors[key] = ref
-    if base + end > size:
-        raise FormatError(f"{path}: truncated safetensors file ({size} bytes, tensors need {base + end})")
+        if not (all(map(_is_index, shape)) and _is_index(start) and _is_index(stop) and start <= stop):
+            raise FormatError(f"{path}: tensor {key!r} has a malformed shape or data_offsets")
+        tensors[key] = TensorRef(path, base + start, dtype, shape, contiguous_strides(shape), name=key)
+        if stop - start != tensors[key].nbytes:
+            raise FormatError(f"{path}: tensor {key!r} has {stop - start} bytes, its shape needs {tensors[key].nbytes}")
+        spans.append((start, stop, key))
+    end = 0
+    for start, stop, key in sorted(spans):
+        if start != end:
+            raise FormatError(f"{path}: tensor {key!r} starts at byte {start} of the data, not {end} "
+                              "(overlapping or misplaced data_offsets)")
+        end = stop
+    if end != data_size:
+        what = "truncated" if end > data_size else "corrupt"
+        raise FormatError(f"{path}: {what} safetensors file (the tensors cover {end} bytes of a {data_size}-byte "
+                          "data area)")
+    _checksums.attach(path, header, metadata, tensors)
     return tensors, metadata
 
 
@@ -87,7 +134,7 @@ def read(path: str) -> JiTCheckpoint:
         extra = {"weights": which} if which else {}
         payload = {"model": tensors, "epoch": field("epoch"), "args": field("args", {}),
                    "arch": field("arch"), "global_step": field("global_step"), "extra": extra}
-        return from_file_payload(payload, int(meta.get("jitckpt.schema_version", 1)))
+        return from_file_payload(payload, _version(path, meta))
     payload: dict[str, Any] = {name: _section(tensors, name + "/") for name in SECTIONS}
     optimizer = field("optimizer")
     if optimizer is not None:
@@ -97,7 +144,14 @@ def read(path: str) -> JiTCheckpoint:
         optimizer=optimizer, epoch=field("epoch"), global_step=field("global_step"),
         arch=field("arch"), args=field("args", {}), extra=field("extra", {}),
     )
-    return from_file_payload(payload, int(meta.get("jitckpt.schema_version", 1)))
+    return from_file_payload(payload, _version(path, meta))
+
+
+def _version(path: str, meta: dict[str, str]) -> int:
+    text = meta.get("jitckpt.schema_version", "1")
+    if not (text.isascii() and text.isdigit() and len(text) < 10):
+        raise FormatError(f"{path}: schema version {text[:40]!r} is not a whole number")
+    return int(text)
 
 
 def _section(tensors: dict, prefix: str) -> dict | None:
@@ -140,19 +194,41 @@ def weights_export(ckpt: JiTCheckpoint, which: str) -> tuple[dict[str, Any], dic
 
 def write_tensors(tensors: dict[str, Any], metadata: dict[str, str], handle: BinaryIO,
                   progress: Callable[[int], None] | None = None) -> None:
-    """Write a safetensors file: JSON header (8-byte aligned), then each tensor's bytes in order."""
-    header: dict[str, Any] = {"__metadata__": metadata}
+    """Write a safetensors file: JSON header (8-byte aligned), then each tensor's bytes in order.
+
+    The header records every tensor's CRC-32 (:mod:`._checksums`): it is written
+    with placeholders, the CRCs are computed from the sources in a second thread
+    while the bytes are copied (a source's own checksum verified on the way),
+    and the header is rewritten in place with the values, at the same length.
+    """
+    header: dict[str, Any] = {"__metadata__": {k: v for k, v in metadata.items() if k != _checksums.KEY}}
     offset = 0
     for key, tensor in tensors.items():
         size = nbytes_of(tensor)
         header[key] = {"dtype": DTYPES[dtype_name(tensor)][1], "shape": list(shape_of(tensor)),
                        "data_offsets": [offset, offset + size]}
         offset += size
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    handle.write(struct.pack("<Q", len(text)) + text)
-    for tensor in tensors.values():
-        write_tensor(tensor, handle, progress)
+    header_value = _checksums.header_crc(header)
+
+    def header_bytes(crcs: dict[str, int]) -> bytes:
+        header["__metadata__"][_checksums.KEY] = _checksums.encode(header_value, crcs)
+        text = json.dumps(header, separators=(",", ":")).encode()
+        return struct.pack("<Q", len(text) + (-len(text) % 8)) + text + b" " * (-len(text) % 8)
+
+    placeholder = header_bytes(dict.fromkeys(tensors, _checksums.PLACEHOLDER))
+    handle.write(placeholder)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = {}
+        for key, tensor in tensors.items():
+            pending[key] = pool.submit(crc_of, tensor) if isinstance(tensor, TensorRef) else crc_of(tensor)
+            write_tensor(tensor, handle, progress)
+        crcs = {key: value.result() if isinstance(value, Future) else value for key, value in pending.items()}
+    final = header_bytes(crcs)
+    assert len(final) == len(placeholder)
+    end = handle.tell()
+    handle.seek(0)
+    handle.write(final)
+    handle.seek(end)
 
 
 def write(ckpt: JiTCheckpoint, handle: BinaryIO, path: Path, progress: Callable[[int], None] | None = None,

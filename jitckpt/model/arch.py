@@ -48,7 +48,18 @@ class Arch:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "Arch":
+        """The architecture a record describes; a :class:`SchemaError` when a field is missing or of the wrong type."""
+        if not isinstance(data, Mapping):
+            raise SchemaError(f"architecture record is a {type(data).__name__}, not a mapping")
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        for name, value in known.items():
+            if name == "variant":
+                ok = value is None or isinstance(value, str) and len(value) < 100
+            else:
+                ok = (value is None and name == "mlp_hidden_dim") or (
+                    type(value) is int and 0 <= value < 1 << 24 and (value > 0 or name.startswith("in_context")))
+            if not ok:
+                raise SchemaError(f"architecture record: {name} holds an invalid value ({type(value).__name__})")
         try:
             return cls(**known)
         except TypeError as exc:

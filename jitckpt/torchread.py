@@ -1,0 +1,264 @@
+"""Reading the zip files of ``torch.save`` without running pickled code.
+
+The archive structure is checked by :mod:`jitckpt.ziparchive`, ``data.pkl`` is
+interpreted by :mod:`jitckpt.unpickler` with the allowlist below, and every
+tensor becomes a :class:`~jitckpt.tensors.TensorRef` into its storage entry,
+bounds-checked against it and carrying the entry's CRC-32, so a checkpoint of
+any size is understood by reading its few-kilobyte pickle.
+"""
+
+from __future__ import annotations
+
+import _codecs
+import argparse
+import collections
+import pathlib
+from typing import Any
+
+from .errors import FormatError
+from .tensors import DTYPES, STORAGE_TO_DTYPE, Checksum, TensorRef
+from .unpickler import DICT_TYPES, Unpickler
+from .ziparchive import Archive, read_archive
+
+ZIP_MAGIC = b"PK\x03\x04"
+MAX_DEPTH = 100  # containers inside containers; a Lightning checkpoint needs about 8
+MAX_EXPANDED = 10_000_000  # objects counted with repetitions (shared references)
+MAX_DIMS = 64
+_SMALL_ENTRY = 64
+
+
+class _Storage:
+    """A storage named by the pickle: its dtype, its zip entry key and its element count."""
+
+    def __init__(self, dtype: str, key: str, numel: int) -> None:
+        self.dtype, self.key, self.numel = dtype, key, numel
+
+
+class _StorageType:
+    def __init__(self, dtype: str) -> None:
+        self.dtype = dtype
+
+
+class _PendingTensor:
+    def __init__(self, storage: _Storage, offset: int, shape: tuple, stride: tuple) -> None:
+        self.storage, self.offset, self.shape, self.stride = storage, offset, shape, stride
+
+
+class AttributeDict(dict):
+    """Lightning's ``AttributeDict`` read as plain data (a dict; no attribute magic)."""
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any = False,
+                    hooks: Any = None, metadata: Any = None) -> _PendingTensor:
+    """``torch._utils._rebuild_tensor_v2`` with every argument's type checked; builds nothing."""
+    if not isinstance(storage, _Storage):
+        raise ValueError("the tensor's storage is not a storage")
+    if not (_is_int(offset) and type(size) is tuple and type(stride) is tuple and len(size) == len(stride)
+            and len(size) <= MAX_DIMS and all(map(_is_int, size + stride))):
+        raise ValueError("tensor offset, size and stride must be integers")
+    if offset < 0 or min(size + stride, default=0) < 0:
+        raise ValueError("negative tensor offset, size or stride")
+    if type(requires_grad) is not bool or not (hooks is None or type(hooks) in DICT_TYPES and not hooks):
+        raise ValueError("unexpected tensor flags or backward hooks")
+    if metadata is not None and not (type(metadata) is dict and not metadata):
+        raise ValueError("tensor metadata is not supported")
+    return _PendingTensor(storage, offset, size, stride)
+
+
+def _rebuild_parameter(data: Any, requires_grad: Any = False, hooks: Any = None, state: Any = None) -> Any:
+    if not isinstance(data, _PendingTensor):
+        raise ValueError("a parameter's data is not a tensor")
+    return data  # a Parameter's payload is its tensor; requires_grad is training state
+
+
+def _encode(text: Any, encoding: Any = "latin1") -> bytes:
+    """``_codecs.encode``: how protocol 2 pickles ``bytes``."""
+    if type(text) is not str or encoding != "latin1":
+        raise ValueError("bytes must be pickled as latin1 text")
+    return _codecs.encode(text, encoding)
+
+
+ALLOWED: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("collections", "Counter"): collections.Counter,
+    ("collections", "defaultdict"): lambda *_factory: {},  # read as a plain dict: its factory is never kept
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "slice"): slice,
+    ("builtins", "complex"): complex,
+    ("builtins", "bytearray"): bytearray,
+    ("_codecs", "encode"): _encode,
+    ("argparse", "Namespace"): argparse.Namespace,
+    ("pathlib", "PosixPath"): pathlib.PurePosixPath,
+    ("pathlib", "WindowsPath"): pathlib.PureWindowsPath,
+    ("pathlib", "PurePosixPath"): pathlib.PurePosixPath,
+    ("pathlib", "PureWindowsPath"): pathlib.PureWindowsPath,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("lightning.fabric.utilities.data", "AttributeDict"): AttributeDict,
+    ("lightning_fabric.utilities.data", "AttributeDict"): AttributeDict,
+    ("pytorch_lightning.utilities.parsing", "AttributeDict"): AttributeDict,
+}
+ALLOWED.update({("torch", storage): _StorageType(dtype) for storage, dtype in STORAGE_TO_DTYPE.items()})
+_BUILDABLE = (argparse.Namespace, AttributeDict, collections.OrderedDict)  # state dicts carry `_metadata`
+
+
+def is_torch_zip(head: bytes) -> bool:
+    return head.startswith(ZIP_MAGIC)
+
+
+def read_tree(path: str) -> Any:
+    """Unpickle a ``torch.save`` zip safely; tensors come back as TensorRefs into ``path``."""
+    archive = read_archive(path)
+    prefix = _archive_folder(archive)
+    byteorder = archive.entries.get(prefix + "byteorder")
+    if byteorder is not None and archive.read(byteorder.name, _SMALL_ENTRY).strip() not in (b"little", b""):
+        raise FormatError(f"{path}: big-endian torch files are not supported")
+    version = next((prefix + n for n in ("version", ".data/version") if prefix + n in archive.entries), None)
+    if version is None:
+        raise FormatError(f"{path}: a zip file, but not a torch checkpoint (no version record)")
+    archive.read(version, _SMALL_ENTRY)
+    data = archive.read(prefix + "data.pkl", archive.entries[prefix + "data.pkl"].size)
+    storages: dict[str, _Storage] = {}
+
+    def persistent_load(pid: Any) -> _Storage:
+        if not (type(pid) is tuple and len(pid) == 5 and pid[0] == "storage"):
+            raise FormatError(f"{path}: unsupported persistent id in pickle")
+        _, storage_type, key, location, numel = pid
+        if not (isinstance(storage_type, _StorageType) and type(key) is str and type(location) is str
+                and _is_int(numel) and numel >= 0):
+            raise FormatError(f"{path}: malformed storage reference in pickle")
+        storage = storages.setdefault(key, _Storage(storage_type.dtype, key, numel))
+        if (storage.dtype, storage.numel) != (storage_type.dtype, numel):
+            raise FormatError(f"{path}: storage {key!r:.40} is named with two different types or sizes")
+        return storage
+
+    tree = Unpickler(data, path, ALLOWED, persistent_load, _BUILDABLE, DICT_TYPES + (AttributeDict,)).load()
+    _check_shape_of_tree(path, tree)
+    return _Resolver(path, prefix, archive).resolve(tree, "")
+
+
+def _archive_folder(archive: Archive) -> str:
+    """The folder all entries live in (``archive/``), from its one ``data.pkl``."""
+    pickles = [n for n in archive.entries if n.endswith("/data.pkl") and n.count("/") == 1]
+    if len(pickles) != 1:
+        what = "no data.pkl" if not pickles else f"{len(pickles)} data.pkl entries"
+        raise FormatError(f"{archive.path}: a zip file, but not a torch checkpoint ({what})")
+    prefix = pickles[0][: -len("data.pkl")]
+    stray = next((n for n in archive.entries if not n.startswith(prefix)), None)
+    if stray is not None:
+        raise FormatError(f"{archive.path}: entry {stray!r:.80} lies outside the archive folder {prefix!r}")
+    return prefix
+
+
+_CONTAINERS = (dict, list, tuple, set, frozenset, argparse.Namespace, slice)
+
+
+def _children(obj: Any) -> list[Any]:
+    """The values a container holds (keys included)."""
+    if isinstance(obj, dict):
+        return [*obj.keys(), *obj.values()]
+    if isinstance(obj, argparse.Namespace):
+        return list(vars(obj).values())
+    if isinstance(obj, slice):
+        return [obj.start, obj.stop, obj.step]
+    return list(obj)
+
+
+def _check_shape_of_tree(path: str, root: Any) -> None:
+    """Refuse cycles, nesting deeper than MAX_DEPTH and shared-reference blow-ups, without recursion.
+
+    After this, code that walks the tree recursively is safe: its depth and the
+    number of nodes it visits (repetitions included) are bounded.
+    """
+    sizes: dict[int, int] = {}  # id -> size counted with repetitions, of finished containers
+    on_path: set[int] = set()  # the containers being walked: the current one's ancestors
+    stack: list[tuple[Any, list[Any] | None]] = [(root, None)]
+    while stack:
+        obj, children = stack[-1]
+        if not isinstance(obj, _CONTAINERS) or (children is None and id(obj) in sizes):
+            stack.pop()
+            continue
+        if children is None:
+            if id(obj) in on_path:
+                raise FormatError(f"{path}: the pickle holds a structure that contains itself")
+            on_path.add(id(obj))
+            if len(on_path) > MAX_DEPTH:
+                raise FormatError(f"{path}: the pickle nests containers more than {MAX_DEPTH} levels deep")
+            children = _children(obj)
+            stack[-1] = (obj, children)
+            stack.extend((child, None) for child in children if isinstance(child, _CONTAINERS))
+            continue
+        size = 1 + sum(sizes[id(c)] if isinstance(c, _CONTAINERS) else 1 for c in children)
+        if size > MAX_EXPANDED:
+            raise FormatError(f"{path}: the pickle's structure expands to more than {MAX_EXPANDED} objects "
+                              "through shared references")
+        sizes[id(obj)] = size
+        on_path.discard(id(obj))
+        stack.pop()
+
+
+class _Resolver:
+    """Replaces pending tensors by TensorRefs named by their place in the tree."""
+
+    def __init__(self, path: str, prefix: str, archive: Archive) -> None:
+        self.path, self.prefix, self.archive = path, prefix, archive
+        self.done: dict[int, Any] = {}
+
+    def resolve(self, obj: Any, where: str) -> Any:
+        if isinstance(obj, _PendingTensor):
+            return self._tensor(obj, where)
+        if isinstance(obj, (_Storage, _StorageType)):
+            raise FormatError(f"{self.path}: a bare storage at {where or 'the top'!r:.80}; checkpoints hold tensors")
+        if id(obj) in self.done:
+            return self.done[id(obj)]
+        if isinstance(obj, dict):
+            items = [(self._key(k, where), self.resolve(v, _join(where, k))) for k, v in obj.items()]
+            obj.clear()
+            obj.update(items)
+        elif isinstance(obj, list):
+            obj[:] = [self.resolve(v, _join(where, i)) for i, v in enumerate(obj)]
+        elif isinstance(obj, tuple):
+            obj = tuple(self.resolve(v, _join(where, i)) for i, v in enumerate(obj))
+        elif isinstance(obj, argparse.Namespace):
+            for k, v in vars(obj).items():
+                setattr(obj, k, self.resolve(v, _join(where, k)))
+        elif isinstance(obj, _CONTAINERS) and any(isinstance(c, (_PendingTensor, _Storage, _StorageType))
+                                                  for c in _children(obj)):
+            raise FormatError(f"{self.path}: a tensor inside a {type(obj).__name__} at {where!r:.80}")
+        self.done[id(obj)] = obj
+        return obj
+
+    def _key(self, key: Any, where: str) -> Any:
+        if isinstance(key, (_PendingTensor, _Storage, _StorageType)):
+            raise FormatError(f"{self.path}: a tensor used as a dict key at {where or 'the top'!r:.80}")
+        return key
+
+    def _tensor(self, pending: _PendingTensor, where: str) -> TensorRef:
+        storage = pending.storage
+        entry = self.archive.entries.get(f"{self.prefix}data/{storage.key}")
+        if entry is None:
+            raise FormatError(f"{self.path}: the data of tensor {where!r:.80} (entry data/{storage.key:.40}) "
+                              "is missing (truncated file?)")
+        itemsize = DTYPES[storage.dtype][0]
+        if entry.size != storage.numel * itemsize:
+            raise FormatError(f"{self.path}: entry {entry.name!r:.80} holds {entry.size} bytes, its storage "
+                              f"needs {storage.numel * itemsize}")
+        ref = TensorRef(self.path, entry.offset + pending.offset * itemsize, storage.dtype, pending.shape,
+                        pending.stride, name=where, checksum=Checksum(entry.offset, entry.size, entry.crc))
+        if pending.offset * itemsize + ref.span > entry.size:
+            raise FormatError(f"{self.path}: tensor {where!r:.80} reaches past the end of its storage")
+        if ref.nbytes > max(ref.span, itemsize):
+            raise FormatError(f"{self.path}: tensor {where!r:.80} repeats its storage's bytes (zero or "
+                              "overlapping strides); checkpoints never hold such views")
+        return ref
+
+
+def _join(where: str, key: Any) -> str:
+    text = key if isinstance(key, str) else repr(key)
+    return f"{where}/{text[:200]}" if where else text[:200]
