@@ -106,10 +106,14 @@ def _find_end(path: str, fd: int, size: int) -> tuple[int, int, int, int]:
     if disks != 1 or eocd64_offset + _EOCD64.size > eocd_start - _LOCATOR.size:
         raise _bad(path, "damaged zip64 locator")
     record = os.pread(fd, _EOCD64.size, eocd64_offset)
-    sig, _, _, _, disk, cd_disk, here, count, cd_size, cd_offset = _EOCD64.unpack(record)
-    if sig != b"PK\x06\x06" or disk != 0 or cd_disk != 0 or here != count:
+    sig, _, _, _, disk, cd_disk, here, count64, size64, offset64 = _EOCD64.unpack(record)
+    if sig != b"PK\x06\x06" or disk != 0 or cd_disk != 0 or here != count64:
         raise _bad(path, "damaged zip64 end record")
-    return cd_offset, cd_size, count, eocd64_offset
+    # the 32-bit fields must say the same wherever they are not saturated
+    if any(short not in (limit, long & limit) for short, long, limit in
+           ((count, count64, _U16), (cd_size, size64, _U32), (cd_offset, offset64, _U32))):
+        raise _bad(path, "the central directory's size or offset field is damaged")
+    return offset64, size64, count64, eocd64_offset
 
 
 def _parse_central(path: str, directory: bytes, count: int, cd_offset: int) -> dict[str, tuple[int, int, int]]:
