@@ -11,7 +11,7 @@ import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from . import formats
 from .schema import JiTCheckpoint
@@ -43,13 +43,15 @@ class IntegrityReport:
         return not self.damaged
 
 
-def check_file(path: str | os.PathLike, limit: int = 10) -> IntegrityReport:
+def check_file(path: str | os.PathLike, limit: int = 10,
+               progress: Callable[[int], None] | None = None) -> IntegrityReport:
     """Check ``path`` whole. Raises ``FormatError`` when its structure is broken.
 
     Reading the checkpoint checks its structure, every bound and that every
     tensor is reachable and fits the schema; then every checksummed region is
     read once and its CRC-32 compared: every zip entry of a torch file, every
-    tensor of a safetensors file jitckpt wrote.
+    tensor of a safetensors file jitckpt wrote. ``progress`` is called with the
+    bytes of each region checked.
     """
     path = str(path)
     name, ckpt = formats.read(path)
@@ -68,6 +70,8 @@ def check_file(path: str | os.PathLike, limit: int = 10) -> IntegrityReport:
         computed = pool.map(lambda region: region_crc(path, region[0], region[1]), regions)
         for (start, length, crc, label), actual in zip(regions, computed):
             report.checked_bytes += length
+            if progress is not None:
+                progress(length)
             if actual != crc and len(report.damaged) < limit:
                 tensors = ", ".join(names.get(start, [])) or label
                 report.damaged.append(f"{tensors}: CRC-32 mismatch (recorded {crc:08x}, computed {actual:08x})")

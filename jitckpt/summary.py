@@ -62,6 +62,7 @@ def summarize(path: str | os.PathLike) -> dict[str, Any]:
         info["dtypes"]["optimizer"] = sorted(
             {dtype_name(v) for st in ckpt.optimizer["state"].values() for v in st.values() if is_tensor(v)}
         )
+    info["checksummed"] = all(getattr(t, "checksum", None) is not None for t in ckpt.model.values())
     info["weights"] = ckpt.extra.get("weights")
     info["args"] = {k: ckpt.args[k] for k in KEY_ARGS if k in ckpt.args}
     info["all_args"] = ckpt.args

@@ -1,0 +1,55 @@
+"""The ``jitckpt`` command line: a thin Typer layer over :mod:`jitckpt.api`.
+
+Errors print one line (``error: ...``) and exit 2; ``--debug`` shows the
+traceback instead. ``verify`` exits 1 when checkpoints differ or a file is
+damaged; Ctrl-C exits 130, SIGTERM 143, after cleaning up.
+
+One module per command family: :mod:`.checkpoints` (inspect, convert, verify,
+example), :mod:`.train`, :mod:`.evaluation` (eval, fid-stats, fid-helper-weights,
+sample); :mod:`.console` prints, safely. Importing this package imports no torch.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from .. import __version__
+from . import checkpoints, evaluation, train
+from .console import EXIT_DIFFERENT, EXIT_ERROR, echo, install_signal_handlers, state
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Inspect, convert and verify JiT checkpoints: original .pth, Lightning .ckpt, safetensors.",
+)
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    state["debug"] = debug
+    if version:
+        echo(f"jitckpt {__version__}")
+        raise typer.Exit()
+
+
+app.command()(checkpoints.inspect)
+app.command()(checkpoints.convert)
+app.command()(checkpoints.verify)
+app.command(context_settings={"help_option_names": ["-h", "--help"]})(train.train)
+app.command("eval")(evaluation.evaluate_command)
+app.command("fid-stats")(evaluation.fid_stats_command)
+app.command("fid-helper-weights")(evaluation.fid_helper_weights)
+app.command()(evaluation.sample)
+app.command()(checkpoints.example)
+
+
+def run() -> None:
+    """Console-script entry point: SIGTERM unwinds like Ctrl-C, so temporary files are removed."""
+    install_signal_handlers()
+    app(prog_name="jitckpt")
+
+
+__all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "app", "run"]

