@@ -180,6 +180,7 @@ class TensorRef:
                     got = copy_range(src, handle.fileno(), min(COPY_BYTES, self.nbytes - done),
                                      self.offset + done, start + done)
                 except OSError:  # filesystem or kernel without it: plain reads and writes
+                    # (a full disk fails again there, through the handle, which names the target)
                     handle.seek(start + done)
                     return _write_chunks(_skip(self.iter_bytes(), done), handle, progress)
                 if got <= 0:
