@@ -180,20 +180,19 @@ def _build(u: Unpickler) -> None:
         inst.__dict__[key] = value
 
 
-def _append(u: Unpickler) -> None:
-    item = u._pop()
+def _extend(u: Unpickler, items: list[Any]) -> None:
     target = u._top()
     if type(target) is not list:
         raise FormatError(f"{u.path}: corrupt pickle (APPEND to a {type(target).__name__})")
-    target.append(item)
+    target.extend(items)
+
+
+def _append(u: Unpickler) -> None:
+    _extend(u, [u._pop()])
 
 
 def _appends(u: Unpickler) -> None:
-    items = u._pop_mark()
-    target = u._top()
-    if type(target) is not list:
-        raise FormatError(f"{u.path}: corrupt pickle (APPENDS to a {type(target).__name__})")
-    target.extend(items)
+    _extend(u, u._pop_mark())
 
 
 def _set_items(u: Unpickler, items: list[Any]) -> None:
