@@ -31,3 +31,9 @@ def inception_weights(tmp_path_factory):
     torch.nn.init.normal_(model.fc.weight, std=0.05)
     torch.save(model.state_dict(), path)
     return path
+
+
+def pytest_addoption(parser):
+    """``--hostile-full``: run the full hostile-input corpus in tests/hostile (thousands of inputs)."""
+    parser.addoption("--hostile-full", action="store_true", default=False,
+                     help="run the full hostile-input corpus (tests/hostile), not the default few hundred inputs")

@@ -1,0 +1,1 @@
+"""The hostile-input corpus: generated attacks on every reader, run through the CLI in isolated processes."""
