@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import io
 import os
 import re
-import secrets
 import stat
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -231,6 +229,8 @@ def _temp_stem(name: str) -> str:
     """``name``, or for a name too long to carry the temporary suffix, a prefix of it and its hash."""
     if len(os.fsencode(name)) + _OVERHEAD <= _NAME_MAX:
         return name
+    import hashlib  # only for names too long to keep whole
+
     digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
     room = _NAME_MAX - _OVERHEAD - len(digest) - 1
     prefix = os.fsencode(name)[:room].decode(errors="ignore")  # whole UTF-8 characters only
@@ -238,7 +238,7 @@ def _temp_stem(name: str) -> str:
 
 
 def _temp_name(name: str) -> str:
-    return f".{_temp_stem(name)}.{_TAG}-{os.getpid()}-{secrets.token_hex(_HEX // 2)}.tmp"
+    return f".{_temp_stem(name)}.{_TAG}-{os.getpid()}-{os.urandom(_HEX // 2).hex()}.tmp"
 
 
 def _temp_pattern(name: str) -> re.Pattern[str]:

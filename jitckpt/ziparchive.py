@@ -176,13 +176,14 @@ def _zip64_fields(path: str, name: str, extra: bytes, usize: int, csize: int, of
 
 def _data_offset(path: str, fd: int, name: str, header_offset: int, size: int, cd_offset: int) -> int:
     """Where the entry's bytes start, after its checked local header; they must end before the directory."""
-    header = os.pread(fd, _LOCAL.size, header_offset)
-    if len(header) != _LOCAL.size:
+    expected = name.encode("utf-8")
+    header = os.pread(fd, _LOCAL.size + len(expected), header_offset)  # the header and, if it agrees, the name
+    if len(header) != _LOCAL.size + len(expected):
         raise _bad(path, f"local header of {name!r} cut short")
-    sig, _need, flags, method, _time, _date, _crc, _csize, _usize, name_len, extra_len = _LOCAL.unpack(header)
+    sig, _need, flags, method, _time, _date, _crc, _csize, _usize, name_len, extra_len = _LOCAL.unpack_from(header)
     if sig != b"PK\x03\x04" or method != 0 or flags & 0x1:
         raise _bad(path, f"bad local header for {name!r}")
-    if os.pread(fd, name_len, header_offset + _LOCAL.size) != name.encode("utf-8"):
+    if name_len != len(expected) or header[_LOCAL.size:] != expected:
         raise _bad(path, f"local header of {name!r} names another entry")
     data = header_offset + _LOCAL.size + name_len + extra_len
     if data + size > cd_offset:

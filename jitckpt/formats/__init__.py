@@ -54,6 +54,12 @@ def _sniff(path: str) -> tuple[str, Any]:
     )
 
 
+def is_torch_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` starts as a zip (a torch file, or a corrupt one); reads 4 bytes."""
+    with open(path, "rb") as f:
+        return torchread.is_torch_zip(f.read(4))
+
+
 def detect_format(path: str | os.PathLike) -> str:
     """``'pth'``, ``'ckpt'`` or ``'safetensors'``, from the file's bytes (not its name)."""
     return _sniff(str(path))[0]
