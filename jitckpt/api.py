@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import formats
-from .errors import OutputError
+from .errors import OutputError, SchemaError
 from .io import atomic_output, check_output_path
 from .schema import JiTCheckpoint
 from .tensors import CHUNK_BYTES, TensorRef, dtype_name, is_tensor, iter_tensor_bytes, shape_of, to_torch
@@ -42,6 +43,9 @@ def materialize(ckpt: JiTCheckpoint) -> JiTCheckpoint:
         setattr(ckpt, name, {k: to_torch(v) for k, v in state.items()})
     if ckpt.optimizer is not None:
         ckpt.optimizer["state"] = _map_tensors(ckpt.optimizer["state"], to_torch)
+    if ckpt.unmapped_optimizer is not None:
+        positional = ckpt.unmapped_optimizer.positional
+        positional["state"] = _map_tensors(positional.get("state", {}), to_torch)
     ckpt.extra = _map_tensors(ckpt.extra, to_torch)
     return ckpt
 
@@ -60,12 +64,16 @@ def _map_tensors(obj: Any, fn: Callable[[Any], Any]) -> Any:
 
 
 def save(ckpt: JiTCheckpoint, path: str | os.PathLike, format: str | None = None, *, force: bool = False,
-         weights: str | None = None, progress: Progress | None = None) -> Path:
+         weights: str | None = None, drop_optimizer: bool = False, progress: Progress | None = None) -> Path:
     """Write ``ckpt`` to ``path`` atomically; the format defaults to the file's suffix.
 
     ``weights`` ('raw', 'ema1' or 'ema2') writes only that set of weights under
-    plain ``net.`` keys (safetensors or pth). Raises :class:`OutputError` if
-    ``path`` exists and ``force`` is false.
+    plain ``net.`` keys (safetensors or pth). ``drop_optimizer`` writes the
+    full state without the optimizer: needed when the source's optimizer could
+    not be mapped to parameter names (``ckpt.unmapped_optimizer``), which is
+    otherwise a :class:`SchemaError`. The original ``.pth`` and the Lightning
+    ``.ckpt`` get the optimizer in the original grouping, whatever the source's.
+    Raises :class:`OutputError` if ``path`` exists and ``force`` is false.
     """
     target = Path(path)
     name = format or formats.format_for_suffix(target)
@@ -74,6 +82,11 @@ def save(ckpt: JiTCheckpoint, path: str | os.PathLike, format: str | None = None
     module = formats.get(name)
     if weights is not None:
         ckpt.weights(weights)  # an unknown or absent set fails here, before touching the disk
+    elif drop_optimizer:
+        ckpt = dataclasses.replace(ckpt, optimizer=None, unmapped_optimizer=None)
+    elif ckpt.unmapped_optimizer is not None:
+        raise SchemaError(f"{ckpt.unmapped_optimizer.reason}; pass --drop-optimizer (drop_optimizer=True) to write "
+                          "the rest without it, or export weights only")
     with atomic_output(target, force=force) as handle:
         module.write(ckpt, handle, target, progress=progress, weights=weights)
     return target
@@ -85,12 +98,14 @@ def default_output(src: Path, to: str) -> Path:
 
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: str | None = None, *,
-            weights: str | None = None, force: bool = False, progress: Progress | None = None) -> Path:
+            weights: str | None = None, force: bool = False, drop_optimizer: bool = False,
+            progress: Progress | None = None) -> Path:
     """Convert ``src`` to another format, streaming tensors; returns the path written.
 
     The target format is ``to``, else the suffix of ``dst``, else the natural
     partner of the source: original ``.pth`` -> Lightning ``.ckpt``, everything
-    else -> original ``.pth``. With ``weights`` only that set of weights is kept.
+    else -> original ``.pth``. With ``weights`` only that set of weights is kept;
+    with ``drop_optimizer`` the full state without the optimizer (see :func:`save`).
     """
     source = Path(src)
     src_format, ckpt = formats.read(source)
@@ -102,7 +117,12 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
     if target.resolve() == source.resolve():
         raise OutputError(f"output {str(target)!r} is the source file; give another name with -o")
     check_output_path(target, force)
-    return save(ckpt, target, to, force=force, weights=weights, progress=progress)
+    try:
+        return save(ckpt, target, to, force=force, weights=weights, drop_optimizer=drop_optimizer, progress=progress)
+    except SchemaError as exc:  # the source's content cannot be written: say which file
+        if str(exc).startswith(str(source)):
+            raise
+        raise type(exc)(f"{source}: {exc}") from None
 
 
 def iter_tensors(ckpt: JiTCheckpoint) -> Iterator[tuple[str, Any]]:
@@ -115,6 +135,11 @@ def iter_tensors(ckpt: JiTCheckpoint) -> Iterator[tuple[str, Any]]:
             for slot, value in state.items():
                 if is_tensor(value):
                     yield f"optimizer/{pname}/{slot}", value
+    if ckpt.unmapped_optimizer is not None:  # not named: by the file's parameter index
+        for index, state in ckpt.unmapped_optimizer.positional.get("state", {}).items():
+            for slot, value in state.items():
+                if is_tensor(value):
+                    yield f"optimizer/#{index}/{slot}", value
 
 
 def compare(a: JiTCheckpoint, b: JiTCheckpoint, limit: int = 10) -> list[str]:
@@ -149,14 +174,31 @@ def compare(a: JiTCheckpoint, b: JiTCheckpoint, limit: int = 10) -> list[str]:
     if (oa is None) != (ob is None):
         note(f"optimizer: present in {'first' if oa is not None else 'second'} only")
     elif oa is not None:
-        if oa["param_groups"] != ob["param_groups"] and note("optimizer: param_groups differ"):
+        if _settings_by_name(oa) != _settings_by_name(ob) and note("optimizer: param_groups differ"):
             return diffs
         for pname in sorted(set(oa["state"]) | set(ob["state"])):
             sa, sb = oa["state"].get(pname, {}), ob["state"].get(pname, {})
             for line in _compare_state(f"optimizer/{pname}", sa, sb):
                 if note(line):
                     return diffs
+    ua, ub = a.unmapped_optimizer, b.unmapped_optimizer
+    if (ua is None) != (ub is None):
+        note(f"unmapped optimizer: present in {'first' if ua is not None else 'second'} only")
+    elif ua is not None:
+        pa, pb = ua.positional, ub.positional
+        if pa["param_groups"] != pb["param_groups"] and note("unmapped optimizer: param_groups differ"):
+            return diffs
+        for index in sorted(set(pa.get("state", {})) | set(pb.get("state", {}))):
+            sa, sb = pa.get("state", {}).get(index, {}), pb.get("state", {}).get(index, {})
+            for line in _compare_state(f"unmapped optimizer/#{index}", sa, sb):
+                if note(line):
+                    return diffs
     return diffs
+
+
+def _settings_by_name(named: dict) -> dict[str, dict]:
+    """Each parameter's group settings: two optimizers grouped differently are the same if these are."""
+    return {n: {k: v for k, v in g.items() if k != "params"} for g in named["param_groups"] for n in g["params"]}
 
 
 def _compare_state(name: str, sa: dict, sb: dict) -> Iterator[str]:

@@ -16,7 +16,9 @@ from typing import Any, Callable, Mapping
 
 from .errors import SchemaError
 from .keys import normalize_keys
-from .model.arch import Arch, check_shapes, infer_arch, param_groups
+from .model.arch import Arch, check_shapes, infer_arch
+from .model.groupings import ORIGINAL, Grouping, UnmappedOptimizer, identify, regroup, to_named
+from .train_args import args_from_hparams
 from .tensors import is_tensor, scalar_value, shape_of
 
 SCHEMA_VERSION = 1
@@ -35,6 +37,10 @@ class JiTCheckpoint:
 
     Tensors are ``torch.Tensor`` or lazy :class:`~jitckpt.tensors.TensorRef`.
     ``optimizer`` is ``{'state': {name: {...}}, 'param_groups': [{..., 'params': [names]}]}``.
+    A file's positional optimizer state that fits no known grouping (or several)
+    is not guessed at: ``optimizer`` is None and ``unmapped_optimizer`` holds the
+    state as read with the reason; writing the full state then needs
+    ``drop_optimizer=True`` (see :func:`jitckpt.save`).
     ``epoch`` is the last completed epoch (training resumes at ``epoch + 1``).
     """
 
@@ -50,6 +56,7 @@ class JiTCheckpoint:
     schema_version: int = SCHEMA_VERSION
     warnings: list[str] = field(default_factory=list, compare=False, repr=False)
     source_version: int | None = field(default=None, compare=False, repr=False)  # as read from the file
+    unmapped_optimizer: UnmappedOptimizer | None = field(default=None, compare=False, repr=False)
 
     def sections(self) -> dict[str, StateDict]:
         """The weight sets present, by name: ``model`` and whichever EMAs exist."""
@@ -78,7 +85,8 @@ class JiTCheckpoint:
 
     @property
     def is_weights_only(self) -> bool:
-        return self.optimizer is None and self.model_ema1 is None and self.model_ema2 is None
+        return (self.optimizer is None and self.unmapped_optimizer is None and self.model_ema1 is None
+                and self.model_ema2 is None)
 
     def validate(self) -> None:
         """Check keys and shapes of every section against ``arch`` and the model."""
@@ -114,31 +122,27 @@ class JiTCheckpoint:
 # ----------------------------------------------------------------------------- optimizer layout
 
 
-def optimizer_to_named(positional: Mapping, arch: Arch) -> dict:
-    """Key an AdamW ``state_dict()`` over the original param groups by parameter name."""
-    groups = _checked_groups(positional.get("param_groups"))
-    state = positional.get("state", {})
-    index_groups = [list(g["params"]) for g in groups]
-    if not all(type(i) is int for g in index_groups for i in g) or not all(type(k) is int for k in state):
-        raise SchemaError("optimizer state is malformed (parameter indices that are not integers)")
-    name_groups = list(param_groups(arch))
-    if len(index_groups) == 1 and len(index_groups[0]) == sum(map(len, name_groups)):
-        name_groups = [name_groups[0] + name_groups[1]]
-    if [len(g) for g in index_groups] != [len(g) for g in name_groups]:
-        raise SchemaError(
-            f"optimizer has param groups of sizes {[len(g) for g in index_groups]}, but the original grouping "
-            f"of this model (no weight decay, then weight decay) has {[len(g) for g in name_groups]}"
-        )
-    named_state, named_groups = {}, []
-    for indices, names, group in zip(index_groups, name_groups, groups):
-        for index, name in zip(indices, names):
-            if index in state:
-                named_state[name] = dict(state[index])
-        named_groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": names})
-    unknown = set(state) - {i for g in index_groups for i in g}
-    if unknown:
-        raise SchemaError(f"optimizer has state for parameter indices {sorted(unknown)[:5]} in no group")
-    return {"state": named_state, "param_groups": named_groups}
+def optimizer_to_named(positional: Mapping, arch: Arch, grouping: Grouping | None = None) -> dict:
+    """Key an AdamW ``state_dict()`` by parameter name, through ``grouping`` or the one the evidence fits.
+
+    Without ``grouping`` the known groupings (:mod:`jitckpt.model.groupings`)
+    are tried; a :class:`SchemaError` with the reason when none fits, or more
+    than one.
+    """
+    _checked_optimizer(positional)
+    if grouping is None:
+        found = identify(positional, arch)
+        if isinstance(found, str):
+            raise SchemaError(found)
+        grouping = found
+    return to_named(positional, arch, grouping)
+
+
+def original_positional(ckpt: "JiTCheckpoint") -> dict | None:
+    """The optimizer as the original code (and ``JiTLightningModule``) numbers it: the original grouping."""
+    if ckpt.optimizer is None:
+        return None
+    return optimizer_to_positional(regroup(ckpt.optimizer, ckpt.arch, ORIGINAL))
 
 
 def optimizer_to_positional(named: Mapping) -> dict:
@@ -176,9 +180,10 @@ def optimizer_step(named: Mapping | None) -> int | None:
 def plain_args(args: Any) -> dict:
     """Training args as JSON-able data (the original pickles an ``argparse.Namespace``).
 
-    Values must be plain data (numbers, strings, None, paths, and lists, tuples
-    or string-keyed mappings of those); anything else is a :class:`SchemaError`
-    naming the arg.
+    Values must be plain data: numbers, strings, None, paths (kept as strings),
+    and lists, tuples, sets, frozensets (all kept as lists; sets sorted where
+    they can be), slices (``[start, stop, step]``) or string-keyed mappings of
+    those; anything else is a :class:`SchemaError` naming the arg.
     """
     if args is None:
         return {}
@@ -209,6 +214,15 @@ def _plain(value: Any, where: str) -> Any:
         return str(value)
     if isinstance(value, (list, tuple)):
         return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, (set, frozenset)):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        try:
+            return sorted(items)
+        except TypeError:  # mixed types: keep the order the file gave
+            return items
+    if isinstance(value, slice):
+        return [_plain(v, f"{where}.{part}") for part, v in
+                (("start", value.start), ("stop", value.stop), ("step", value.step))]
     if isinstance(value, Mapping):
         return {_arg_name(k, where): _plain(v, f"{where}.{k}") for k, v in value.items()}
     raise SchemaError(f"{where} holds {_describe(value)}, not plain data")
@@ -268,8 +282,9 @@ def _state(section: str, value: Any) -> StateDict | None:
 def from_payload(payload: Mapping[str, Any], arch: Arch | None = None) -> JiTCheckpoint:
     """Build and validate a version-1 checkpoint from a dict of its fields.
 
-    ``payload['optimizer']`` may be named or positional (positional needs the
-    original grouping); ``arch`` defaults to ``payload['arch']`` or is inferred.
+    ``payload['optimizer']`` may be named or positional; a positional one is
+    named through the one known grouping its evidence fits, or else kept aside
+    in ``unmapped_optimizer``. ``arch`` defaults to ``payload['arch']`` or is inferred.
     """
     model = _state("model", payload.get("model"))
     if not model:
@@ -284,23 +299,30 @@ def from_payload(payload: Mapping[str, Any], arch: Arch | None = None) -> JiTChe
         arch, warnings = infer_arch({k: shape_of(v) for k, v in model.items()}, args.get("model"))
         if arch.variant is None:
             warnings.append(f"in_context_start is not stored in the weights; assumed depth // 3 = {arch.in_context_start}")
-    optimizer = payload.get("optimizer")
+    optimizer, unmapped = payload.get("optimizer"), None
     if optimizer is not None:
         groups = _checked_optimizer(optimizer)["param_groups"]
         if not all(isinstance(p, str) for g in groups for p in g["params"]):
-            optimizer = optimizer_to_named(optimizer, arch)
+            found = identify(optimizer, arch)
+            if isinstance(found, str):
+                optimizer, unmapped = None, UnmappedOptimizer(dict(optimizer), found)
+            else:
+                optimizer = to_named(optimizer, arch, found)
     global_step = payload.get("global_step")
+    if global_step is None:
+        global_step = optimizer_step(optimizer if unmapped is None else unmapped.positional)
     ckpt = JiTCheckpoint(
         model=model,
         model_ema1=_state("model_ema1", payload.get("model_ema1")),
         model_ema2=_state("model_ema2", payload.get("model_ema2")),
         optimizer=optimizer,
         epoch=checked_int("epoch", payload.get("epoch"), MAX_EPOCH),
-        global_step=optimizer_step(optimizer) if global_step is None else checked_int("global_step", global_step),
+        global_step=checked_int("global_step", global_step),
         arch=arch,
         args=args,
         extra=dict(payload.get("extra") or {}),
         warnings=warnings,
+        unmapped_optimizer=unmapped,
     )
     ckpt.validate()
     return ckpt
@@ -314,14 +336,24 @@ def from_file_payload(payload: dict, version: int) -> JiTCheckpoint:
 
 
 def _v0_to_v1(payload: dict) -> dict:
-    """The original ``misc.save_model`` dict (or a bare state dict) to version 1 fields."""
+    """The original ``misc.save_model`` dict (or a bare state dict) to version 1 fields.
+
+    Other tools' variants of that dict are read too: the seed port's has
+    ``global_step`` (taken as the field) and ``hyper_parameters`` instead of
+    ``args`` (mapped onto the original args; kept whole in ``extra``).
+    """
     if "model" not in payload and payload and all(is_tensor(v) for v in payload.values()):
         return {"model": payload}  # a plain state dict: weights only
     if "model" not in payload:
         keys = ", ".join(map(repr, list(payload)[:6]))
         raise SchemaError(f"not a JiT checkpoint: no 'model' entry (top-level keys: {keys})")
+    fields = {k: payload[k] for k in ORIGINAL_KEYS if k in payload}
     extra = {k: v for k, v in payload.items() if k not in ORIGINAL_KEYS}
-    return {**{k: payload[k] for k in ORIGINAL_KEYS if k in payload}, "extra": {"original": extra} if extra else {}}
+    if "global_step" in extra:
+        fields["global_step"] = extra.pop("global_step")
+    if "args" not in fields and isinstance(extra.get("hyper_parameters"), Mapping):
+        fields["args"] = args_from_hparams(extra["hyper_parameters"])
+    return {**fields, "extra": {"original": extra} if extra else {}}
 
 
 # (from_version, function to from_version + 1), applied in order

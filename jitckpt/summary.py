@@ -11,7 +11,9 @@ from typing import Any
 
 from . import formats
 from .model.arch import count_params
-from .schema import optimizer_step
+from .model.protocol import resolve_sampling
+from .model.groupings import grouping_of
+from .schema import JiTCheckpoint, optimizer_step
 from .tensors import dtype_name, is_tensor, shape_of
 
 # The training args worth showing; the rest is in --json.
@@ -44,27 +46,42 @@ def summarize(path: str | os.PathLike) -> dict[str, Any]:
     info.update({f: getattr(arch, f) if arch else None for f in ARCH_FIELDS})
     info["num_params"] = count_params({k: shape_of(v) for k, v in ckpt.model.items()})
     info["sections"] = {label: getattr(ckpt, section) is not None for section, label in SECTION_LABELS.items()}
-    info["optimizer"] = None
-    if ckpt.optimizer is not None:
-        info["optimizer"] = {
-            "step": optimizer_step(ckpt.optimizer),
-            "params_with_state": len(ckpt.optimizer["state"]),
-            "param_groups": [
-                {k: v for k, v in g.items() if k in ("lr", "weight_decay", "betas", "eps")} | {"size": len(g["params"])}
-                for g in ckpt.optimizer["param_groups"]
-            ],
-        }
+    info["optimizer"] = _optimizer_info(ckpt)
     info["dtypes"] = {
         SECTION_LABELS[s]: sorted({dtype_name(t) for t in state.values()})
         for s, state in ckpt.sections().items()
     }
-    if ckpt.optimizer is not None:
+    optimizer = ckpt.optimizer if ckpt.unmapped_optimizer is None else ckpt.unmapped_optimizer.positional
+    if optimizer is not None:
         info["dtypes"]["optimizer"] = sorted(
-            {dtype_name(v) for st in ckpt.optimizer["state"].values() for v in st.values() if is_tensor(v)}
+            {dtype_name(v) for st in optimizer.get("state", {}).values() for v in st.values() if is_tensor(v)}
         )
     info["checksummed"] = all(getattr(t, "checksum", None) is not None for t in ckpt.model.values())
     info["weights"] = ckpt.extra.get("weights")
     info["args"] = {k: ckpt.args[k] for k in KEY_ARGS if k in ckpt.args}
     info["all_args"] = ckpt.args
-    info["warnings"] = list(ckpt.warnings)
+    plan = resolve_sampling(arch, ckpt.args)  # exactly what eval and sample use without flags
+    info["sampling"] = plan.to_dict()
+    info["protocol"] = plan.protocol.to_dict() if plan.protocol is not None else None
+    info["warnings"] = list(ckpt.warnings) + list(plan.warnings)
     return info
+
+
+def _optimizer_info(ckpt: JiTCheckpoint) -> dict[str, Any] | None:
+    """Step, groups and grouping of the optimizer; an unmappable one is present with the reason, unnamed."""
+    unmapped = ckpt.unmapped_optimizer
+    state = ckpt.optimizer if unmapped is None else unmapped.positional
+    if state is None:
+        return None
+    known = grouping_of(ckpt.optimizer, ckpt.arch) if unmapped is None and ckpt.arch is not None else None
+    return {
+        "step": optimizer_step(state),
+        "params_with_state": len(state.get("state", {})),
+        "param_groups": [
+            {k: v for k, v in g.items() if k in ("lr", "weight_decay", "betas", "eps")} | {"size": len(g["params"])}
+            for g in state["param_groups"]
+        ],
+        "mappable": unmapped is None,
+        "grouping": known.name if known is not None else None,
+        "unmappable_reason": unmapped.reason if unmapped is not None else None,
+    }

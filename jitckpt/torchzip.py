@@ -7,18 +7,30 @@ flat. Each entry's CRC-32 is computed from the source in a second thread; a
 source tensor whose file records a CRC-32 for exactly its bytes is checked
 against it on the way, so a conversion never launders corrupt data.
 (Reading is :mod:`jitckpt.torchread`.)
+
+A file jitckpt writes names only globals that torch's ``weights_only`` loader
+accepts by default, plus ``argparse.Namespace`` (:data:`WRITABLE_GLOBALS`):
+:func:`write_tree` first turns the tree into such plain data (dict subclasses
+into dicts, paths into strings, frozensets into sets, slices into tuples; see
+:func:`plain_tree`), and the pickler refuses any other global with a
+:class:`~jitckpt.errors.SchemaError` before a byte reaches the file.
 """
 
 from __future__ import annotations
 
+import argparse
+import codecs
+import collections
 import io
 import pathlib
 import pickle
 import struct
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
+from types import FunctionType
 from typing import Any, BinaryIO, Callable
 
+from .errors import SchemaError
 from .tensors import DTYPES, TensorRef, contiguous_strides, crc_of, dtype_name, is_tensor, nbytes_of, shape_of, write_tensor
 from .torchread import ZIP_MAGIC
 
@@ -48,13 +60,30 @@ class _Global:
 _REBUILD_TENSOR = _Global("torch._utils", "_rebuild_tensor_v2")
 _ORDERED_DICT = _Global("collections", "OrderedDict")
 
+# The only globals a pickle jitckpt writes may name (Python 3 spellings; protocol 2 writes
+# builtins as __builtin__, which torch maps back): all in torch.load(weights_only=True)'s
+# default allowlist, but argparse.Namespace, which the original's args need.
+WRITABLE_GLOBALS: frozenset[tuple[str, str]] = frozenset({
+    ("torch._utils", "_rebuild_tensor_v2"), ("collections", "OrderedDict"), ("collections", "Counter"),
+    ("builtins", "set"), ("builtins", "bytearray"), ("builtins", "complex"), ("_codecs", "encode"),
+    ("argparse", "Namespace"),
+} | {("torch", storage) for _, _, storage in DTYPES.values()})
+
 
 class _TensorToWrite:
     def __init__(self, key: str, tensor: Any) -> None:
         self.key, self.tensor = key, tensor
 
 
+def _check_global(module: str, name: str) -> None:
+    if (module, name) not in WRITABLE_GLOBALS:
+        raise SchemaError(f"refusing to write {module}.{name} into a torch file: torch.load(weights_only=True) "
+                          "could not read it back; only plain data, tensors and argparse.Namespace can be written")
+
+
 class _TorchPickler(pickle._Pickler):  # the Python pickler: it lets _Global write its own opcode
+    """Protocol 2, as ``torch.save``; every global it names is checked against :data:`WRITABLE_GLOBALS`."""
+
     dispatch = dict(pickle._Pickler.dispatch)
 
     def __init__(self, file: BinaryIO) -> None:
@@ -62,10 +91,24 @@ class _TorchPickler(pickle._Pickler):  # the Python pickler: it lets _Global wri
         self.tensors: list[_TensorToWrite] = []
 
     def _save_global_name(self, obj: _Global) -> None:
+        _check_global(obj.module, obj.name)
         self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
         self.memoize(obj)
 
     dispatch[_Global] = _save_global_name
+
+    def save_global(self, obj: Any, name: str | None = None) -> None:
+        qualname = name or getattr(obj, "__qualname__", None) or getattr(obj, "__name__", repr(obj))
+        _check_global(pickle.whichmodule(obj, qualname), qualname)
+        super().save_global(obj, name)
+
+    dispatch[FunctionType] = save_global  # the base class's table holds its own save_global
+
+    def _save_bytes(self, obj: bytes) -> None:
+        """``bytes`` as torch's loader reads them: ``_codecs.encode`` (protocol 2 writes ``b''`` as ``bytes()``)."""
+        self.save_reduce(codecs.encode, (str(obj, "latin1"), "latin1"), obj=obj)
+
+    dispatch[bytes] = _save_bytes
 
     def reducer_override(self, obj: Any) -> Any:
         if is_tensor(obj):
@@ -90,15 +133,93 @@ class _OrderedDictArg:
         return _ORDERED_DICT, ()
 
 
+_PLAIN_LEAVES = (type(None), bool, int, float, str, bytes, bytearray, complex)
+_ALLOWED_DICTS = (collections.OrderedDict, collections.Counter)  # named by torch's allowlist; kept
+
+
+def plain_tree(obj: Any) -> Any:
+    """``obj`` as data that ``torch.load(weights_only=True)`` reads (with ``argparse.Namespace`` allowed).
+
+    Dict subclasses (Lightning's ``AttributeDict``, ``defaultdict``, ...) become
+    dicts (``OrderedDict`` and ``Counter`` stay), list and tuple subclasses
+    (``torch.Size``, named tuples) lists and tuples, frozensets sets, slices
+    ``(start, stop, step)`` tuples, paths strings, subclasses of numbers and
+    strings their base type. Tensors are kept, and so is sharing (an object
+    met twice is converted once). Anything else is a :class:`SchemaError`
+    naming where it is in the tree.
+    """
+    return _Plain().convert(obj, "")
+
+
+class _Plain:
+    def __init__(self) -> None:
+        self.memo: dict[int, Any] = {}
+
+    def convert(self, obj: Any, where: str) -> Any:
+        kind = type(obj)
+        if kind in _PLAIN_LEAVES or is_tensor(obj):
+            return obj
+        if id(obj) in self.memo:
+            return self.memo[id(obj)]
+        if isinstance(obj, (dict, list, argparse.Namespace)):  # registered before filling: cycles stay cycles
+            out: Any = (argparse.Namespace() if isinstance(obj, argparse.Namespace) else [] if isinstance(obj, list)
+                        else kind() if kind in _ALLOWED_DICTS else {})
+            self.memo[id(obj)] = out
+            if isinstance(obj, list):
+                out.extend(self.convert(v, _at(where, i)) for i, v in enumerate(obj))
+            elif isinstance(obj, dict):
+                items = [(self.key(k, where), self.convert(v, _at(where, k))) for k, v in obj.items()]
+                for k, v in items:  # item by item: Counter.update would add, dict.update skips OrderedDict's order
+                    out[k] = v
+            else:
+                for k, v in vars(obj).items():
+                    setattr(out, k, self.convert(v, _at(where, k)))
+            return out
+        self.memo[id(obj)] = out = self._other(obj, kind, where)
+        return out
+
+    def _other(self, obj: Any, kind: type, where: str) -> Any:
+        if isinstance(obj, tuple):
+            return tuple(self.convert(v, _at(where, i)) for i, v in enumerate(obj))
+        if isinstance(obj, (set, frozenset)):
+            items = [self.convert(v, _at(where, i)) for i, v in enumerate(obj)]
+            try:
+                return set(items)
+            except TypeError:  # an element became unhashable (a frozenset inside): keep them as a list
+                return items
+        if isinstance(obj, slice):
+            return tuple(self.convert(v, _at(where, p)) for p, v in
+                         (("start", obj.start), ("stop", obj.stop), ("step", obj.step)))
+        if isinstance(obj, pathlib.PurePath):
+            return str(obj)
+        for base in (int, float, str, bytes):
+            if isinstance(obj, base):
+                return base(obj)
+        raise SchemaError(f"cannot write {where or 'the checkpoint'!r}: it holds a {kind.__module__}."
+                          f"{kind.__qualname__}, which is not plain data (torch.load(weights_only=True) could "
+                          "not read it back)")
+
+    def key(self, key: Any, where: str) -> Any:
+        value = self.convert(key, where)
+        return tuple(value) if isinstance(value, (set, list)) else value  # keys stay hashable
+
+
+def _at(where: str, key: Any) -> str:
+    text = key if isinstance(key, str) else repr(key)
+    return f"{where}/{text[:200]}" if where else text[:200]
+
+
 def write_tree(tree: Any, handle: BinaryIO, archive: str = "archive", progress: Progress | None = None) -> None:
     """``torch.save`` ``tree`` into ``handle`` (seekable), streaming each tensor's bytes.
 
     Tensors may be TensorRefs or torch tensors; both are written contiguous.
     Shared tensors are not deduplicated (every leaf gets its own storage).
+    The tree goes through :func:`plain_tree` first, and nothing is written
+    when it holds anything else (a :class:`SchemaError`).
     """
     buffer = io.BytesIO()
     pickler = _TorchPickler(buffer)
-    pickler.dump(tree)
+    pickler.dump(plain_tree(tree))
     with _ZipWriter(handle) as zf:
         zf.add_bytes(f"{archive}/data.pkl", buffer.getvalue())
         for name, payload in ((".format_version", b"1"), (".storage_alignment", b"64"), ("byteorder", b"little")):

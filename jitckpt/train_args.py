@@ -1,4 +1,10 @@
-"""The original ``main_jit.py`` arguments: their defaults, and args recovered from a Lightning run."""
+"""The original ``main_jit.py`` arguments: their defaults, and args recovered from Lightning hyper-parameters.
+
+Lightning modules (jitckpt's ``JiTLightningModule``, the seed port's) name some
+training settings differently from the original's argparse flags.
+:data:`HPARAM_TO_ARG` is the one table between the two; every other
+hyper-parameter keeps its own name.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +23,59 @@ ORIGINAL_DEFAULTS: dict[str, Any] = {
     "save_last_freq": 5, "log_freq": 100, "device": "cuda",
 }
 
+# hyper-parameter name (JiTLightningModule's or another tool's) -> original arg; the rest keep their names
+HPARAM_TO_ARG: dict[str, str] = {
+    "model_name": "model",  # JiTLightningModule, seed port
+    "num_classes": "class_num",  # JiTLightningModule, seed port
+    "learning_rate": "lr",  # JiTLightningModule, seed port
+    "base_lr": "blr",  # seed port
+    "cfg_scale": "cfg",  # JiTLightningModule, seed port
+}
+CFG_INTERVAL = "cfg_interval"  # a (min, max) pair -> interval_min, interval_max
+# JiTLightningModule's arguments that carry an original arg, under the module's own names
+MODULE_HPARAMS = (
+    "model_name", "img_size", "num_classes", "attn_dropout", "proj_dropout", "learning_rate", "blr",
+    "weight_decay", "ema_decay1", "ema_decay2", "P_mean", "P_std", "noise_scale", "t_eps", "label_drop_prob",
+    "sampling_method", "num_sampling_steps", "cfg_scale",
+)
+
+
+def args_from_hparams(hparams: Any) -> dict[str, Any]:
+    """Original-style args from Lightning hyper-parameters (jitckpt's module or another tool's).
+
+    Names go through :data:`HPARAM_TO_ARG`; ``cfg_interval`` becomes
+    ``interval_min`` / ``interval_max``. A hyper-parameter with no counterpart
+    among the original args is left out (the file's hyper-parameters are kept
+    whole in the checkpoint's ``extra``).
+
+    Example:
+        >>> args_from_hparams({"model_name": "JiT-B/16", "base_lr": 5e-5, "cfg_interval": (0.1, 1.0)})
+        {'model': 'JiT-B/16', 'blr': 5e-05, 'interval_min': 0.1, 'interval_max': 1.0}
+    """
+    if not isinstance(hparams, Mapping):
+        return {}
+    args = {}
+    for name, value in hparams.items():
+        arg = HPARAM_TO_ARG.get(name, name)
+        if arg in ORIGINAL_DEFAULTS:
+            args[arg] = value
+    interval = hparams.get(CFG_INTERVAL)
+    if isinstance(interval, (tuple, list)) and len(interval) == 2:
+        args["interval_min"], args["interval_max"] = interval
+    return args
+
+
+def hparams_from_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """``JiTLightningModule`` constructor arguments for original-style training args."""
+    hparams = {name: args[HPARAM_TO_ARG.get(name, name)] for name in MODULE_HPARAMS
+               if HPARAM_TO_ARG.get(name, name) in args}
+    if "interval_min" in args and "interval_max" in args:
+        hparams[CFG_INTERVAL] = (args["interval_min"], args["interval_max"])
+    return hparams
+
 
 def args_from_module(pl_module: Any, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Original-style args for a :class:`JiTLightningModule`: defaults, then its hyper-parameters, then ``extra``."""
-    from .formats.lightning import args_from_hparams
-
     hparams = {k: v for k, v in dict(pl_module.hparams).items() if k not in ("arch", "compile")}
     args = {**ORIGINAL_DEFAULTS, **args_from_hparams(hparams)}
     args["model"] = pl_module.arch.variant or hparams.get("model_name") or args["model"]

@@ -45,13 +45,7 @@ def inspect(
             ("EMA 1", present(info["sections"]["ema1"])),
             ("EMA 2", present(info["sections"]["ema2"])),
         ]
-        opt = info["optimizer"]
-        if opt is None:
-            rows.append(("optimizer", present(False)))
-        else:
-            groups = ", ".join(str(g["size"]) for g in opt["param_groups"])
-            rows.append(("optimizer", text(present(True), f" (AdamW, step {opt['step']}, {opt['params_with_state']} "
-                                                          f"params with state, groups of {groups})")))
+        rows.append(("optimizer", _optimizer_text(info["optimizer"])))
         rows.append(("dtypes", text("; ".join(f"{k}: {', '.join(v)}" for k, v in info["dtypes"].items()))))
         rows.append(("checksums", text("CRC-32 of every tensor, verified whenever its bytes are read")
                      if info["checksummed"] else
@@ -59,11 +53,37 @@ def inspect(
                           "detected; `jitckpt verify` checks its structure only)")))
         if info["args"]:
             rows.append(("training args", text("  ".join(f"{k}={v}" for k, v in info["args"].items()))))
+        rows.append(("sampling", _sampling_text(info)))
         for key, value in rows:
             table.add_row(key, value)
         out.print(table)
         for warning in info["warnings"]:
             warn(warning)
+
+
+def _optimizer_text(opt: dict | None) -> Text:
+    """The ``optimizer`` row: absent, present in a named grouping, or present but unmappable with the reason."""
+    if opt is None:
+        return present(False)
+    groups = ", ".join(str(g["size"]) for g in opt["param_groups"])
+    if not opt["mappable"]:
+        return text(("present but unmappable", "yellow"), f" (AdamW, step {opt['step']}, groups of {groups}): "
+                    f"{opt['unmappable_reason']}; weights-only exports work, a full conversion needs --drop-optimizer")
+    grouping = f"the {opt['grouping']} grouping" if opt["grouping"] else "groups named by the file"
+    return text(present(True), f" (AdamW, step {opt['step']}, {opt['params_with_state']} params with state, "
+                               f"groups of {groups}; {grouping})")
+
+
+def _sampling_text(info: dict) -> Text:
+    """The one ``sampling`` row: the settings eval and sample use, and where they come from."""
+    from ..model.protocol import describe_settings, describe_source
+
+    sampling, protocol = info["sampling"], info["protocol"]
+    origin = describe_source(sampling["source"], protocol)
+    if sampling["source"] == "protocol":
+        origin += f": {protocol['num_images']} images against {protocol['fid_stats']}"
+    style = "yellow" if sampling["source"] == "defaults" else ""
+    return text(describe_settings(sampling), " (from ", (origin, style), ")")
 
 
 def convert(
@@ -73,6 +93,9 @@ def convert(
     weights: Optional[str] = typer.Option(None, "--weights", help="raw, ema1 or ema2: which weights a --weights-only export keeps."),
     weights_only: bool = typer.Option(False, "--weights-only", help="Write only one set of weights (plain net. keys), for inference."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+    drop_optimizer: bool = typer.Option(False, "--drop-optimizer",
+                                        help="Write the full state without the optimizer (needed when inspect says "
+                                             "it is unmappable)."),
 ) -> None:
     """Convert between the original .pth, Lightning .ckpt and safetensors, losslessly."""
     from .. import api, formats
@@ -88,10 +111,12 @@ def convert(
         started = time.perf_counter()
         source_bytes = src.stat().st_size if src.exists() else 0
         with progress(source_bytes, f"converting {src.name}") as advance:
-            target = api.convert(src, output, to, weights=weights, force=force, progress=advance)
+            target = api.convert(src, output, to, weights=weights, force=force, drop_optimizer=drop_optimizer,
+                                 progress=advance)
         seconds = time.perf_counter() - started
         kind = formats.get(formats.detect_format(target)).LABEL
-        what = f"{weights} weights only" if weights else "full training state"
+        what = f"{weights} weights only" if weights else (
+            "training state without the optimizer" if drop_optimizer else "full training state")
         echo(f"wrote {target} ({kind}, {what}, {size(target.stat().st_size)}) in {seconds:.1f} s")
 
 
@@ -171,7 +196,7 @@ def example(
         for src, dst in steps:
             out.print()
             echo((f"$ jitckpt convert {src} -o {dst}{' --force' if force else ''}", "bold"))
-            convert(src, dst, None, None, False, force)
+            convert(src, dst, None, None, False, force, drop_optimizer=False)
         out.print()
         echo((f"$ jitckpt verify {source} {folder / 'roundtrip.pth'}", "bold"))
         verify(source, folder / "roundtrip.pth", 10)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from rich.table import Table
 
-from .console import echo, errors, out, progress, text
+from .console import echo, errors, out, progress, text, warn
+
+# What a sampler flag left out falls back to (see jitckpt.model.protocol.resolve_sampling).
+_DEFAULT = "the checkpoint's args, else the paper's protocol for its variant, else the training defaults"
 
 
 def evaluate_command(
@@ -17,11 +20,12 @@ def evaluate_command(
     ema: str = typer.Option("1", "--ema", help="Weights to sample with: 1, 2 or raw (with --sweep, a list: 1,2)."),
     num_images: int = typer.Option(50000, "--num-images", help="Images to generate (a multiple of the class count)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Images per generation batch."),
-    method: Optional[str] = typer.Option(None, "--method", help="heun or euler (default: the checkpoint's)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the checkpoint's)."),
-    cfg: Optional[str] = typer.Option(None, "--cfg", help="CFG scale (default: the checkpoint's; with --sweep, a list)."),
-    interval_min: Optional[float] = typer.Option(None, "--interval-min", help="CFG interval start."),
-    interval_max: Optional[float] = typer.Option(None, "--interval-max", help="CFG interval end."),
+    method: Optional[str] = typer.Option(None, "--method", help=f"heun or euler (default: {_DEFAULT})."),
+    steps: Optional[int] = typer.Option(None, "--steps", help=f"Sampling steps (default: {_DEFAULT})."),
+    cfg: Optional[str] = typer.Option(None, "--cfg", help=f"CFG scale (default: {_DEFAULT}; with --sweep, a list)."),
+    interval_min: Optional[float] = typer.Option(None, "--interval-min", help=f"CFG interval start (default: {_DEFAULT})."),
+    interval_max: Optional[float] = typer.Option(None, "--interval-max", help=f"CFG interval end (default: {_DEFAULT})."),
+    noise_scale: Optional[float] = typer.Option(None, "--noise-scale", help=f"Scale of the starting noise (default: {_DEFAULT})."),
     fid_stats: Optional[Path] = typer.Option(None, "--fid-stats", help="Reference statistics (npz with mu, sigma)."),
     ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help="Reference images, instead of --fid-stats."),
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights",
@@ -47,15 +51,16 @@ def evaluate_command(
             raise JiTCheckpointError(f"--cfg {cfg!r}: give a number (a comma-separated list with --sweep)") from None
         if (len(emas) > 1 or len(cfgs) > 1) and not sweep:
             raise JiTCheckpointError("lists of --ema or --cfg values need --sweep")
-        results = []
+        results, once = [], _warn_once()
         for weights in emas:
             for scale in cfgs:
                 settings = SamplingSettings(weights, num_images, batch_size, method, steps, scale, interval_min,
-                                            interval_max, seed)
+                                            interval_max, seed, noise_scale)
                 label = f"sampling {ckpt.name} ({weights}, cfg {scale if scale is not None else 'default'})"
                 with progress(num_images, label, unit="images") as advance:
                     results.append(evaluate(ckpt, settings, inception_weights, fid_stats, ref_dir, save_images,
-                                            devices, num_nodes, accelerator, progress=advance))
+                                            devices, num_nodes, accelerator, progress=advance,
+                                            on_warning=once))
         if json_out is not None:
             from ..io import atomic_output
 
@@ -67,6 +72,50 @@ def evaluate_command(
             _result_table(ckpt, results[0])
 
 
+
+
+def _warn_once() -> Callable[[str], None]:
+    """A warning printer that repeats no message (a sweep samples many times)."""
+    seen: set[str] = set()
+
+    def once(message: str) -> None:
+        if message not in seen:
+            seen.add(message)
+            warn(message)
+
+    return once
+
+
+def _origin(sampling: dict, protocol: Optional[dict]) -> str:
+    """Where the sampler settings came from, in words, with the settings the command line set."""
+    from ..model.protocol import describe_source
+
+    flags = [name for name, source in sampling["sources"].items() if source == "flag"]
+    origin = describe_source(sampling["source"], protocol)
+    return origin + (f" ({', '.join(flags)} from the command line)" if flags else "")
+
+
+def _sampler_rows(result: dict) -> list[tuple[str, str]]:
+    """The table rows that say how the images were made and scored, so that the figures can be reproduced."""
+    from ..model.protocol import describe_settings
+
+    sampling, protocol = result["sampling"], result["protocol"]
+    rows = [("weights", {"raw": "raw", "ema1": "EMA 1", "ema2": "EMA 2"}[result["weights"]]),
+            ("images", str(result["num_images"])),
+            ("sampler", describe_settings(sampling)),
+            ("settings from", _origin(sampling, protocol))]
+    if protocol is not None:
+        rows.append(("paper's protocol", f"{protocol['num_images']} images against {protocol['fid_stats']}"))
+    reference = result.get("reference")
+    if reference is not None and "fid_stats" in reference:
+        rows.append(("reference", f"{reference['fid_stats']} (sha256 {reference['sha256']})"))
+    elif reference is not None:
+        rows.append(("reference", f"{reference['ref_dir']} ({reference['images']} images)"))
+    if result.get("inception_weights") is not None:
+        rows.append(("Inception", f"{result['inception_weights']['path']} (sha256 {result['inception_weights']['sha256']})"))
+    return rows
+
+
 def _result_table(ckpt: Path, result: dict) -> None:
     if not result["main_process"]:
         return  # another node's process of a multi-node run: rank zero reports
@@ -76,7 +125,7 @@ def _result_table(ckpt: Path, result: dict) -> None:
     title = text((f"{ckpt.name}, {result['weights']} weights", "table.title"))
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold cyan")
-    table.add_column(justify="right")
+    table.add_column()
     rows = []
     if "fid" in result:
         rows.append(("FID", f"{result['fid']:.4f}"))
@@ -84,9 +133,8 @@ def _result_table(ckpt: Path, result: dict) -> None:
         rows.append(("Inception Score", "n/a (these Inception weights have no classifier)"))
     else:
         rows.append(("Inception Score", f"{result['inception_score_mean']:.4f} ± {result['inception_score_std']:.4f}"))
+    rows += _sampler_rows(result)
     rows += [
-        ("images", str(result["num_images"])),
-        ("sampler", f"{result['method']}, {result['steps']} steps, cfg {result['cfg']} in {result['interval']}"),
         ("seed / processes", f"{result['seed']} / {result['devices']}"),
         ("time", f"{result['seconds']:.1f} s ({result['num_images'] / result['seconds']:.2f} images/s)"),
     ]
@@ -109,6 +157,9 @@ def _sweep_table(ckpt: Path, results: list[dict]) -> None:
         cells = (r["weights"], f"{r['cfg']}", fid_text, is_text, f"{r['seconds']:.1f} s")
         table.add_row(*(text(cell) for cell in cells))
     out.print(table)
+    shared = {**results[0], "sampling": {**results[0]["sampling"], "cfg": "(per row)"}}
+    for key, value in _sampler_rows(shared)[2:]:  # what every row shares: not the weights or image count
+        echo((key, "bold cyan"), f"  {value}")
 
 
 def fid_stats_command(
@@ -151,9 +202,12 @@ def sample(
     ema: str = typer.Option("1", "--ema", help="Weights to sample with: 1, 2 or raw."),
     classes: str = typer.Option("0,1,2,3", "--classes", help="Comma-separated class labels, one image each."),
     output: Path = typer.Option(Path("grid.png"), "-o", "--output", help="Grid image to write (.png)."),
-    method: Optional[str] = typer.Option(None, "--method", help="heun or euler (default: the checkpoint's)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the checkpoint's)."),
-    cfg: Optional[float] = typer.Option(None, "--cfg", help="CFG scale (default: the checkpoint's)."),
+    method: Optional[str] = typer.Option(None, "--method", help=f"heun or euler (default: {_DEFAULT})."),
+    steps: Optional[int] = typer.Option(None, "--steps", help=f"Sampling steps (default: {_DEFAULT})."),
+    cfg: Optional[float] = typer.Option(None, "--cfg", help=f"CFG scale (default: {_DEFAULT})."),
+    interval_min: Optional[float] = typer.Option(None, "--interval-min", help=f"CFG interval start (default: {_DEFAULT})."),
+    interval_max: Optional[float] = typer.Option(None, "--interval-max", help=f"CFG interval end (default: {_DEFAULT})."),
+    noise_scale: Optional[float] = typer.Option(None, "--noise-scale", help=f"Scale of the starting noise (default: {_DEFAULT})."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
 ) -> None:
@@ -161,11 +215,15 @@ def sample(
     with errors():
         from ..errors import JiTCheckpointError
         from ..evaluation.sampling import SamplingSettings, sample_grid, weights_name
+        from ..model.protocol import describe_settings
 
         try:
             labels = [int(c) for c in classes.split(",") if c.strip()]
         except ValueError:
             raise JiTCheckpointError(f"--classes {classes!r}: give comma-separated integers, e.g. 1,2,3") from None
-        settings = SamplingSettings(weights_name(ema), len(labels), len(labels), method, steps, cfg, None, None, seed)
-        sample_grid(ckpt, labels, settings, output, force=force)
-        echo(f"wrote {output} ({len(labels)} samples, {settings.weights} weights)")
+        settings = SamplingSettings(weights_name(ema), len(labels), len(labels), method, steps, cfg, interval_min,
+                                    interval_max, seed, noise_scale)
+        done = sample_grid(ckpt, labels, settings, output, force=force, on_warning=warn)
+        sampling = done["sampling"]
+        echo(f"wrote {output} ({len(labels)} samples, {settings.weights} weights; {describe_settings(sampling)}; "
+             f"settings from {_origin(sampling, done['protocol'])})")

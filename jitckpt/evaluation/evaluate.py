@@ -16,9 +16,10 @@ import torch
 
 from ..errors import JiTCheckpointError
 from ..schema import JiTCheckpoint
-from .inception import extract, load_extractor
+from .inception import extract, load_extractor, weights_path
+from .provenance import inception_record, protocol_notes, reference_record
 from .sampling import (SamplingSettings, build_denoiser, checkpoint_for_sampling, class_labels, generate_batches,
-                       sampler_config, save_pngs)
+                       report_warnings, sampling_plan, save_pngs)
 from .stats import fid, image_files, inception_score, iter_image_batches, load_stats, stats_of
 
 
@@ -89,16 +90,35 @@ def evaluate(path: str | os.PathLike, settings: SamplingSettings, inception_weig
              fid_stats: str | os.PathLike | None = None, ref_dir: str | os.PathLike | None = None,
              save_images: str | os.PathLike | None = None, devices: int = 1, num_nodes: int = 1,
              accelerator: str = "auto", score: bool = True,
-             progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+             progress: Callable[[int], None] | None = None,
+             on_warning: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Generate ``settings.num_images`` images from ``path`` and score them.
 
     Returns FID (with ``fid_stats`` or ``ref_dir``), Inception Score mean and
-    std, the settings and the time taken. Inputs are checked (weights present,
-    image count, reference, Inception weights) before anything is generated.
+    std, and what reproduces them: the checkpoint, the weights, the number of
+    images, the sampler settings with the source of each (``sampling``, as
+    :func:`~jitckpt.evaluation.sampling.sampling_plan`), the paper's protocol
+    row for the model (``protocol``, or None), the reference (``reference``:
+    the statistics file and its SHA-256, or the image folder), the Inception
+    weights file and its SHA-256 (``inception_weights``), seed, processes, time
+    and ``warnings``. Inputs are checked (weights present, image count,
+    reference, Inception weights) before anything is generated; warnings (sampler
+    settings from the training defaults, a run that departs from the protocol)
+    go to ``on_warning``, or :func:`warnings.warn`, before sampling starts.
     """
     started = time.perf_counter()
     ckpt = checkpoint_for_sampling(path, settings)
     class_labels(settings.num_images, ckpt.arch.num_classes)
+    plan = sampling_plan(ckpt, settings)
+    if fid_stats is not None and ref_dir is not None:
+        raise JiTCheckpointError("give --fid-stats or --ref-dir, not both")
+    provenance: dict[str, Any] = {"reference": None, "inception_weights": None}
+    notes = list(plan.warnings)
+    if score:
+        provenance["inception_weights"] = inception_record(weights_path(inception_weights))
+        ref_images = len(image_files(ref_dir)) if ref_dir is not None else None
+        provenance["reference"] = reference_record(fid_stats, ref_dir, ref_images)
+        notes += protocol_notes(plan, settings.num_images, fid_stats)
     if save_images is not None:
         Path(save_images).mkdir(parents=True, exist_ok=True)
     images_s = None if save_images is None else str(save_images)
@@ -115,6 +135,8 @@ def evaluate(path: str | os.PathLike, settings: SamplingSettings, inception_weig
         # launcher (torchrun, SLURM) and Fabric joins the processes it finds
         strategy = "ddp_spawn" if num_nodes == 1 else "ddp"
         fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy)
+        if fabric.global_rank == 0:
+            report_warnings(notes, on_warning)
         result = fabric.launch(_fabric_worker, str(path), settings, weights_s, score, images_s, stats_s, ref_s) or {}
         if strategy == "ddp" and fabric.global_rank != 0:
             return {"main_process": False}
@@ -122,9 +144,13 @@ def evaluate(path: str | os.PathLike, settings: SamplingSettings, inception_weig
         device = torch.device("cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu")
         extractor = load_extractor(weights_s, device) if score else None
         reference = reference_stats(stats_s, ref_s, extractor, ckpt.arch.img_size) if score else None
+        report_warnings(notes, on_warning)
         parts = _work(0, 1, ckpt, settings, extractor, images_s, device, progress)
         result = scores_of_features(parts, reference, extractor.has_logits) if score else {}
-    config = sampler_config(ckpt, settings)
-    return {**result, "main_process": True, "weights": settings.weights, "num_images": settings.num_images,
-            "method": config.sampling_method, "steps": config.num_sampling_steps, "cfg": config.cfg,
-            "interval": [config.interval_min, config.interval_max], "seed": settings.seed, "devices": devices * num_nodes, "seconds": time.perf_counter() - started}
+    return {**result, "main_process": True, "checkpoint": str(path), "weights": settings.weights, "num_images": settings.num_images,
+            "method": plan.method, "steps": plan.steps, "cfg": plan.cfg, "interval": [plan.interval_min, plan.interval_max],
+            "noise_scale": plan.noise_scale, "sampling": plan.to_dict(with_sources=True),
+            "protocol": plan.protocol.to_dict() if plan.protocol is not None else None, **provenance,
+            "seed": settings.seed, "devices": devices * num_nodes, "warnings": notes,
+            "seconds": time.perf_counter() - started}
+

@@ -9,9 +9,10 @@ do not depend on how many processes share the work.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ import torch
 from ..api import load
 from ..errors import JiTCheckpointError
 from ..model.denoiser import DiffusionConfig, Denoiser
+from ..model.protocol import SamplingPlan, resolve_sampling
 from ..schema import JiTCheckpoint
 from ..tensors import to_torch
 
@@ -27,7 +29,12 @@ WEIGHT_CHOICES = {"1": "ema1", "2": "ema2", "raw": "raw", "ema1": "ema1", "ema2"
 
 @dataclass
 class SamplingSettings:
-    """What to sample: which weights, how many images, and the sampler's settings (None: the checkpoint's)."""
+    """What to sample: which weights, how many images, and the sampler's settings.
+
+    A sampler setting left None comes from the checkpoint (its args, else the
+    paper's protocol for an official variant, else the training defaults: see
+    :func:`jitckpt.model.protocol.resolve_sampling`); one set here overrides it.
+    """
 
     weights: str = "ema1"
     num_images: int = 50000
@@ -38,6 +45,13 @@ class SamplingSettings:
     interval_min: float | None = None
     interval_max: float | None = None
     seed: int = 0
+    noise_scale: float | None = None
+
+    def flags(self) -> dict[str, Any]:
+        """The sampler settings given here (not None), by :data:`jitckpt.model.protocol.SETTINGS` name."""
+        given = {"method": self.method, "steps": self.steps, "cfg": self.cfg, "interval_min": self.interval_min,
+                 "interval_max": self.interval_max, "noise_scale": self.noise_scale}
+        return {k: v for k, v in given.items() if v is not None}
 
 
 def weights_name(ema: str) -> str:
@@ -47,11 +61,23 @@ def weights_name(ema: str) -> str:
     return WEIGHT_CHOICES[str(ema)]
 
 
+def sampling_plan(ckpt: JiTCheckpoint, settings: SamplingSettings) -> SamplingPlan:
+    """The sampler settings ``ckpt`` is sampled with, those ``settings`` gives overriding, each with its source."""
+    return resolve_sampling(ckpt.arch, ckpt.args, settings.flags())
+
+
 def sampler_config(ckpt: JiTCheckpoint, settings: SamplingSettings) -> DiffusionConfig:
-    """The checkpoint's sampler settings with those ``settings`` sets (not None) in their place."""
-    overrides = {"sampling_method": settings.method, "num_sampling_steps": settings.steps, "cfg": settings.cfg,
-                 "interval_min": settings.interval_min, "interval_max": settings.interval_max}
-    return replace(DiffusionConfig.from_args(ckpt.args), **{k: v for k, v in overrides.items() if v is not None})
+    """The Denoiser's configuration: the checkpoint's training args with :func:`sampling_plan`'s six settings."""
+    return replace(DiffusionConfig.from_args(ckpt.args), **sampling_plan(ckpt, settings).as_args())
+
+
+def report_warnings(messages: tuple[str, ...] | list[str], on_warning: Callable[[str], None] | None) -> None:
+    """Hand each message to ``on_warning``, or to :func:`warnings.warn` without one."""
+    for message in messages:
+        if on_warning is None:
+            warnings.warn(message, UserWarning, stacklevel=3)
+        else:
+            on_warning(message)
 
 
 def build_denoiser(ckpt: JiTCheckpoint, settings: SamplingSettings, device: torch.device | str = "cpu") -> Denoiser:
@@ -114,8 +140,16 @@ def checkpoint_for_sampling(path: str | os.PathLike, settings: SamplingSettings)
 
 
 def sample_grid(path: str | os.PathLike, labels: list[int], settings: SamplingSettings, output: str | os.PathLike,
-                force: bool = False, device: torch.device | str = "cpu") -> Path:
-    """One sample per label from ``path``, tiled in a near-square grid, written as a PNG (atomically)."""
+                force: bool = False, device: torch.device | str = "cpu",
+                on_warning: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """One sample per label from ``path``, tiled in a near-square grid, written as a PNG (atomically).
+
+    Returns what was done: ``output``, ``weights``, ``classes``, ``seed``,
+    ``sampling`` (the settings used with their sources, as :func:`sampling_plan`)
+    and ``protocol`` (the paper's protocol row for the model, or None).
+    A warning (sampler settings from the training defaults) goes to
+    ``on_warning``, or :func:`warnings.warn`, before sampling.
+    """
     import io as _io
 
     from PIL import Image
@@ -127,6 +161,8 @@ def sample_grid(path: str | os.PathLike, labels: list[int], settings: SamplingSe
     bad = [c for c in labels if not 0 <= c < ckpt.arch.num_classes]
     if not labels or bad:
         raise JiTCheckpointError(f"classes must be in 0..{ckpt.arch.num_classes - 1}; got {bad or 'none'}")
+    plan = sampling_plan(ckpt, settings)
+    report_warnings(plan.warnings, on_warning)
     denoiser = build_denoiser(ckpt, settings, device)
     settings = replace(settings, num_images=len(labels), batch_size=len(labels))
     (_, images), = generate_batches(denoiser, np.asarray(labels), settings)
@@ -141,4 +177,6 @@ def sample_grid(path: str | os.PathLike, labels: list[int], settings: SamplingSe
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
     with atomic_output(output, force=force) as handle:
         handle.write(buffer.getvalue())
-    return Path(output)
+    return {"output": str(output), "weights": settings.weights, "classes": list(labels), "seed": settings.seed,
+            "sampling": plan.to_dict(with_sources=True),
+            "protocol": plan.protocol.to_dict() if plan.protocol is not None else None}

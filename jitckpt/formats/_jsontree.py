@@ -1,14 +1,18 @@
 """Nested Python data with tensors as JSON text plus a flat dict of tensors.
 
 Used where a format stores structure as text (safetensors metadata): tensors
-become ``{"__tensor__": key}``, tuples, Namespaces and non-string dict keys are
-tagged so that decoding gives back exactly what was encoded.
+become ``{"__tensor__": key}``, tuples, sets, Namespaces and non-string dict
+keys are tagged so that decoding gives back exactly what was encoded. The
+other plain data an honest ``torch.save`` holds is stored as a torch file
+written by jitckpt would hold it: frozensets as sets, slices as
+``(start, stop, step)`` tuples, paths as strings.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 from typing import Any
 
 from ..errors import FormatError, SchemaError
@@ -56,6 +60,12 @@ def _encode(obj: Any, tensors: dict[str, Any], path: str) -> Any:
         return {"__namespace__": _encode(vars(obj), tensors, path)}
     if isinstance(obj, tuple):
         return {"__tuple__": [_encode(v, tensors, f"{path}/{i}") for i, v in enumerate(obj)]}
+    if isinstance(obj, (set, frozenset)):
+        return {"__set__": [_encode(v, tensors, f"{path}/{i}") for i, v in enumerate(obj)]}
+    if isinstance(obj, slice):
+        return _encode((obj.start, obj.stop, obj.step), tensors, path)
+    if isinstance(obj, pathlib.PurePath):
+        return str(obj)
     if isinstance(obj, list):
         return [_encode(v, tensors, f"{path}/{i}") for i, v in enumerate(obj)]
     if isinstance(obj, dict):
@@ -75,8 +85,19 @@ def _decode(obj: Any, tensors: dict[str, Any]) -> Any:
         return tensors[obj["__tensor__"]]
     if "__tuple__" in obj:
         return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+    if "__set__" in obj:
+        items = [_decode(v, tensors) for v in obj["__set__"]]
+        try:
+            return set(items)
+        except TypeError:  # a set of sets (frozensets, as written): keep the elements as a list
+            return items
     if "__namespace__" in obj:
         return argparse.Namespace(**_decode(obj["__namespace__"], tensors))
     if "__items__" in obj:
-        return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__items__"]}
+        return {_key(_decode(k, tensors)): _decode(v, tensors) for k, v in obj["__items__"]}
     return {k: _decode(v, tensors) for k, v in obj.items()}
+
+
+def _key(key: Any) -> Any:
+    """A decoded dict key: a set (a frozenset key, as written) becomes a tuple, so that it stays hashable."""
+    return tuple(key) if isinstance(key, (set, list)) else key

@@ -1,8 +1,10 @@
 """The Lightning ``.ckpt`` of ``JiTLightningModule`` with jitckpt's callbacks.
 
 ``state_dict`` holds the canonical ``net.`` keys, ``optimizer_states`` the
-positional AdamW state over the original groups, the two EMAs live in the
-``EMACallback`` entry of ``callbacks``, and ``loops`` is built so that
+positional AdamW state (written over the original groups, as ``JiTLightningModule``
+builds them; read over whichever known grouping its evidence fits), the two
+EMAs live in the ``EMACallback`` entry of ``callbacks`` (a file without one,
+such as the seed port's, has no EMAs), and ``loops`` is built so that
 ``trainer.fit(..., ckpt_path=...)`` resumes at ``epoch + 1`` with
 ``global_step`` restored (without ``loops`` Lightning restarts at epoch 0).
 What jitckpt does not map (other callbacks, schedulers, hyper-parameters) is
@@ -11,13 +13,13 @@ kept in ``extra['lightning']`` and written back unchanged.
 
 from __future__ import annotations
 
-from importlib import metadata
 from pathlib import Path
-from typing import Any, BinaryIO, Mapping
+from typing import Any, BinaryIO
 
 from .. import torchread, torchzip
 from ..errors import FormatError
-from ..schema import META_KEY, JiTCheckpoint, checked_int, from_file_payload, optimizer_to_positional
+from ..schema import META_KEY, JiTCheckpoint, checked_int, from_file_payload, original_positional
+from ..train_args import args_from_hparams, hparams_from_args  # noqa: F401 (hparams_from_args: re-exported)
 
 NAME = "ckpt"
 SUFFIXES = (".ckpt",)
@@ -26,15 +28,6 @@ DESCRIPTION = "Lightning .ckpt (trainer.fit(..., ckpt_path=...) resumes from it)
 
 EMA_CALLBACK = "EMACallback"
 _MAPPED = ("state_dict", "optimizer_states", "epoch", "global_step", META_KEY)
-# original argparse name -> JiTLightningModule argument name
-HPARAM_NAMES = {
-    "model": "model_name", "img_size": "img_size", "class_num": "num_classes",
-    "attn_dropout": "attn_dropout", "proj_dropout": "proj_dropout", "lr": "learning_rate", "blr": "blr",
-    "weight_decay": "weight_decay", "ema_decay1": "ema_decay1", "ema_decay2": "ema_decay2",
-    "P_mean": "P_mean", "P_std": "P_std", "noise_scale": "noise_scale", "t_eps": "t_eps",
-    "label_drop_prob": "label_drop_prob", "sampling_method": "sampling_method",
-    "num_sampling_steps": "num_sampling_steps", "cfg": "cfg_scale",
-}
 
 
 def detect_tree(tree: Any) -> bool:
@@ -71,6 +64,9 @@ def from_tree(tree: Any, path: str) -> JiTCheckpoint:
     if tree.get("epoch") != epoch:  # Lightning's own count (see above), kept for an exact round trip
         rest["epoch"] = tree.get("epoch")
     payload.update(epoch=epoch, global_step=tree.get("global_step"), arch=meta.get("arch"))
+    for unknown in meta.get("unknown", ()) if isinstance(meta.get("unknown"), list) else ():
+        if unknown in ("epoch", "global_step"):  # the source said nothing; Lightning needed a number
+            payload[unknown] = None
     payload["args"] = meta["args"] if "args" in meta else args_from_hparams(tree.get("hyper_parameters"))
     payload["extra"] = {**(meta.get("extra") or {}), "lightning": rest}
     return from_file_payload(payload, meta.get("schema_version", 1))
@@ -93,25 +89,6 @@ def _last_completed_epoch(tree: dict) -> int | None:
 
 def read(path: str) -> JiTCheckpoint:
     return from_tree(torchread.read_tree(path), path)
-
-
-def args_from_hparams(hparams: Any) -> dict:
-    """Original-style training args from ``JiTLightningModule`` hyper-parameters (the reverse of ``HPARAM_NAMES``)."""
-    if not isinstance(hparams, dict):
-        return {}
-    back = {v: k for k, v in HPARAM_NAMES.items()}
-    args = {back.get(k, k): v for k, v in hparams.items() if k not in ("cfg_interval", "arch")}
-    if isinstance(hparams.get("cfg_interval"), (tuple, list)) and len(hparams["cfg_interval"]) == 2:
-        args["interval_min"], args["interval_max"] = hparams["cfg_interval"]
-    return args
-
-
-def hparams_from_args(args: Mapping[str, Any]) -> dict:
-    """``JiTLightningModule`` constructor arguments for original-style training args (``HPARAM_NAMES``)."""
-    hparams = {new: args[old] for old, new in HPARAM_NAMES.items() if old in args}
-    if "interval_min" in args and "interval_max" in args:
-        hparams["cfg_interval"] = (args["interval_min"], args["interval_max"])
-    return hparams
 
 
 def hyper_parameters(ckpt: JiTCheckpoint) -> dict:
@@ -188,7 +165,7 @@ def to_tree(ckpt: JiTCheckpoint) -> dict:
         "state_dict": dict(ckpt.model),
         "loops": rest.pop("loops", None) or build_loops(epoch, step, steps_in_epoch),
         "callbacks": callbacks,
-        "optimizer_states": [optimizer_to_positional(ckpt.optimizer)] if ckpt.optimizer is not None else [],
+        "optimizer_states": [original_positional(ckpt)] if ckpt.optimizer is not None else [],  # as JiTLightningModule groups
         "lr_schedulers": rest.pop("lr_schedulers", []),
         "hyper_parameters": rest.pop("hyper_parameters", None) or hyper_parameters(ckpt),
     }
@@ -199,6 +176,9 @@ def to_tree(ckpt: JiTCheckpoint) -> dict:
         "args": ckpt.args,
         "extra": extra,
     }
+    unknown = [name for name in ("epoch", "global_step") if getattr(ckpt, name) is None]
+    if unknown:  # released weights have no epoch: the 0 written for Lightning must not read back as one
+        tree[META_KEY]["unknown"] = unknown
     return tree
 
 
@@ -210,6 +190,8 @@ def write(ckpt: JiTCheckpoint, handle: BinaryIO, path: Path, progress: torchzip.
 
 
 def _lightning_version() -> str:
+    from importlib import metadata  # not at import time: it costs 20 ms of every command's start
+
     for dist in ("lightning", "pytorch-lightning"):
         try:
             return metadata.version(dist)

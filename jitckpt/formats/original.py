@@ -5,7 +5,9 @@ Layout: ``model``, ``optimizer`` (AdamW ``state_dict()`` over the groups of
 (an ``argparse.Namespace``), ``model_ema1``, ``model_ema2``. Files jitckpt
 writes add one key, ``jitckpt``, with the schema version, global step,
 architecture and extra; the original resume code ignores it. A bare state dict
-is read as a weights-only checkpoint.
+is read as a weights-only checkpoint. The seed port's ``.pth`` (``global_step``
+and ``hyper_parameters`` instead of ``args``, its own optimizer grouping) is
+read through the same migration (:func:`jitckpt.schema._v0_to_v1`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, BinaryIO
 
 from .. import torchread, torchzip
 from ..errors import FormatError
-from ..schema import META_KEY, ORIGINAL_KEYS, JiTCheckpoint, from_file_payload, optimizer_to_positional
+from ..schema import META_KEY, ORIGINAL_KEYS, JiTCheckpoint, from_file_payload, original_positional
 
 NAME = "pth"
 SUFFIXES = (".pth", ".pt", ".bin")
@@ -51,8 +53,8 @@ def read(path: str) -> JiTCheckpoint:
 def to_tree(ckpt: JiTCheckpoint) -> dict:
     """The dict the original ``misc.save_model`` would have saved, plus the ``jitckpt`` key."""
     tree: dict[str, Any] = {"model": collections.OrderedDict(ckpt.model)}
-    if ckpt.optimizer is not None:
-        tree["optimizer"] = optimizer_to_positional(ckpt.optimizer)
+    if ckpt.optimizer is not None:  # always the original grouping: what the original resume code builds
+        tree["optimizer"] = original_positional(ckpt)
     if ckpt.epoch is not None:
         tree["epoch"] = ckpt.epoch
     tree["args"] = argparse.Namespace(**ckpt.args)

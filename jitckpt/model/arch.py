@@ -163,11 +163,13 @@ def trainable_names(arch: Arch) -> list[str]:
 
 
 def param_groups(arch: Arch) -> tuple[list[str], list[str]]:
-    """The original AdamW groups (``misc.add_weight_decay``): (no-decay names, decay names)."""
-    shapes = expected_shapes(arch)
-    no_decay, decay = [], []
-    for name in trainable_names(arch):
-        (no_decay if len(shapes[name]) == 1 or name.endswith(".bias") else decay).append(name)
+    """The original AdamW groups (``misc.add_weight_decay``): (no-decay names, decay names).
+
+    The rule lives in :data:`jitckpt.model.groupings.ORIGINAL`, beside the other known groupings.
+    """
+    from .groupings import ORIGINAL
+
+    no_decay, decay = ORIGINAL.names(arch)
     return no_decay, decay
 
 

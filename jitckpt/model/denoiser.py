@@ -15,24 +15,29 @@ import torch
 from torch import nn
 
 from ..errors import JiTCheckpointError
+from ..train_args import ORIGINAL_DEFAULTS
 from .arch import Arch, official
 from .jit import JiT
 
 
 @dataclass
 class DiffusionConfig:
-    """Training noise and sampling settings, named as the original's args."""
+    """Training noise and sampling settings, named as the original's args (defaults: ``main_jit.py``'s).
 
-    P_mean: float = -0.8
-    P_std: float = 0.8
-    noise_scale: float = 1.0
-    t_eps: float = 5e-2
-    label_drop_prob: float = 0.1
-    sampling_method: str = "heun"
-    num_sampling_steps: int = 50
-    cfg: float = 1.0
-    interval_min: float = 0.0
-    interval_max: float = 1.0
+    Which sampling settings a checkpoint is evaluated with is decided by
+    :func:`jitckpt.model.protocol.resolve_sampling`, not by these defaults.
+    """
+
+    P_mean: float = ORIGINAL_DEFAULTS["P_mean"]
+    P_std: float = ORIGINAL_DEFAULTS["P_std"]
+    noise_scale: float = ORIGINAL_DEFAULTS["noise_scale"]
+    t_eps: float = ORIGINAL_DEFAULTS["t_eps"]
+    label_drop_prob: float = ORIGINAL_DEFAULTS["label_drop_prob"]
+    sampling_method: str = ORIGINAL_DEFAULTS["sampling_method"]
+    num_sampling_steps: int = ORIGINAL_DEFAULTS["num_sampling_steps"]
+    cfg: float = ORIGINAL_DEFAULTS["cfg"]
+    interval_min: float = ORIGINAL_DEFAULTS["interval_min"]
+    interval_max: float = ORIGINAL_DEFAULTS["interval_max"]
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> "DiffusionConfig":
