@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from .api import save
 from .formats import read as read_checkpoint
 from .errors import JiTCheckpointError
 from .model.arch import official
+from .resume import load_weights, plan_resume
 from .train_args import ORIGINAL_DEFAULTS
 
 
@@ -33,12 +33,15 @@ def resolve_resume(path: str | os.PathLike) -> Path:
 
 
 def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
-          trainer_options: Mapping[str, Any] | None = None, logger: str = "csv") -> Any:
+          trainer_options: Mapping[str, Any] | None = None, logger: str = "csv", drop_optimizer: bool = False,
+          warn: Callable[[str], None] = print) -> Any:
     """Train (or resume) a JiT with Lightning; returns the finished ``Trainer``.
 
     ``overrides`` are original-style args (``model``, ``img_size``, ``epochs``,
     ``data_path``, ...); unset ones come from the checkpoint when resuming,
     then from the original defaults. ``trainer_options`` go to ``L.Trainer``.
+    What a resume from another tool's file cannot keep (EMAs, an unidentifiable
+    optimizer with ``drop_optimizer``) is said through ``warn`` (see :mod:`jitckpt.resume`).
     """
     import lightning as L
     from lightning.pytorch.callbacks import RichProgressBar
@@ -75,7 +78,12 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=".resume-") as scratch:
         ckpt_path = None
         if source is not None:
-            ckpt_path = source if source_format == "ckpt" else save(saved, Path(scratch) / "resume.ckpt", "ckpt")
+            plan = plan_resume(saved, source, source_format, Path(scratch), args, drop_optimizer)
+            for line in plan.warnings:
+                warn(line)
+            if plan.weights is not None:
+                load_weights(module, callbacks, plan.weights)
+            ckpt_path = plan.ckpt_path
         trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
     return trainer
 

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import typer
 
-from .console import errors
+from .console import errors, warn
 
 
 def _opt(name: str, help: str, *extra: str) -> Any:
@@ -57,6 +57,9 @@ def train(
                                                 help="Micro-batches per optimizer step."),
     accelerator: str = typer.Option("auto", "--accelerator", help="cpu, gpu or auto."),
     logger: str = typer.Option("csv", "--logger", help="csv, tensorboard or none."),
+    drop_optimizer: bool = typer.Option(False, "--drop-optimizer", "--drop_optimizer",
+                                        help="Resume with a fresh AdamW when the checkpoint's optimizer state "
+                                             "cannot be mapped onto the parameters."),
 ) -> None:
     """Train JiT with Lightning, or resume a run from any checkpoint (the original main_jit.py flags work)."""
     given = dict(locals())  # the flags, taken before any other local exists
@@ -65,6 +68,7 @@ def train(
         from ..training import train as run_training
 
         overrides = {k: v for k, v in given.items() if k in ORIGINAL_DEFAULTS and k != "resume"}
-        run_training(overrides, resume=resume, logger=logger, trainer_options={
+        run_training(overrides, resume=resume, logger=logger, drop_optimizer=drop_optimizer, warn=warn,
+                     trainer_options={
             "devices": int(devices) if devices.isdigit() else devices, "num_nodes": num_nodes, "strategy": strategy,
             "precision": precision, "accumulate_grad_batches": accumulate_grad_batches, "accelerator": accelerator})
