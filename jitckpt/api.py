@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import formats
-from .errors import OutputError, SchemaError
+from .errors import DROP_OPTIMIZER, TO_FORMAT, OutputError, SchemaError
 from .io import atomic_output, check_output_path
 from .schema import JiTCheckpoint
 from .tensors import CHUNK_BYTES, TensorRef, dtype_name, is_tensor, iter_tensor_bytes, shape_of, to_torch
@@ -85,7 +85,7 @@ def save(ckpt: JiTCheckpoint, path: str | os.PathLike, format: str | None = None
     elif drop_optimizer:
         ckpt = dataclasses.replace(ckpt, optimizer=None, unmapped_optimizer=None)
     elif ckpt.unmapped_optimizer is not None:
-        raise SchemaError(f"{ckpt.unmapped_optimizer.reason}; pass --drop-optimizer (drop_optimizer=True) to write "
+        raise SchemaError(f"{ckpt.unmapped_optimizer.reason}; pass {DROP_OPTIMIZER} to write "
                           "the rest without it, or export weights only")
     with atomic_output(target, force=force) as handle:
         module.write(ckpt, handle, target, progress=progress, weights=weights)
@@ -106,11 +106,16 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
     partner of the source: original ``.pth`` -> Lightning ``.ckpt``, everything
     else -> original ``.pth``. With ``weights`` only that set of weights is kept;
     with ``drop_optimizer`` the full state without the optimizer (see :func:`save`).
+    A ``dst`` whose suffix names no format jitckpt writes (``x.bin``) is refused
+    with :class:`OutputError` unless ``to`` says the format.
     """
     source = Path(src)
-    src_format, ckpt = formats.read(source)
     if to is None and dst is not None:
         to = formats.format_for_suffix(dst)
+        if to is None:
+            raise OutputError(f"cannot tell the format to write from {Path(dst).name!r}: name it .pth, .ckpt or "
+                              f".safetensors, or pass {TO_FORMAT}")
+    src_format, ckpt = formats.read(source)
     if to is None:
         to = "safetensors" if weights else ("ckpt" if src_format == "pth" else "pth")
     target = Path(dst) if dst is not None else default_output(source, to)

@@ -2,9 +2,37 @@
 
 Every error a user can cause (a bad file, a bad argument, an existing output)
 is a :class:`JiTCheckpointError`; the CLI prints its message as one line.
+
+Messages say what to do in the Python API's terms (``force=True``): the
+constants below are the phrases they use, and :func:`in_cli_terms` rewrites
+them as the command line spells them (``--force``), so each user reads their
+own terms.
 """
 
 from __future__ import annotations
+
+import re
+
+# The remedies messages offer, as the Python API spells them; CLI_TERMS maps each to the command line's spelling.
+FORCE = "force=True"
+DROP_OPTIMIZER = "drop_optimizer=True"
+TO_FORMAT = "to='pth', 'ckpt' or 'safetensors'"
+CLI_TERMS: dict[str, str] = {
+    FORCE: "--force",
+    DROP_OPTIMIZER: "--drop-optimizer",
+    TO_FORMAT: "--to pth, ckpt or safetensors",
+}
+_API_TERM = re.compile("|".join(re.escape(term) for term in sorted(CLI_TERMS, key=len, reverse=True)))
+
+
+def in_cli_terms(message: str) -> str:
+    """``message`` with every API remedy (``force=True``) spelled as the CLI's flag (``--force``).
+
+    Example:
+        >>> in_cli_terms("'x.ckpt' already exists; pass force=True to overwrite it")
+        "'x.ckpt' already exists; pass --force to overwrite it"
+    """
+    return _API_TERM.sub(lambda match: CLI_TERMS[match.group()], message)
 
 
 class JiTCheckpointError(Exception):

@@ -32,7 +32,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-from .errors import OutputError
+from .errors import FORCE, OutputError
 
 try:
     import fcntl
@@ -72,7 +72,7 @@ def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
     if target.is_dir():
         raise OutputError(f"output path {str(target)!r} is a folder; give a file name")
     if target.exists() and not force:
-        raise OutputError(f"{str(target)!r} already exists; pass --force (force=True) to overwrite it")
+        raise OutputError(f"{str(target)!r} already exists; pass {FORCE} to overwrite it")
     return target
 
 
@@ -349,12 +349,12 @@ def _put_in_place(named: str, target: Path, force: bool, shown: str) -> None:
     try:
         os.link(named, target)  # atomic: fails if the target appeared while we were writing
     except FileExistsError:
-        raise OutputError(f"{shown!r} already exists; pass --force (force=True) to overwrite it") from None
+        raise OutputError(f"{shown!r} already exists; pass {FORCE} to overwrite it") from None
     except OSError as exc:
         if exc.errno not in _NO_LINKS:
             raise
         if target.exists():
-            raise OutputError(f"{shown!r} already exists; pass --force (force=True) to overwrite it") from None
+            raise OutputError(f"{shown!r} already exists; pass {FORCE} to overwrite it") from None
         os.replace(named, target)
         return
     with contextlib.suppress(OSError):  # a name left here is removed by the next write

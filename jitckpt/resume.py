@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .api import save
-from .errors import JiTCheckpointError
+from .errors import DROP_OPTIMIZER, JiTCheckpointError
 from .model.arch import param_groups
 from .model.groupings import ORIGINAL, grouping_of
 from .schema import JiTCheckpoint
@@ -43,7 +43,7 @@ def plan_resume(saved: JiTCheckpoint, source: Path, source_format: str, scratch:
     plan = ResumePlan()
     if saved.unmapped_optimizer is not None:
         if not drop_optimizer:
-            raise JiTCheckpointError(f"{source}: {saved.unmapped_optimizer.reason}; pass --drop-optimizer to resume "
+            raise JiTCheckpointError(f"{source}: {saved.unmapped_optimizer.reason}; pass {DROP_OPTIMIZER} to resume "
                                      "with a fresh optimizer")
         plan.warnings.append(f"{source}: its optimizer state is dropped ({saved.unmapped_optimizer.reason}); "
                              "AdamW starts fresh")

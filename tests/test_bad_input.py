@@ -121,7 +121,8 @@ def test_output_folder_that_does_not_exist(golden, tmp_path):
 def test_existing_output_is_not_overwritten_without_force(golden, tmp_path):
     target = tmp_path / "taken.ckpt"
     target.write_bytes(b"precious")
-    assert_one_line_error(run("convert", golden, "-o", target), "already exists", "--force")
+    line = assert_one_line_error(run("convert", golden, "-o", target), "already exists; pass --force to overwrite")
+    assert "force=True" not in line
     assert target.read_bytes() == b"precious"
     result = run("convert", golden, "-o", target, "--force")
     assert result.exit_code == 0 and jitckpt.detect_format(target) == "ckpt"

@@ -4,10 +4,12 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 import jitckpt
-from jitckpt.cli import EXIT_DIFFERENT, app
+from jitckpt.cli import EXIT_DIFFERENT, EXIT_ERROR, app
+from jitckpt.errors import OutputError, in_cli_terms
 
 runner = CliRunner()
 
@@ -94,3 +96,61 @@ def test_example_runs_the_main_job_on_the_bundled_checkpoint(tmp_path):
         "checkpoint-last.pth", "checkpoint-last.ckpt", "checkpoint-last.safetensors", "roundtrip.pth"}
     again = run("example", tmp_path / "ex")
     assert again.exit_code == 2 and "already exists" in again.stderr
+
+
+COMMANDS = ["inspect", "convert", "verify", "train", "eval", "fid-stats", "fid-helper-weights", "sample", "example"]
+
+
+def test_version_prints_the_version_and_exits_0():
+    result = run("--version")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"jitckpt {jitckpt.__version__}\n"
+
+
+@pytest.mark.parametrize("command", [[]] + [[c] for c in COMMANDS])
+def test_h_is_help_for_every_command(command):
+    short, long = run(*command, "-h"), run(*command, "--help")
+    assert short.exit_code == 0 == long.exit_code, short.output
+    assert short.stdout == long.stdout and short.stdout.startswith("Usage: ")
+
+
+@pytest.mark.parametrize("command", [[]] + [[c] for c in COMMANDS])
+def test_boolean_flags_show_as_flags(command):
+    shown = run(*command, "--help").stdout
+    assert "<bool>" not in shown and "-h, --help  " in shown
+    flags = {"inspect": ["--json  "], "convert": ["--weights-only  ", "--force  ", "--drop-optimizer  "],
+             "eval": ["--sweep  "], "": ["--debug  ", "--version  "]}
+    for flag in flags.get(command[0] if command else "", []):
+        assert flag in shown, shown
+
+
+def test_a_flag_takes_no_value(golden):
+    assert run("inspect", golden, "--json").exit_code == 0
+    assert run("--debug", "inspect", golden, "--json").exit_code == 0
+
+
+def test_convert_refuses_a_suffix_it_does_not_know_unless_to_names_the_format(golden, tmp_path):
+    target = tmp_path / "x.bin"
+    result = run("convert", golden, "-o", target)
+    assert result.exit_code == EXIT_ERROR and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("error: cannot tell the format to write from 'x.bin'")
+    assert "--to pth, ckpt or safetensors" in result.stderr and "to='pth'" not in result.stderr
+    assert not target.exists() and list(tmp_path.iterdir()) == [golden]
+    with pytest.raises(OutputError, match="pass to='pth', 'ckpt' or 'safetensors'"):
+        jitckpt.convert(golden, target)
+    result = run("convert", golden, "-o", target, "--to", "pth")
+    assert result.exit_code == 0, result.output
+    assert jitckpt.detect_format(target) == "pth"
+    assert run("convert", golden, "-o", tmp_path / "x.pt").exit_code == 0  # torch's own suffix: the original format
+    assert jitckpt.detect_format(tmp_path / "x.pt") == "pth"
+
+
+def test_remedies_are_said_in_each_users_terms(golden, tmp_path):
+    taken = tmp_path / "taken.ckpt"
+    taken.write_bytes(b"precious")
+    result = run("convert", golden, "-o", taken)
+    assert result.stderr == f"error: {str(taken)!r} already exists; pass --force to overwrite it\n"
+    with pytest.raises(OutputError) as refused:
+        jitckpt.convert(golden, taken)
+    assert str(refused.value) == f"{str(taken)!r} already exists; pass force=True to overwrite it"
+    assert in_cli_terms("pass drop_optimizer=True or force=True") == "pass --drop-optimizer or --force"

@@ -69,9 +69,10 @@ def test_completed_write_replaces_target(tmp_path):
 def test_refuses_existing_target_without_force(tmp_path):
     target = tmp_path / "x.bin"
     target.write_bytes(b"old")
-    with pytest.raises(OutputError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists; pass force=True to overwrite it") as refused:
         with atomic_output(target) as handle:
             handle.write(b"new")
+    assert "--force" not in str(refused.value)  # the Python API's terms; the CLI says --force
     assert target.read_bytes() == b"old"
 
 

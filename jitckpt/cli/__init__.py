@@ -17,28 +17,37 @@ from .. import __version__
 from . import checkpoints, evaluation, train
 from .console import EXIT_DIFFERENT, EXIT_ERROR, echo, install_signal_handlers, state
 
+# -h is --help for the group and, inherited through the context, for every command. The help is
+# click's plain layout (rich_markup_mode=None): Typer's rich layout shows a flag as "--json <bool>".
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Inspect, convert and verify JiT checkpoints: original .pth, Lightning .ckpt, safetensors.",
 )
+
+
+def _print_version(value: bool) -> None:
+    """``--version``: print the version and exit 0, before click asks for a command."""
+    if value:
+        echo(f"jitckpt {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def main(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", callback=_print_version,
+                                 is_eager=True),
 ) -> None:
     state["debug"] = debug
-    if version:
-        echo(f"jitckpt {__version__}")
-        raise typer.Exit()
 
 
 app.command()(checkpoints.inspect)
 app.command()(checkpoints.convert)
 app.command()(checkpoints.verify)
-app.command(context_settings={"help_option_names": ["-h", "--help"]})(train.train)
+app.command()(train.train)
 app.command("eval")(evaluation.evaluate_command)
 app.command("fid-stats")(evaluation.fid_stats_command)
 app.command("fid-helper-weights")(evaluation.fid_helper_weights)

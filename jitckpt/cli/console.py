@@ -100,15 +100,16 @@ def error_message(exc: BaseException) -> str:
     """What the one error line says about ``exc`` (unescaped).
 
     An ``OSError`` reads ``FILENAME: STRERROR`` when it names a file (``A -> B:``
-    for two), else its strerror or message; anything else its message.
+    for two), else its strerror or message; anything else its message, with the
+    remedies it offers in the CLI's terms (``--force``, not ``force=True``).
     """
-    from ..errors import JiTCheckpointError
+    from ..errors import JiTCheckpointError, in_cli_terms
 
     if isinstance(exc, OSError) and not isinstance(exc, JiTCheckpointError):
         reason = exc.strerror or (str(exc.args[0]) if len(exc.args) == 1 else str(exc)) or type(exc).__name__
         names = [_filename(f) for f in (exc.filename, exc.filename2) if f is not None]
         return f"{' -> '.join(names)}: {reason}" if names else reason
-    return str(exc) or type(exc).__name__
+    return in_cli_terms(str(exc)) or type(exc).__name__
 
 
 def _filename(name: object) -> str:
@@ -167,8 +168,11 @@ def install_signal_handlers() -> None:
 
 @contextmanager
 def progress(total: int, label: str, unit: str = "bytes") -> Iterator[Optional[Callable[[int], None]]]:
-    """A progress bar on stderr (bytes of big files, or images with their rate); yields the advance callback."""
-    if unit == "bytes" and total < PROGRESS_MIN_BYTES:
+    """A progress bar on stderr (bytes of big files, or images with their rate); yields the advance callback.
+
+    Only on a terminal: piped into a log, a bar is noise (and rich ends it with a stray empty line).
+    """
+    if not err.is_terminal or (unit == "bytes" and total < PROGRESS_MIN_BYTES):
         yield None
         return
     from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TaskProgressColumn,

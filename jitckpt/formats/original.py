@@ -22,7 +22,7 @@ from ..errors import FormatError
 from ..schema import META_KEY, ORIGINAL_KEYS, JiTCheckpoint, from_file_payload, original_positional
 
 NAME = "pth"
-SUFFIXES = (".pth", ".pt", ".bin")
+SUFFIXES = (".pth", ".pt")  # torch's conventional suffixes; .bin is not ours to claim
 LABEL = "original JiT .pth"
 DESCRIPTION = "original JiT .pth (torch.save of model, optimizer, epoch, args, model_ema1, model_ema2)"
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-from ..errors import SchemaError
+from ..errors import DROP_OPTIMIZER, SchemaError
 from ..tensors import is_tensor, shape_of
 from .arch import Arch, Shape, expected_shapes, trainable_names
 
@@ -138,14 +138,14 @@ def regroup(named: Mapping, arch: Arch, grouping: Grouping = ORIGINAL) -> dict:
     outside = sorted(set(settings) - {n for names in targets for n in names} - _stateless(named))
     if outside:
         raise SchemaError(f"optimizer holds {outside[0]!r}, which the {grouping.name} grouping does not train; "
-                          "convert to .safetensors to keep the optimizer as it is, or drop it with --drop-optimizer")
+                          f"convert to .safetensors to keep the optimizer as it is, or drop it with {DROP_OPTIMIZER}")
     groups = []
     for index, names in enumerate(targets):
         found = [settings[n] for n in names if n in settings]
         if not found or any(s != found[0] for s in found):
             what = "none of its parameters is in the optimizer" if not found else "its parameters had different settings"
             raise SchemaError(f"the optimizer cannot be written in the {grouping.name} grouping (group {index}: {what}); "
-                              "convert to .safetensors to keep it as it is, or drop it with --drop-optimizer")
+                              f"convert to .safetensors to keep it as it is, or drop it with {DROP_OPTIMIZER}")
         groups.append({**found[0], "params": list(names)})
     return {"state": dict(named["state"]), "param_groups": groups}
 
