@@ -7,8 +7,10 @@ a temporary Lightning checkpoint, the source untouched) unless overridden.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -49,6 +51,7 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
     from .callbacks import create_default_callbacks
     from .lightning import JiTDataModule, JiTLightningModule
 
+    check_logger(logger)
     source, arch, args = None, None, dict(ORIGINAL_DEFAULTS)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if resume:
@@ -59,20 +62,23 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
             raise JiTCheckpointError("--model, --img-size and --class-num come from the checkpoint when resuming")
     args.update(overrides)
     arch = arch or official(args["model"], args["img_size"], args["class_num"])
+    data = JiTDataModule(args["data_path"], arch.img_size, args["batch_size"], args["num_workers"], args["pin_mem"])
+    data.check()  # inputs first: a failed start leaves no output folder behind
     output_dir = Path(args["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(args["seed"], workers=True, verbose=False)
 
     options = dict(trainer_options or {})
     module = JiTLightningModule.from_args(args, arch=arch, learning_rate=args.get("lr"), seed=args["seed"])
-    data = JiTDataModule(args["data_path"], arch.img_size, args["batch_size"], args["num_workers"], args["pin_mem"])
     callbacks = create_default_callbacks(
         args["ema_decay1"], args["ema_decay2"], output_dir, args["eval_freq"], arch.img_size, args["epochs"],
         lr_schedule=args["lr_schedule"], warmup_epochs=args["warmup_epochs"], min_lr=args["min_lr"],
         save_last_freq=args["save_last_freq"], log_freq=args["log_freq"], save_lightning=True, args=args,
     )
+    quiet_lightning_noise()
     trainer = L.Trainer(
         max_epochs=args["epochs"], default_root_dir=output_dir, enable_checkpointing=False,
+        log_every_n_steps=min(50, data.batches_per_epoch()),  # Lightning's default, or every batch of a small set
         callbacks=callbacks + [RichProgressBar()], logger=_logger(logger, output_dir), **options,
     )
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=".resume-") as scratch:
@@ -88,14 +94,44 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
     return trainer
 
 
+LOGGERS = ("csv", "tensorboard", "none")
+# Lightning's lines that say nothing about this run: an advertisement, and a deprecation inside Lightning itself.
+NOISE_LOG_LINES = ("litlogger",)
+NOISE_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(word in record.getMessage() for word in NOISE_LOG_LINES)
+
+
+def quiet_lightning_noise() -> None:
+    """Hide Lightning's advertisement and its own internal deprecation warning; every other warning stays."""
+    for pattern in NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in log.filters):
+            log.addFilter(_DropNoise())
+
+
+def check_logger(kind: str) -> None:
+    """A one-line error for an unknown logger, or for TensorBoard without its package (before any work starts)."""
+    import importlib.util
+
+    if kind not in LOGGERS:
+        raise JiTCheckpointError(f"unknown logger {kind!r}; choose {', '.join(LOGGERS)}")
+    if kind == "tensorboard" and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+        raise JiTCheckpointError("--logger tensorboard needs the tensorboard package: pip install "
+                                 "'jitckpt[tensorboard]' (from a checkout: pip install -e \".[tensorboard]\")")
+
+
 def _logger(kind: str, output_dir: Path) -> Any:
+    """The Lightning logger ``kind`` names (already checked by :func:`check_logger`)."""
     from lightning.pytorch import loggers
 
-    if kind == "tensorboard":
-        return loggers.TensorBoardLogger(output_dir, name="logs")
-    if kind == "csv":
-        return loggers.CSVLogger(output_dir, name="logs")
     if kind == "none":
         return False
-    raise JiTCheckpointError(f"unknown logger {kind!r}; choose csv, tensorboard or none")
+    make = loggers.TensorBoardLogger if kind == "tensorboard" else loggers.CSVLogger
+    return make(output_dir, name="logs")
 

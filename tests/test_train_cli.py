@@ -51,3 +51,41 @@ def test_train_missing_data_folder_is_one_line(golden, tmp_path):
     result = runner.invoke(app, ["train", "--resume", str(golden), "--data-path", str(tmp_path / "nope"),
                                  "--output-dir", str(tmp_path / "o"), "--accelerator", "cpu", "--logger", "none"])
     assert result.exit_code == 2 and "no training folder" in result.stderr
+    assert not (tmp_path / "o").exists()  # inputs are checked before anything is created
+
+
+def test_tensorboard_without_its_package_is_one_line_before_any_work(golden, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("tensorboard", "tensorboardX") else real(name, *a))
+    result = runner.invoke(app, ["train", "--resume", str(golden), "--output-dir", str(tmp_path / "o"),
+                                 "--logger", "tensorboard"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert '.[tensorboard]' in result.stderr and not (tmp_path / "o").exists()
+
+
+def test_train_prints_jitckpt_lines_not_lightnings_noise(golden, image_folder, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, "-m", "jitckpt", "train", "--resume", str(golden), "--data_path", str(image_folder),
+         "--output_dir", str(tmp_path / "out"), "--batch_size", "4", "--num_workers", "0", "--accelerator", "cpu",
+         "--logger", "csv"], capture_output=True, text=True, cwd=root, env={**os.environ, "PYTHONPATH": root})
+    assert result.returncode == 0, result.stderr
+    for noise in ("litlogger", "LeafSpec", "log_every_n_steps"):
+        assert noise not in result.stdout + result.stderr
+
+
+def test_quieting_lightning_keeps_real_warnings():
+    import warnings
+
+    from jitckpt.training import quiet_lightning_noise
+
+    quiet_lightning_noise()
+    with pytest.warns(UserWarning, match="a real problem"):
+        warnings.warn("a real problem")

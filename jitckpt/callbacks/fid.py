@@ -106,4 +106,12 @@ class FIDEvaluationCallback(L.Callback):
         metrics = {"fid": scores.get("fid")}
         if scores["inception_score_mean"] is not None:
             metrics.update(inception_score=scores["inception_score_mean"], inception_score_std=scores["inception_score_std"])
-        return {k: float(v) for k, v in metrics.items() if v is not None}
+        metrics = {k: float(v) for k, v in metrics.items() if v is not None}
+        cfg = self.settings.cfg if self.settings.cfg is not None else pl_module.diffusion.cfg
+        return {**metrics, **original_metric_names(metrics, cfg, self.img_size)}
+
+
+def original_metric_names(metrics: dict[str, float], cfg: float, img_size: int) -> dict[str, float]:
+    """The same scores under the names the original's ``log_writer`` used (``fid_cfg2.9_res256``), for old dashboards."""
+    names = {"fid": f"fid_cfg{cfg}_res{img_size}", "inception_score": f"is_cfg{cfg}_res{img_size}"}
+    return {names[k]: v for k, v in metrics.items() if k in names}

@@ -115,6 +115,10 @@ def evaluate(path: str | os.PathLike, settings: SamplingSettings, inception_weig
     provenance: dict[str, Any] = {"reference": None, "inception_weights": None}
     notes = list(plan.warnings)
     if score:
+        if fid_stats is None and ref_dir is None and not load_extractor(inception_weights).has_logits:
+            raise JiTCheckpointError("nothing to score: without --fid-stats or --ref-dir there is no FID, and these "
+                                     "Inception weights have no classifier, so no Inception Score; add "
+                                     "--fid-stats STATS.npz or --ref-dir IMAGES (or weights with a classifier)")
         provenance["inception_weights"] = inception_record(weights_path(inception_weights))
         ref_images = len(image_files(ref_dir)) if ref_dir is not None else None
         provenance["reference"] = reference_record(fid_stats, ref_dir, ref_images)

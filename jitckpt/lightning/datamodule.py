@@ -41,14 +41,25 @@ class JiTDataModule(L.LightningDataModule):
         self.num_workers, self.pin_memory, self.shuffle = num_workers, pin_memory, shuffle
         self.dataset = dataset
 
+    def check(self) -> str:
+        """The training folder ``data_path/train``; a one-line error when it is missing (checked before any work)."""
+        root = os.path.join(self.data_path, "train")
+        if not os.path.isdir(root):
+            raise JiTCheckpointError(f"no training folder {root!r}: --data-path must hold train/<class>/<images>")
+        return root
+
+    def batches_per_epoch(self) -> int:
+        """Batches of one epoch on one device, from a count of the files in the class folders (no image is read)."""
+        root = self.check()
+        count = sum(1 for cls in os.scandir(root) if cls.is_dir() for f in os.scandir(cls.path) if f.is_file())
+        return max(1, count // self.batch_size)
+
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
             return
         from torchvision import datasets, transforms
 
-        root = os.path.join(self.data_path, "train")
-        if not os.path.isdir(root):
-            raise JiTCheckpointError(f"no training folder {root!r}: --data-path must hold train/<class>/<images>")
+        root = self.check()
         transform = transforms.Compose([
             transforms.Lambda(lambda img: center_crop_arr(img, self.img_size)),
             transforms.RandomHorizontalFlip(),

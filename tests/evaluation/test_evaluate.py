@@ -155,3 +155,16 @@ def test_weights_only_export_samples_with_its_own_weights(tmp_path):
              save_images=from_full)
     assert all((from_export / n.name).read_bytes() == n.read_bytes() for n in from_full.iterdir())
     assert_one_line(run("eval", export, "--ema", "1", "--num-images", "10"), "holds only the ema2 weights")
+
+
+def test_nothing_to_score_stops_before_generating(tmp_path, inception_weights, monkeypatch):
+    state = torch.load(inception_weights, weights_only=True)
+    state["fc.weight"].zero_()  # FID-only weights (as the fid-helper conversion gives): no Inception Score
+    fid_only = tmp_path / "fid-only.pth"
+    torch.save(state, fid_only)
+    generated = []
+    monkeypatch.setattr("jitckpt.evaluation.evaluate.generate_batches", lambda *a, **k: generated.append(1) or iter(()))
+    result = runner.invoke(app, ["eval", str(GOLDEN), "--num-images", "10", "--batch-size", "10", "--steps", "1",
+                                 "--inception-weights", str(fid_only)])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "nothing to score" in result.stderr and "--fid-stats" in result.stderr and not generated

@@ -56,6 +56,9 @@ def test_scores_each_eval_epoch_with_ema_and_restores_raw_weights(tmp_path, ince
     module = fit(tmp_path, [ema, Snapshot(), fid])
     assert [h["epoch"] for h in fid.history] == [0, 1]
     assert all(h["fid"] > 0 and h["inception_score"] > 0 and h["epoch_seen"] == h["epoch"] for h in fid.history)
+    cfg = module.diffusion.cfg  # also under the names the original's log_writer used
+    assert all(h[f"fid_cfg{cfg}_res16"] == h["fid"] and h[f"is_cfg{cfg}_res16"] == h["inception_score"]
+               for h in fid.history)
     assert all(torch.equal(a, b) for a, b in zip(module.parameters(), seen[1]))  # raw weights back
 
 
