@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from .model.arch import _OFFICIAL as OFFICIAL_NAMES
+
 # main_jit.get_args_parser() defaults (the original launch scripts rely on them)
 ORIGINAL_DEFAULTS: dict[str, Any] = {
     "model": "JiT-B/16", "img_size": 256, "attn_dropout": 0.0, "proj_dropout": 0.0,
@@ -78,9 +80,19 @@ def args_from_module(pl_module: Any, extra: Mapping[str, Any] | None = None) -> 
     """Original-style args for a :class:`JiTLightningModule`: defaults, then its hyper-parameters, then ``extra``."""
     hparams = {k: v for k, v in dict(pl_module.hparams).items() if k not in ("arch", "compile")}
     args = {**ORIGINAL_DEFAULTS, **args_from_hparams(hparams)}
-    args["model"] = pl_module.arch.variant or hparams.get("model_name") or args["model"]
+    # a custom architecture claims no official variant's name (its dimensions are in the checkpoint's arch)
+    name = hparams.get("model_name")
+    args["model"] = pl_module.arch.variant or (name if name and name not in OFFICIAL_NAMES else None)
     args["img_size"], args["class_num"] = pl_module.arch.img_size, pl_module.arch.num_classes
     if getattr(pl_module, "absolute_lr", None) is not None:
         args["lr"] = pl_module.absolute_lr
-    args.update(extra or {})
+    if args.get("batch_size") is None:  # the module was given none: the data module's or the loader's (per device)
+        trainer = getattr(pl_module, "_trainer", None)
+        batch = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
+        if batch is None:
+            batch = getattr(getattr(trainer, "train_dataloader", None), "batch_size", None)
+        args["batch_size"] = batch
+    for name, value in (extra or {}).items():  # an unset (None) extra arg does not hide a known value
+        if value is not None or args.get(name) is None:
+            args[name] = value
     return args

@@ -34,9 +34,35 @@ def resolve_resume(path: str | os.PathLike) -> Path:
     return path
 
 
+def evaluate_gen(resume: str | os.PathLike | None, overrides: Mapping[str, Any],
+                 fid_stats: str | os.PathLike | None = None, inception_weights: str | os.PathLike | None = None,
+                 accelerator: str = "auto", devices: int = 1, num_nodes: int = 1,
+                 warn: Callable[[str], None] = print) -> dict[str, Any]:
+    """The original's ``--evaluate_gen``: score EMA 1 of the checkpoint ``resume`` (file or folder); nothing is trained.
+
+    ``num_images`` and ``gen_bsz`` (original defaults 50000 and 256) set the
+    sample; ``sampling_method``, ``num_sampling_steps``, ``cfg``,
+    ``interval_min`` / ``interval_max`` and ``seed`` override the checkpoint's
+    sampler settings when given. Returns :func:`jitckpt.evaluation.evaluate`'s result.
+    """
+    from .evaluation.evaluate import evaluate
+    from .evaluation.sampling import SamplingSettings
+
+    if not resume:
+        raise JiTCheckpointError("--evaluate_gen scores the checkpoint given by --resume; give --resume")
+    get = {k: v for k, v in overrides.items() if v is not None}.get
+    settings = SamplingSettings("ema1", get("num_images", ORIGINAL_DEFAULTS["num_images"]),
+                                get("gen_bsz", ORIGINAL_DEFAULTS["gen_bsz"]), get("sampling_method"),
+                                get("num_sampling_steps"), get("cfg"), get("interval_min"), get("interval_max"),
+                                get("seed", 0))
+    return evaluate(resolve_resume(resume), settings, inception_weights, fid_stats, devices=devices,
+                    num_nodes=num_nodes, accelerator=accelerator, on_warning=warn)
+
+
 def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
           trainer_options: Mapping[str, Any] | None = None, logger: str = "csv", drop_optimizer: bool = False,
-          warn: Callable[[str], None] = print) -> Any:
+          warn: Callable[[str], None] = print, fid_stats: str | os.PathLike | None = None,
+          inception_weights: str | os.PathLike | None = None) -> Any:
     """Train (or resume) a JiT with Lightning; returns the finished ``Trainer``.
 
     ``overrides`` are original-style args (``model``, ``img_size``, ``epochs``,
@@ -44,6 +70,11 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
     then from the original defaults. ``trainer_options`` go to ``L.Trainer``.
     What a resume from another tool's file cannot keep (EMAs, an unidentifiable
     optimizer with ``drop_optimizer``) is said through ``warn`` (see :mod:`jitckpt.resume`).
+    With ``online_eval``, FID / IS of EMA 1 every ``eval_freq`` epochs (and at
+    the last), ``num_images`` images in batches of ``gen_bsz``, sampled with the
+    run's ``cfg``, interval and steps, against ``fid_stats`` with the Inception
+    weights at ``inception_weights``; scores go to the logger as ``fid`` and
+    ``inception_score``. (``evaluate_gen`` is :func:`evaluate_gen`.)
     """
     import lightning as L
     from lightning.pytorch.callbacks import RichProgressBar
@@ -61,6 +92,8 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
         if "model" in overrides or "img_size" in overrides or "class_num" in overrides:
             raise JiTCheckpointError("--model, --img-size and --class-num come from the checkpoint when resuming")
     args.update(overrides)
+    # evaluation during training is this command's choice, not inherited from the checkpoint's run
+    args["online_eval"], args["evaluate_gen"] = bool(overrides.get("online_eval")), False
     arch = arch or official(args["model"], args["img_size"], args["class_num"])
     data = JiTDataModule(args["data_path"], arch.img_size, args["batch_size"], args["num_workers"], args["pin_mem"])
     data.check()  # inputs first: a failed start leaves no output folder behind
@@ -74,6 +107,8 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
         args["ema_decay1"], args["ema_decay2"], output_dir, args["eval_freq"], arch.img_size, args["epochs"],
         lr_schedule=args["lr_schedule"], warmup_epochs=args["warmup_epochs"], min_lr=args["min_lr"],
         save_last_freq=args["save_last_freq"], log_freq=args["log_freq"], save_lightning=True, args=args,
+        enable_fid_eval=args["online_eval"], num_images=args["num_images"], eval_batch_size=args["gen_bsz"],
+        num_classes=arch.num_classes, fid_stats=fid_stats, inception_weights=inception_weights,
     )
     quiet_lightning_noise()
     trainer = L.Trainer(

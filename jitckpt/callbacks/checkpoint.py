@@ -10,7 +10,7 @@ import lightning as L
 
 from ..api import save
 from ..io import atomic_output
-from ..schema import JiTCheckpoint, optimizer_to_named
+from ..schema import META_KEY, SCHEMA_VERSION, JiTCheckpoint, optimizer_to_named
 from ..torchzip import archive_name, write_tree
 from ..train_args import args_from_module
 from .ema import EMACallback
@@ -23,6 +23,37 @@ def find_ema_callback(trainer: L.Trainer) -> EMACallback | None:
 def is_sharded(pl_module: Any) -> bool:
     """True when parameters are FSDP2 shards (DTensors)."""
     return any(hasattr(p, "device_mesh") for p in pl_module.parameters())
+
+
+def run_args(trainer: L.Trainer, pl_module: Any, args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The original-style args of the run in progress.
+
+    The module's hyper-parameters, then what the trainer's callbacks were
+    configured with (epochs, warmup, LR schedule and min LR, EMA decays,
+    save / log / evaluation frequencies), then ``args``.
+    """
+    from .fid import FIDEvaluationCallback
+    from .lr_scheduler import LearningRateSchedulerCallback
+    from .metric_logger import MetricLoggerCallback
+
+    found: dict[str, Any] = {}
+    for cb in getattr(trainer, "callbacks", None) or []:
+        if isinstance(cb, LearningRateSchedulerCallback):
+            found.update(epochs=cb.epochs, warmup_epochs=cb.warmup_epochs, lr_schedule=cb.lr_schedule,
+                         min_lr=cb.min_lr)
+            if cb.lr is not None:
+                found["lr"] = cb.lr
+        elif isinstance(cb, EMACallback):
+            found.update(ema_decay1=cb.ema_decay1, ema_decay2=cb.ema_decay2)
+        elif isinstance(cb, JiTModelCheckpoint):
+            found.update(save_last_freq=cb.save_last_freq)
+        elif isinstance(cb, MetricLoggerCallback):
+            found.update(log_freq=cb.log_freq)
+        elif isinstance(cb, FIDEvaluationCallback):
+            found.update(online_eval=True, eval_freq=cb.eval_freq, num_images=cb.num_images, gen_bsz=cb.batch_size)
+    if "epochs" not in found and getattr(trainer, "max_epochs", None) not in (None, -1):
+        found["epochs"] = trainer.max_epochs
+    return args_from_module(pl_module, {**found, **(args or {})})
 
 
 def checkpoint_from_run(trainer: L.Trainer, pl_module: Any, args: Mapping[str, Any] | None = None) -> JiTCheckpoint:
@@ -47,7 +78,7 @@ def checkpoint_from_run(trainer: L.Trainer, pl_module: Any, args: Mapping[str, A
             emas = {"model_ema1": dict(zip(ema.names, ema.ema1)), "model_ema2": dict(zip(ema.names, ema.ema2))}
         optimizer = optimizer_to_named(trainer.optimizers[0].state_dict(), pl_module.arch) if trainer.optimizers else None
     return JiTCheckpoint(model=model, optimizer=optimizer, epoch=trainer.current_epoch, global_step=trainer.global_step,
-                         arch=pl_module.arch, args=args_from_module(pl_module, args), **emas)
+                         arch=pl_module.arch, args=run_args(trainer, pl_module, args), **emas)
 
 
 class JiTModelCheckpoint(L.Callback):
@@ -80,6 +111,11 @@ class JiTModelCheckpoint(L.Callback):
         if epoch % self.save_milestone_freq == 0 and epoch > 0:
             names.append(f"checkpoint-{epoch}")
         return names
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Lightning's own ``.ckpt`` files of the run carry the same args and architecture as its ``.pth``."""
+        checkpoint.setdefault(META_KEY, {"schema_version": SCHEMA_VERSION, "arch": pl_module.arch.to_dict(),
+                                         "args": run_args(trainer, pl_module, self.args), "extra": {}})
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         names = self.targets(trainer.current_epoch, trainer.max_epochs)

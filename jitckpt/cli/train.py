@@ -49,6 +49,16 @@ def train(
     resume: Optional[str] = _opt("resume", "Checkpoint (any format) or folder holding checkpoint-last.pth."),
     save_last_freq: Optional[int] = _opt("save_last_freq", "Save checkpoint-last every N epochs (default 5)."),
     log_freq: Optional[int] = _opt("log_freq", "Console line every N batches (default 100)."),
+    online_eval: Optional[bool] = typer.Option(None, "--online-eval", "--online_eval", show_default=False,
+                                               help="FID / IS of EMA 1 during training (needs --fid-stats)."),
+    eval_freq: Optional[int] = _opt("eval_freq", "With --online-eval: every N epochs, and at the last (default 40)."),
+    num_images: Optional[int] = _opt("num_images", "Images generated per evaluation (default 50000)."),
+    gen_bsz: Optional[int] = _opt("gen_bsz", "Generation batch size per device (default 256)."),
+    evaluate_gen: bool = typer.Option(False, "--evaluate-gen", "--evaluate_gen",
+                                      help="Only score EMA 1 of the --resume checkpoint, print the scores, exit."),
+    fid_stats: Optional[str] = _opt("fid_stats", "Reference statistics (npz with mu, sigma) for FID."),
+    inception_weights: Optional[str] = _opt("inception_weights", "Inception weights file (default: "
+                                            "$JITCKPT_INCEPTION_WEIGHTS, else torch-fidelity's in torch's hub cache)."),
     devices: str = typer.Option("auto", "--devices", help="Lightning devices (a count, a list, or auto)."),
     num_nodes: int = typer.Option(1, "--num-nodes", "--num_nodes", help="Number of nodes."),
     strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto, ddp, fsdp, ..."),
@@ -68,7 +78,18 @@ def train(
         from ..training import train as run_training
 
         overrides = {k: v for k, v in given.items() if k in ORIGINAL_DEFAULTS and k != "resume"}
+        if evaluate_gen:  # the original's evaluation-only run
+            from pathlib import Path
+
+            from ..training import evaluate_gen as run_evaluation
+            from .evaluation import _result_table
+
+            result = run_evaluation(resume, overrides, fid_stats, inception_weights, accelerator, warn=warn,
+                                    devices=int(devices) if devices.isdigit() else 1, num_nodes=num_nodes)
+            _result_table(Path(resume), result)
+            return
         run_training(overrides, resume=resume, logger=logger, drop_optimizer=drop_optimizer, warn=warn,
+                     fid_stats=fid_stats, inception_weights=inception_weights,
                      trainer_options={
             "devices": int(devices) if devices.isdigit() else devices, "num_nodes": num_nodes, "strategy": strategy,
             "precision": precision, "accumulate_grad_batches": accumulate_grad_batches, "accelerator": accelerator})
