@@ -98,7 +98,8 @@ def test_example_runs_the_main_job_on_the_bundled_checkpoint(tmp_path):
     assert again.exit_code == 2 and "already exists" in again.stderr
 
 
-COMMANDS = ["inspect", "convert", "verify", "train", "eval", "fid-stats", "fid-helper-weights", "sample", "example"]
+COMMANDS = ["inspect", "convert", "verify", "train", "eval", "fid-stats", "fid-helper-weights", "fetch-inception", "sample",
+            "example"]
 
 
 def test_version_prints_the_version_and_exits_0():

@@ -7,7 +7,6 @@ from typing import Any
 
 import lightning as L
 
-from ..errors import JiTCheckpointError
 from .checkpoint import JiTModelCheckpoint, checkpoint_from_run
 from .ema import EMACallback
 from .fid import FIDEvaluationCallback
@@ -47,10 +46,9 @@ def create_default_callbacks(
 
     With ``enable_fid_eval=True``, also FID / IS every ``eval_freq`` epochs on
     EMA 1 (``num_images`` images in batches of ``eval_batch_size``), against
-    ``fid_stats`` or ``ref_dir``, with the Inception weights at ``inception_weights``.
+    ``fid_stats`` or ``ref_dir`` (neither: the original's ``fid_stats/jit_in{img_size}_stats.npz``, looked
+    for when training starts), with the Inception weights at ``inception_weights``.
     """
-    if enable_fid_eval and fid_stats is None and ref_dir is None:
-        raise JiTCheckpointError("enable_fid_eval=True needs fid_stats (npz with mu, sigma) or ref_dir (reference images)")
     fid = [FIDEvaluationCallback(eval_freq, num_images, eval_batch_size, num_classes, img_size, True, 1, fid_stats,
                                  ref_dir, inception_weights)] if enable_fid_eval else []
     return [  # the order of the original loop's epoch end: save, then evaluate

@@ -15,7 +15,7 @@ from ..errors import JiTCheckpointError
 from ..evaluation.evaluate import reference_stats, scores_of_features
 from ..evaluation.inception import extract, load_extractor, weights_path
 from ..evaluation.sampling import SamplingSettings, class_labels, generate_batches
-from ..evaluation.stats import load_stats
+from ..evaluation.stats import default_stats_path, find_default_stats, load_stats
 from .checkpoint import find_ema_callback
 
 
@@ -25,10 +25,13 @@ class FIDEvaluationCallback(L.Callback):
     Every rank generates its share of ``num_images`` class-balanced images
     (with EMA ``ema_version`` swapped in when ``use_ema``, the raw weights back
     afterwards); rank zero scores them with torch-fidelity against
-    ``fid_stats`` (npz) or ``ref_dir`` (images). Scores go to the logger as
-    ``fid`` and ``inception_score``. Inputs are checked when training starts;
-    a failure during evaluation raises, it is never skipped silently. Subclass
-    and extend ``_evaluate(trainer, pl_module, epoch)`` to add metrics.
+    ``fid_stats`` (npz) or ``ref_dir`` (images); with neither, the original's
+    ``fid_stats/jit_in{img_size}_stats.npz`` in the working directory when it
+    exists. Without ``inception_weights`` (or ``$JITCKPT_INCEPTION_WEIGHTS``),
+    torch-fidelity's file in torch's hub cache is used; nothing is downloaded.
+    Scores go to the logger as ``fid`` and ``inception_score``. Inputs are
+    checked when training starts; a failure during evaluation raises, it is
+    never skipped silently. Subclass and extend ``_evaluate(trainer, pl_module, epoch)`` to add metrics.
     """
 
     def __init__(self, eval_freq: int = 40, num_images: int = 50000, batch_size: int = 256, num_classes: int = 1000,
@@ -48,7 +51,13 @@ class FIDEvaluationCallback(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         class_labels(self.num_images, self.num_classes)
         if self.fid_stats is None and self.ref_dir is None:
-            raise JiTCheckpointError("FIDEvaluationCallback needs fid_stats (npz) or ref_dir (reference images)")
+            found = find_default_stats(self.img_size)  # where the original looks, relative to the working directory
+            if found is None:
+                raise JiTCheckpointError(
+                    f"FIDEvaluationCallback needs fid_stats (npz) or ref_dir (reference images): none given, and no "
+                    f"{default_stats_path(self.img_size)} (the original's statistics file) in {os.getcwd()!r}")
+            self.fid_stats = found.resolve()
+            rank_zero_info(f"FIDEvaluationCallback: reference statistics {found} (found in the working directory)")
         weights_path(self.inception_weights)
         if self.fid_stats is not None:
             load_stats(self.fid_stats)

@@ -6,7 +6,7 @@ damaged; Ctrl-C exits 130, SIGTERM 143, after cleaning up.
 
 One module per command family: :mod:`.checkpoints` (inspect, convert, verify,
 example), :mod:`.train`, :mod:`.evaluation` (eval, fid-stats, fid-helper-weights,
-sample); :mod:`.console` prints, safely. Importing this package imports no torch.
+fetch-inception, sample); :mod:`.console` prints, safely. Importing this package imports no torch.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ app.command()(train.train)
 app.command("eval")(evaluation.evaluate_command)
 app.command("fid-stats")(evaluation.fid_stats_command)
 app.command("fid-helper-weights")(evaluation.fid_helper_weights)
+app.command("fetch-inception")(evaluation.fetch_inception)
 app.command()(evaluation.sample)
 app.command()(checkpoints.example)
 

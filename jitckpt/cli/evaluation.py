@@ -1,4 +1,4 @@
-"""``eval``, ``fid-stats``, ``fid-helper-weights`` and ``sample``: sampling and scoring commands."""
+"""``eval``, ``fid-stats``, ``fid-helper-weights``, ``fetch-inception`` and ``sample``: sampling and scoring commands."""
 
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ def evaluate_command(
     interval_min: Optional[float] = typer.Option(None, "--interval-min", help=f"CFG interval start (default: {_DEFAULT})."),
     interval_max: Optional[float] = typer.Option(None, "--interval-max", help=f"CFG interval end (default: {_DEFAULT})."),
     noise_scale: Optional[float] = typer.Option(None, "--noise-scale", help=f"Scale of the starting noise (default: {_DEFAULT})."),
-    fid_stats: Optional[Path] = typer.Option(None, "--fid-stats", help="Reference statistics (npz with mu, sigma)."),
+    fid_stats: Optional[Path] = typer.Option(None, "--fid-stats", help="Reference statistics (npz with mu, sigma; default: fid_stats/jit_in{img_size}_stats.npz if it exists)."),
     ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help="Reference images, instead of --fid-stats."),
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights",
-                                                     help="torch-fidelity InceptionV3 weights (or $JITCKPT_INCEPTION_WEIGHTS)."),
+                                                     help="torch-fidelity InceptionV3 weights (default: $JITCKPT_INCEPTION_WEIGHTS, else torch-fidelity's file in torch's hub cache)."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
     devices: int = typer.Option(1, "--devices", help="Processes (GPUs, or CPU processes) sharing the generation."),
     num_nodes: int = typer.Option(1, "--num-nodes", help="Nodes."),
@@ -167,7 +167,7 @@ def fid_stats_command(
     output: Path = typer.Option(..., "-o", "--output", help="Statistics file to write (.npz with mu, sigma)."),
     img_size: Optional[int] = typer.Option(None, "--img-size", help="Center-crop size, as prepare_ref.py (default: none)."),
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights",
-                                                     help="torch-fidelity InceptionV3 weights (or $JITCKPT_INCEPTION_WEIGHTS)."),
+                                                     help="torch-fidelity InceptionV3 weights (default: $JITCKPT_INCEPTION_WEIGHTS, else torch-fidelity's file in torch's hub cache)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per Inception batch."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
 ) -> None:
@@ -195,6 +195,27 @@ def fid_helper_weights(
 
         convert_weights(output, force=force)
         echo(f"wrote {output} (pool3 weights for FID; no logits, so no Inception Score)")
+
+
+def fetch_inception(
+    url: Optional[str] = typer.Option(None, "--url", help="Download from here instead (a mirror); the SHA-256 is checked all the same."),
+    force: bool = typer.Option(False, "--force", help="Download again even if the file is already in the cache."),
+) -> None:
+    """Download torch-fidelity's Inception weights once into torch's hub cache, where eval and fid-stats find them."""
+    with errors():
+        from contextlib import ExitStack
+
+        from ..evaluation.fetch import WEIGHTS_NAME, WEIGHTS_URL, fetch
+
+        with ExitStack() as stack:
+            def bar(total: int) -> Optional[Callable[[int], None]]:
+                return stack.enter_context(progress(total, f"downloading {WEIGHTS_NAME}"))
+
+            path, downloaded = fetch(url or WEIGHTS_URL, force=force, progress=bar)
+        if downloaded:
+            echo(f"wrote {path} (SHA-256 verified)")
+        else:
+            echo(f"{path} is already there (SHA-256 verified); --force downloads it again")
 
 
 def sample(

@@ -20,7 +20,7 @@ from .inception import extract, load_extractor, weights_path
 from .provenance import inception_record, protocol_notes, reference_record
 from .sampling import (SamplingSettings, build_denoiser, checkpoint_for_sampling, class_labels, generate_batches,
                        report_warnings, sampling_plan, save_pngs)
-from .stats import fid, image_files, inception_score, iter_image_batches, load_stats, stats_of
+from .stats import fid, find_default_stats, image_files, inception_score, iter_image_batches, load_stats, stats_of
 
 
 def reference_stats(fid_stats: str | os.PathLike | None, ref_dir: str | os.PathLike | None, extractor: Any,
@@ -94,6 +94,11 @@ def evaluate(path: str | os.PathLike, settings: SamplingSettings, inception_weig
              on_warning: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Generate ``settings.num_images`` images from ``path`` and score them.
 
+    Without ``fid_stats`` or ``ref_dir``, the statistics are
+    ``fid_stats/jit_in{img_size}_stats.npz`` in the working directory when that
+    file exists, as the original finds them; without ``inception_weights`` (or
+    ``$JITCKPT_INCEPTION_WEIGHTS``), torch-fidelity's file in torch's hub cache.
+
     Returns FID (with ``fid_stats`` or ``ref_dir``), Inception Score mean and
     std, and what reproduces them: the checkpoint, the weights, the number of
     images, the sampler settings with the source of each (``sampling``, as
@@ -112,6 +117,8 @@ def evaluate(path: str | os.PathLike, settings: SamplingSettings, inception_weig
     plan = sampling_plan(ckpt, settings)
     if fid_stats is not None and ref_dir is not None:
         raise JiTCheckpointError("give --fid-stats or --ref-dir, not both")
+    if score and fid_stats is None and ref_dir is None:
+        fid_stats = find_default_stats(ckpt.arch.img_size)  # where the original looks; None if it is not there
     provenance: dict[str, Any] = {"reference": None, "inception_weights": None}
     notes = list(plan.warnings)
     if score:

@@ -3,7 +3,8 @@
 torch-fidelity downloads its weights when given no path and unpickles a given
 path freely; here the weights are read safely (``weights_only=True``), checked
 against the architecture, and handed over as a plain state dict, so nothing is
-downloaded mid-run and no pickled code runs.
+downloaded mid-run and no pickled code runs. Without a path, the file
+torch-fidelity itself keeps in torch's hub cache is used when it is there.
 """
 
 from __future__ import annotations
@@ -15,19 +16,28 @@ from pathlib import Path
 import torch
 
 from ..errors import JiTCheckpointError
+from .fetch import WEIGHTS_NAME, WEIGHTS_SHA256, WEIGHTS_URL, hub_weights_path  # noqa: F401 (re-exported)
 
 ENV_VAR = "JITCKPT_INCEPTION_WEIGHTS"
-WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 FEATURES = ("2048", "logits_unbiased")  # pool3 features for FID, logits for IS
 
 
 def weights_path(path: str | os.PathLike | None) -> Path:
-    """The Inception weights file: ``path``, else ``$JITCKPT_INCEPTION_WEIGHTS``; a clear error if none."""
+    """The Inception weights file; a clear error, naming every way to give one, if there is none.
+
+    ``path``, else ``$JITCKPT_INCEPTION_WEIGHTS``, else the file torch-fidelity
+    keeps in torch's hub cache (:func:`~jitckpt.evaluation.fetch.hub_weights_path`)
+    when it is there. Nothing is downloaded.
+    """
     chosen = path or os.environ.get(ENV_VAR)
     if not chosen:
+        cached = hub_weights_path()
+        if cached.is_file():
+            return cached
         raise JiTCheckpointError(
-            f"no Inception weights: pass --inception-weights PATH or set {ENV_VAR}. jitckpt never downloads "
-            f"them during a run; fetch the file once where there is internet ({WEIGHTS_URL}) and copy it here"
+            f"no Inception weights: pass --inception-weights PATH (or set {ENV_VAR}), or put torch-fidelity's "
+            f"{WEIGHTS_NAME} in torch's hub cache ({str(cached)!r}, where torch-fidelity keeps it), or run "
+            f"`jitckpt fetch-inception` once to download it there; jitckpt never downloads during a run"
         )
     chosen = Path(chosen)
     if not chosen.is_file():

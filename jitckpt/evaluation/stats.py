@@ -17,6 +17,20 @@ FEATURE_DIM = 2048
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".JPEG", ".PNG", ".JPG")
 
 
+DEFAULT_STATS = "fid_stats/jit_in{img_size}_stats.npz"  # where the original looks, relative to where it runs
+
+
+def default_stats_path(img_size: int) -> Path:
+    """The statistics file the original uses for ``img_size``: ``fid_stats/jit_in{img_size}_stats.npz``, relative."""
+    return Path(DEFAULT_STATS.format(img_size=img_size))
+
+
+def find_default_stats(img_size: int) -> Path | None:
+    """:func:`default_stats_path` when that file exists in the working directory, else None."""
+    path = default_stats_path(img_size)
+    return path if path.is_file() else None
+
+
 def load_stats(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """``mu`` (2048,) and ``sigma`` (2048, 2048) from an npz, as float64; one clear error otherwise."""
     path = Path(path)

@@ -16,3 +16,14 @@ def no_network(monkeypatch):
         raise AssertionError("tried to download")
 
     monkeypatch.setattr(fe, "load_state_dict_from_url", refuse)
+
+
+@pytest.fixture(autouse=True)
+def empty_torch_home(tmp_path_factory, monkeypatch):
+    """torch's hub cache in an empty folder, so the user's real cache (where torch-fidelity may have put the
+    Inception weights) does not change what the tests see."""
+    home = tmp_path_factory.mktemp("torch-home")
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.delenv("TORCH_HUB", raising=False)
+    monkeypatch.delenv("JITCKPT_INCEPTION_WEIGHTS", raising=False)
+    return home

@@ -1,0 +1,171 @@
+"""Evaluation finds its inputs as the original does: ``fid_stats/jit_in{img_size}_stats.npz`` in the working
+directory, torch-fidelity's Inception weights in torch's hub cache; ``fetch-inception`` puts them there."""
+
+import functools
+import hashlib
+import http.server
+import json
+import shutil
+import sys
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from jitckpt.callbacks import EMACallback, FIDEvaluationCallback
+from jitckpt.cli import app
+from jitckpt.errors import JiTCheckpointError
+from jitckpt.evaluation import fetch as fetch_module
+from jitckpt.evaluation.fetch import WEIGHTS_NAME, hub_dir, hub_weights_path
+from jitckpt.evaluation.inception import weights_path
+from tests.evaluation.test_fid_callback import fit
+from tests.helpers import GOLDEN
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A working directory holding ``fid_stats/jit_in16_stats.npz``, made with ``jitckpt fid-stats``."""
+    rng = np.random.default_rng(3)
+    (tmp_path / "ref").mkdir()
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "ref" / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def make_stats(inception_weights, img_size=16):
+    Path("fid_stats").mkdir(exist_ok=True)
+    result = run("fid-stats", "ref", "-o", f"fid_stats/jit_in{img_size}_stats.npz", "--inception-weights",
+                 inception_weights)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture
+def hub_weights(empty_torch_home, inception_weights):
+    """The random-Inception fixture where torch-fidelity keeps its weights, under the test's TORCH_HOME."""
+    target = empty_torch_home / "hub" / "checkpoints" / WEIGHTS_NAME
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(inception_weights, target)
+    return target
+
+
+def test_eval_finds_the_originals_statistics_in_the_working_directory(workdir, inception_weights):
+    result = run("eval", GOLDEN, "--num-images", "10", "--batch-size", "10", "--steps", "1",
+                 "--inception-weights", inception_weights, "--json", "r.json")
+    assert result.exit_code == 0, result.output
+    assert "fid" not in json.loads(Path("r.json").read_text())  # no statistics yet: Inception Score only
+    make_stats(inception_weights)
+    result = run("eval", GOLDEN, "--num-images", "10", "--batch-size", "10", "--steps", "1",
+                 "--inception-weights", inception_weights, "--json", "r.json")
+    assert result.exit_code == 0, result.output
+    saved = json.loads(Path("r.json").read_text())
+    assert saved["fid"] > 0 and saved["reference"]["fid_stats"] == "fid_stats/jit_in16_stats.npz"
+    assert "fid_stats/jit_in16_stats.npz" in result.stdout
+
+
+def test_callback_finds_the_originals_statistics(workdir, inception_weights):
+    with pytest.raises(JiTCheckpointError, match=r"needs fid_stats .*no fid_stats/jit_in16_stats\.npz"):
+        fit(workdir, [EMACallback(), FIDEvaluationCallback(num_images=10, num_classes=10, img_size=16,
+                                                           inception_weights=inception_weights)])
+    make_stats(inception_weights)
+    fid = FIDEvaluationCallback(eval_freq=1, num_images=10, batch_size=10, num_classes=10, img_size=16,
+                                inception_weights=inception_weights, steps=1)
+    fit(workdir, [EMACallback(), fid], epochs=1)
+    assert fid.fid_stats == workdir / "fid_stats" / "jit_in16_stats.npz"
+    assert fid.history and fid.history[0]["fid"] > 0
+
+
+def test_seed_arguments_alone_start_training(workdir, inception_weights, hub_weights):
+    make_stats(inception_weights)
+    shutil.copyfile("fid_stats/jit_in16_stats.npz", "fid_stats/jit_in256_stats.npz")
+    fid = FIDEvaluationCallback(eval_freq=40, num_images=50000, batch_size=256, num_classes=1000, img_size=256,
+                                use_ema=True)
+    fid.on_fit_start(SimpleNamespace(callbacks=[EMACallback(), fid]), None)  # what fit start checks
+    assert fid.fid_stats == workdir / "fid_stats" / "jit_in256_stats.npz"
+
+
+def test_inception_weights_from_torch_hub_cache(tmp_path, hub_weights, monkeypatch):
+    assert weights_path(None) == hub_weights == hub_weights_path()
+    result = run("eval", GOLDEN, "--num-images", "10", "--batch-size", "10", "--steps", "1", "--json", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r.json").read_text())["inception_weights"]["path"] == str(hub_weights)
+    monkeypatch.setenv("JITCKPT_INCEPTION_WEIGHTS", str(tmp_path / "elsewhere.pth"))  # an explicit choice wins
+    with pytest.raises(JiTCheckpointError, match="elsewhere.pth.*no such file"):
+        weights_path(None)
+
+
+def test_hub_folder_without_torch_follows_torchs_rule(empty_torch_home, monkeypatch):
+    with_torch = hub_dir()
+    monkeypatch.delitem(sys.modules, "torch")
+    assert hub_dir() == with_torch == empty_torch_home / "hub"
+    monkeypatch.delenv("TORCH_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere")
+    assert hub_dir() == Path("/somewhere/torch/hub")
+
+
+def test_missing_weights_error_names_all_three_ways(empty_torch_home):
+    result = run("eval", GOLDEN, "--num-images", "10")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for way in ("--inception-weights PATH", "JITCKPT_INCEPTION_WEIGHTS",
+                str(empty_torch_home / "hub" / "checkpoints" / WEIGHTS_NAME), "jitckpt fetch-inception"):
+        assert way in lines[0]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A local HTTP server on 127.0.0.1 serving ``tmp_path/served``, in a thread."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def test_fetch_inception_downloads_into_the_hub_cache(server, empty_torch_home, monkeypatch):
+    folder, base = server
+    payload = bytes(range(256)) * 4099  # a small stand-in for the weights
+    (folder / "w.pth").write_bytes(payload)
+    monkeypatch.setattr(fetch_module, "WEIGHTS_SHA256", hashlib.sha256(payload).hexdigest())
+    result = run("fetch-inception", "--url", f"{base}/w.pth")
+    assert result.exit_code == 0, result.output
+    target = empty_torch_home / "hub" / "checkpoints" / WEIGHTS_NAME
+    assert target.read_bytes() == payload and str(target) in result.stdout
+    assert [p.name for p in target.parent.iterdir()] == [WEIGHTS_NAME]  # no temporary file left
+    result = run("fetch-inception", "--url", f"{base}/missing.pth")  # already there: nothing downloaded
+    assert result.exit_code == 0 and "already there" in result.stdout, result.output
+    assert weights_path(None) == target  # and evaluation finds it
+
+
+def test_fetch_inception_wrong_checksum_leaves_nothing(server, empty_torch_home, monkeypatch):
+    folder, base = server
+    (folder / "w.pth").write_bytes(b"not the weights" * 1000)
+    monkeypatch.setattr(fetch_module, "WEIGHTS_SHA256", "0" * 64)
+    result = run("fetch-inception", "--url", f"{base}/w.pth")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "SHA-256" in lines[0] and "nothing was written" in lines[0], result.stderr
+    assert not (empty_torch_home / "hub").exists() or not any((empty_torch_home / "hub").rglob("*.*"))
+    assert not any(empty_torch_home.iterdir())  # the folders it made are gone as well
+    result = run("fetch-inception", "--url", f"{base}/missing.pth")
+    assert result.exit_code == 2 and "404" in result.stderr and len(result.stderr.strip().splitlines()) == 1
