@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import formats
-from .errors import DROP_OPTIMIZER, TO_FORMAT, OutputError, SchemaError
+from .errors import DROP_OPTIMIZER, TO_FORMAT, OutputError, SchemaError, naming
 from .io import atomic_output, check_output_path
 from .schema import JiTCheckpoint
 from .tensors import CHUNK_BYTES, TensorRef, dtype_name, is_tensor, iter_tensor_bytes, shape_of, to_torch
@@ -125,9 +125,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
     try:
         return save(ckpt, target, to, force=force, weights=weights, drop_optimizer=drop_optimizer, progress=progress)
     except SchemaError as exc:  # the source's content cannot be written: say which file
-        if str(exc).startswith(str(source)):
-            raise
-        raise type(exc)(f"{source}: {exc}") from None
+        raise naming(exc, str(source)) from None
 
 
 def iter_tensors(ckpt: JiTCheckpoint) -> Iterator[tuple[str, Any]]:
@@ -181,11 +179,9 @@ def compare(a: JiTCheckpoint, b: JiTCheckpoint, limit: int = 10) -> list[str]:
     elif oa is not None:
         if _settings_by_name(oa) != _settings_by_name(ob) and note("optimizer: param_groups differ"):
             return diffs
-        for pname in sorted(set(oa["state"]) | set(ob["state"])):
-            sa, sb = oa["state"].get(pname, {}), ob["state"].get(pname, {})
-            for line in _compare_state(f"optimizer/{pname}", sa, sb):
-                if note(line):
-                    return diffs
+        for line in _compare_slots("optimizer/", oa["state"], ob["state"]):
+            if note(line):
+                return diffs
     ua, ub = a.unmapped_optimizer, b.unmapped_optimizer
     if (ua is None) != (ub is None):
         note(f"unmapped optimizer: present in {'first' if ua is not None else 'second'} only")
@@ -193,17 +189,21 @@ def compare(a: JiTCheckpoint, b: JiTCheckpoint, limit: int = 10) -> list[str]:
         pa, pb = ua.positional, ub.positional
         if pa["param_groups"] != pb["param_groups"] and note("unmapped optimizer: param_groups differ"):
             return diffs
-        for index in sorted(set(pa.get("state", {})) | set(pb.get("state", {}))):
-            sa, sb = pa.get("state", {}).get(index, {}), pb.get("state", {}).get(index, {})
-            for line in _compare_state(f"unmapped optimizer/#{index}", sa, sb):
-                if note(line):
-                    return diffs
+        for line in _compare_slots("unmapped optimizer/#", pa.get("state", {}), pb.get("state", {})):
+            if note(line):
+                return diffs
     return diffs
 
 
 def _settings_by_name(named: dict) -> dict[str, dict]:
     """Each parameter's group settings: two optimizers grouped differently are the same if these are."""
     return {n: {k: v for k, v in g.items() if k != "params"} for g in named["param_groups"] for n in g["params"]}
+
+
+def _compare_slots(prefix: str, state_a: dict, state_b: dict) -> Iterator[str]:
+    """Differences between two optimizer states, parameter by parameter (by name, or by index)."""
+    for key in sorted(set(state_a) | set(state_b)):
+        yield from _compare_state(f"{prefix}{key}", state_a.get(key, {}), state_b.get(key, {}))
 
 
 def _compare_state(name: str, sa: dict, sb: dict) -> Iterator[str]:

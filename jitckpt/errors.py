@@ -39,6 +39,11 @@ class JiTCheckpointError(Exception):
     """Base class of every error jitckpt raises on bad input."""
 
 
+def naming(exc: "JiTCheckpointError", path: str) -> "JiTCheckpointError":
+    """``exc``, or the same error with ``path: `` before its message when it does not name the file yet."""
+    return exc if str(exc).startswith(path) else type(exc)(f"{path}: {exc}")
+
+
 class FormatError(JiTCheckpointError):
     """The file is not a checkpoint of a known format, or it is corrupt or truncated."""
 

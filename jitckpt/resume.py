@@ -16,11 +16,12 @@ from typing import Any, Mapping
 
 from .api import save
 from .errors import DROP_OPTIMIZER, JiTCheckpointError
+from .lightning.module import ADAMW_BETAS
 from .model.arch import param_groups
 from .model.groupings import ORIGINAL, grouping_of
 from .schema import JiTCheckpoint
 
-ADAMW_DEFAULTS = {"betas": (0.9, 0.95), "eps": 1e-8, "amsgrad": False, "maximize": False, "foreach": None,
+ADAMW_DEFAULTS = {"betas": ADAMW_BETAS, "eps": 1e-8, "amsgrad": False, "maximize": False, "foreach": None,
                   "capturable": False, "differentiable": False, "fused": None, "decoupled_weight_decay": True}
 
 

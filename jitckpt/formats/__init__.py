@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from .. import torchread
-from ..errors import FormatError, JiTCheckpointError, UnsafePickleError
+from ..errors import FormatError, JiTCheckpointError, UnsafePickleError, naming
 from ..schema import JiTCheckpoint
 from . import lightning, original, safetensors
 
@@ -77,9 +77,9 @@ def read(path: str | os.PathLike) -> tuple[str, JiTCheckpoint]:
         module = FORMATS[name]
         ckpt = module.from_tree(tree, path) if tree is not None else module.read(path)
     except JiTCheckpointError as exc:
-        if str(exc).startswith(path) or isinstance(exc, UnsafePickleError):
+        if isinstance(exc, UnsafePickleError):  # names the file in its own wording
             raise
-        raise type(exc)(f"{path}: {exc}") from None
+        raise naming(exc, path) from None
     return name, ckpt
 
 
