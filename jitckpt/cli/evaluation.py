@@ -13,6 +13,12 @@ from .console import echo, errors, out, progress, text, warn
 
 # What a sampler flag left out falls back to (see jitckpt.model.protocol.resolve_sampling).
 _DEFAULT = "the checkpoint's args, else the paper's protocol for its variant, else the training defaults"
+# The sampler options eval and sample share (Typer reads these declarations; it does not change them).
+METHOD = typer.Option(None, "--method", help=f"heun or euler (default: {_DEFAULT}).")
+STEPS = typer.Option(None, "--steps", help=f"Sampling steps (default: {_DEFAULT}).")
+INTERVAL_MIN = typer.Option(None, "--interval-min", help=f"CFG interval start (default: {_DEFAULT}).")
+INTERVAL_MAX = typer.Option(None, "--interval-max", help=f"CFG interval end (default: {_DEFAULT}).")
+NOISE_SCALE = typer.Option(None, "--noise-scale", help=f"Scale of the starting noise (default: {_DEFAULT}).")
 
 
 def evaluate_command(
@@ -20,12 +26,12 @@ def evaluate_command(
     ema: str = typer.Option("1", "--ema", help="Weights to sample with: 1, 2 or raw (with --sweep, a list: 1,2)."),
     num_images: int = typer.Option(50000, "--num-images", help="Images to generate (a multiple of the class count)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Images per generation batch."),
-    method: Optional[str] = typer.Option(None, "--method", help=f"heun or euler (default: {_DEFAULT})."),
-    steps: Optional[int] = typer.Option(None, "--steps", help=f"Sampling steps (default: {_DEFAULT})."),
+    method: Optional[str] = METHOD,
+    steps: Optional[int] = STEPS,
     cfg: Optional[str] = typer.Option(None, "--cfg", help=f"CFG scale (default: {_DEFAULT}; with --sweep, a list)."),
-    interval_min: Optional[float] = typer.Option(None, "--interval-min", help=f"CFG interval start (default: {_DEFAULT})."),
-    interval_max: Optional[float] = typer.Option(None, "--interval-max", help=f"CFG interval end (default: {_DEFAULT})."),
-    noise_scale: Optional[float] = typer.Option(None, "--noise-scale", help=f"Scale of the starting noise (default: {_DEFAULT})."),
+    interval_min: Optional[float] = INTERVAL_MIN,
+    interval_max: Optional[float] = INTERVAL_MAX,
+    noise_scale: Optional[float] = NOISE_SCALE,
     fid_stats: Optional[Path] = typer.Option(None, "--fid-stats", help="Reference statistics (npz with mu, sigma; default: fid_stats/jit_in{img_size}_stats.npz if it exists)."),
     ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help="Reference images, instead of --fid-stats."),
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights",
@@ -223,12 +229,12 @@ def sample(
     ema: str = typer.Option("1", "--ema", help="Weights to sample with: 1, 2 or raw."),
     classes: str = typer.Option("0,1,2,3", "--classes", help="Comma-separated class labels, one image each."),
     output: Path = typer.Option(Path("grid.png"), "-o", "--output", help="Grid image to write (.png)."),
-    method: Optional[str] = typer.Option(None, "--method", help=f"heun or euler (default: {_DEFAULT})."),
-    steps: Optional[int] = typer.Option(None, "--steps", help=f"Sampling steps (default: {_DEFAULT})."),
+    method: Optional[str] = METHOD,
+    steps: Optional[int] = STEPS,
     cfg: Optional[float] = typer.Option(None, "--cfg", help=f"CFG scale (default: {_DEFAULT})."),
-    interval_min: Optional[float] = typer.Option(None, "--interval-min", help=f"CFG interval start (default: {_DEFAULT})."),
-    interval_max: Optional[float] = typer.Option(None, "--interval-max", help=f"CFG interval end (default: {_DEFAULT})."),
-    noise_scale: Optional[float] = typer.Option(None, "--noise-scale", help=f"Scale of the starting noise (default: {_DEFAULT})."),
+    interval_min: Optional[float] = INTERVAL_MIN,
+    interval_max: Optional[float] = INTERVAL_MAX,
+    noise_scale: Optional[float] = NOISE_SCALE,
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
 ) -> None:
