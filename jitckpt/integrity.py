@@ -12,13 +12,14 @@ import zlib
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from . import formats
-from .schema import JiTCheckpoint
 from .errors import FormatError
-from .tensors import TensorRef
-from .ziparchive import read_archive
+from .ziparchive import read_archive, starts_as_zip
+
+if TYPE_CHECKING:
+    from .schema import JiTCheckpoint
+    from .tensors import TensorRef
 
 THREADS = 2  # zlib releases the GIL: two threads keep two cores busy
 READ_BYTES = 1 << 20  # per read: small enough that the CRC finds the bytes still in cache (measured: 8 MiB is slower)
@@ -56,19 +57,19 @@ def check_file(path: str | os.PathLike, limit: int = 10,
     tensor of a safetensors file jitckpt wrote. ``progress`` is called with the
     bytes of each region checked.
     """
+    from . import formats
+
     path = str(path)
-    with ThreadPoolExecutor(max_workers=1) as background:
-        pending = None
-        if formats.is_torch_file(path):  # the entries are known from the central directory: check them meanwhile
-            regions = [(e.offset, e.size, e.crc, e.name) for e in read_archive(path).entries.values()]
-            pending = background.submit(_crcs, path, regions, progress)
-        name, ckpt = formats.read(path)
-        refs = list(_tensor_refs(ckpt))
-        if pending is None:
-            unique = {ref.checksum: ref.name for ref in refs if ref.checksum is not None}
-            regions = [(c.start, c.length, c.crc, label) for c, label in unique.items()]
-            pending = background.submit(_crcs, path, regions, progress)
-        computed = pending.result()
+    # Structure first, then the CRCs on every core: overlapping the two was measured slower (the parse,
+    # holding the GIL, stalls the CRC threads between their reads).
+    name, ckpt = formats.read(path)
+    refs = list(_tensor_refs(ckpt))
+    if starts_as_zip(path):  # every zip entry: the tensors and the pickle itself
+        regions = [(e.offset, e.size, e.crc, e.name) for e in read_archive(path).entries.values()]
+    else:
+        unique = {ref.checksum: ref.name for ref in refs if ref.checksum is not None}
+        regions = [(c.start, c.length, c.crc, label) for c, label in unique.items()]
+    computed = _crcs(path, regions, progress)
     names: dict[int, list[str]] = defaultdict(list)
     for ref in refs:
         if ref.checksum is not None:
@@ -123,6 +124,8 @@ def _region_crc(fd: int, buffer: memoryview, path: str, start: int, length: int)
 
 def _tensor_refs(ckpt: JiTCheckpoint) -> Iterator[TensorRef]:
     """Every TensorRef the checkpoint holds, in sections, optimizer state and extra."""
+    from .tensors import TensorRef
+
     stack: list[Any] = [ckpt.sections(), ckpt.optimizer, ckpt.extra,
                         ckpt.unmapped_optimizer.positional if ckpt.unmapped_optimizer else None]
     seen: set[int] = set()

@@ -18,9 +18,8 @@ from typing import Any
 from .errors import FormatError
 from .tensors import DTYPES, STORAGE_TO_DTYPE, Checksum, TensorRef
 from .unpickler import DICT_TYPES, Unpickler
-from .ziparchive import Archive, read_archive
+from .ziparchive import ZIP_MAGIC, Archive, read_archive
 
-ZIP_MAGIC = b"PK\x03\x04"
 MAX_DEPTH = 100  # containers inside containers; a Lightning checkpoint needs about 8
 MAX_EXPANDED = 10_000_000  # objects counted with repetitions (shared references)
 MAX_DIMS = 64

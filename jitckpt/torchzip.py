@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, Callable
 
 from .errors import SchemaError
 from .tensors import DTYPES, TensorRef, contiguous_strides, crc_of, dtype_name, is_tensor, nbytes_of, shape_of, write_tensor
-from .torchread import ZIP_MAGIC
+from .ziparchive import ZIP_MAGIC
 
 _ALIGNMENT = 64
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")

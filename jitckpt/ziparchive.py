@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from .errors import FormatError
 
+ZIP_MAGIC = b"PK\x03\x04"  # a local file header: how every zip, and so every torch file, starts
+
 MAX_ENTRIES = 1 << 20  # a JiT-H/16 training checkpoint has a few thousand
 MAX_CENTRAL_DIRECTORY = 128 << 20
 _EOCD = struct.Struct("<4s4H2LH")  # end of central directory
@@ -189,3 +191,9 @@ def _data_offset(path: str, fd: int, name: str, header_offset: int, size: int, c
     if data + size > cd_offset:
         raise _bad(path, f"entry {name!r} runs past the archive's data area")
     return data
+
+
+def starts_as_zip(path: str | os.PathLike) -> bool:
+    """True when ``path`` starts as a zip (a torch file, or a corrupt one); reads 4 bytes."""
+    with open(path, "rb") as f:
+        return f.read(4) == ZIP_MAGIC
