@@ -1,10 +1,12 @@
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from jitckpt.evaluation.fid_helper import fidelity_skeleton
+from jitckpt.evaluation.inception import write_random_weights
 from tests.helpers import GOLDEN
 
 
@@ -22,15 +24,21 @@ def inception_weights(tmp_path_factory):
 
     The real loading code runs on it; only the weights are not the published ones.
     """
-    path = tmp_path_factory.mktemp("inception") / "inception-random.pth"
-    torch.manual_seed(0)
-    model = fidelity_skeleton()
-    for module in model.modules():  # variance-preserving init, so features differ between images
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    torch.nn.init.normal_(model.fc.weight, std=0.05)
-    torch.save(model.state_dict(), path)
-    return path
+    return write_random_weights(tmp_path_factory.mktemp("inception") / "inception-random.pth")
+
+
+@pytest.fixture(scope="session")
+def example_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """``jitckpt example`` run once, as a user would, in a fresh folder: (that folder, the finished process).
+
+    The README's commands continue in the same folder (tests/test_readme.py); tests only read what it wrote.
+    """
+    folder = tmp_path_factory.mktemp("readme")
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+           "COLUMNS": "100", "TORCH_HOME": str(folder / "empty-torch-home")}
+    env.pop("JITCKPT_INCEPTION_WEIGHTS", None)
+    done = subprocess.run(["jitckpt", "example"], cwd=folder, env=env, capture_output=True, text=True)
+    return folder, done
 
 
 def pytest_addoption(parser):

@@ -88,16 +88,6 @@ def test_inspect_does_not_import_torch(golden):
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_example_runs_the_main_job_on_the_bundled_checkpoint(tmp_path):
-    result = run("example", tmp_path / "ex")
-    assert result.exit_code == 0, result.output
-    assert result.stdout.rstrip().splitlines()[-1].startswith("same: 339 tensors")
-    assert {p.name for p in (tmp_path / "ex").iterdir()} == {
-        "checkpoint-last.pth", "checkpoint-last.ckpt", "checkpoint-last.safetensors", "roundtrip.pth"}
-    again = run("example", tmp_path / "ex")
-    assert again.exit_code == 2 and "already exists" in again.stderr
-
-
 COMMANDS = ["inspect", "convert", "verify", "train", "eval", "fid-stats", "fid-helper-weights", "fetch-inception", "sample",
             "example"]
 

@@ -1,4 +1,4 @@
-"""``inspect``, ``convert``, ``verify`` and ``example``: the checkpoint commands."""
+"""``inspect``, ``convert`` and ``verify``: the checkpoint commands."""
 
 from __future__ import annotations
 
@@ -171,32 +171,3 @@ def _compare_two(first: Path, second: Path, limit: int) -> None:
     count = sum(1 for _ in api.iter_tensors(a))
     echo(("same", "green"), f": {count} tensors, epoch, step, args and optimizer match ({first.name} vs {second.name})")
 
-
-def example(
-    folder: Path = typer.Argument(Path("jitckpt-example"), help="Folder to copy the bundled checkpoint into."),
-    force: bool = typer.Option(False, "--force", help="Overwrite files left there by an earlier run."),
-) -> None:
-    """Run the main job on the bundled tiny original checkpoint: inspect, convert, verify."""
-    import shutil
-    from importlib import resources
-
-    with errors():
-        folder.mkdir(parents=True, exist_ok=True)
-        source = folder / "checkpoint-last.pth"
-        if source.exists() and not force:
-            from ..errors import OutputError
-
-            raise OutputError(f"{str(source)!r} already exists; pass --force to start the example afresh")
-        with resources.as_file(resources.files("jitckpt") / "examples" / "checkpoint-last.pth") as bundled:
-            shutil.copyfile(bundled, source)
-        echo((f"$ jitckpt inspect {source}", "bold"))
-        inspect(source, as_json=False)
-        steps = [(source, folder / "checkpoint-last.ckpt"), (source, folder / "checkpoint-last.safetensors"),
-                 (folder / "checkpoint-last.ckpt", folder / "roundtrip.pth")]
-        for src, dst in steps:
-            out.print()
-            echo((f"$ jitckpt convert {src} -o {dst}{' --force' if force else ''}", "bold"))
-            convert(src, dst, None, None, False, force, drop_optimizer=False)
-        out.print()
-        echo((f"$ jitckpt verify {source} {folder / 'roundtrip.pth'}", "bold"))
-        verify(source, folder / "roundtrip.pth", 10)

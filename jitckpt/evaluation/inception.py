@@ -74,3 +74,30 @@ def extract(extractor: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Ten
     """(2048-d pool features, unbiased logits) of uint8 images ``(N, 3, H, W)``, as float64 on the CPU."""
     pool, logits = extractor(images.to(next(extractor.parameters()).device))
     return pool.double().cpu(), logits.double().cpu()
+
+
+def write_random_weights(path: str | os.PathLike, seed: int = 0) -> Path:
+    """Save an InceptionV3 of torch-fidelity's exact architecture with random weights to ``path``.
+
+    For showing and testing the mechanics of evaluation without the published
+    weights: the loading code runs unchanged, the scores mean nothing. Convolutions
+    get a variance-preserving init and the classifier small weights, so features
+    and logits still differ between images.
+    """
+    from .fid_helper import fidelity_skeleton
+
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = fidelity_skeleton()
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        torch.nn.init.normal_(model.fc.weight, std=0.05)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    from ..io import atomic_output
+
+    with atomic_output(path, force=True) as handle:
+        torch.save(model.state_dict(), handle)
+    return Path(path)
