@@ -33,3 +33,24 @@ def tiny_released(path: Path) -> Path:
     golden = load_golden_torch()
     torch.save({section: golden[section] for section in SECTIONS}, path)
     return path
+
+
+def main(argv: list[str]) -> None:
+    """``python -m tests.released official JiT-L/16 256 OUT`` or ``python -m tests.released tiny OUT``:
+    write such a file (the README's examples use both)."""
+    kind, *rest = argv
+    if kind == "official" and len(rest) == 3:
+        out = Path(rest[2])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        official_released(out, rest[0], int(rest[1]))
+    elif kind == "tiny" and len(rest) == 1:
+        out = tiny_released(Path(rest[0]))
+    else:
+        raise SystemExit("usage: python -m tests.released official NAME IMG_SIZE OUT | tiny OUT")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
