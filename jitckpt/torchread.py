@@ -111,9 +111,12 @@ def is_torch_zip(head: bytes) -> bool:
     return head.startswith(ZIP_MAGIC)
 
 
-def read_tree(path: str) -> Any:
-    """Unpickle a ``torch.save`` zip safely; tensors come back as TensorRefs into ``path``."""
-    archive = read_archive(path)
+def read_tree(path: str, start: int = 0, length: int | None = None) -> Any:
+    """Unpickle a ``torch.save`` zip safely; tensors come back as TensorRefs into ``path``.
+
+    ``start`` and ``length`` select a zip embedded in a larger file (see :func:`read_archive`).
+    """
+    archive = read_archive(path, start, length)
     prefix = _archive_folder(archive)
     byteorder = archive.entries.get(prefix + "byteorder")
     if byteorder is not None and archive.read(byteorder.name, _SMALL_ENTRY).strip() not in (b"little", b""):

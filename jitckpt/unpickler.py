@@ -36,13 +36,18 @@ class Unpickler:
     """Interpret ``data`` with the ``allowed`` globals ((module, name) -> object).
 
     ``persistent_load`` resolves BINPERSID ids; ``buildable`` lists the types
-    whose instances BUILD may give plain attributes (``argparse.Namespace``).
+    whose instances BUILD may give plain attributes (``argparse.Namespace``), or,
+    for a type with a ``build_from_tuple`` method, a tuple state. ``protocol4``
+    also accepts the opcodes ``pickle.dump`` writes at protocol 4 (FRAME, MEMOIZE,
+    SHORT_BINUNICODE, and STACK_GLOBAL, whose names must be strings on the
+    allowlist like GLOBAL's): ``torch.distributed.checkpoint`` writes its
+    ``.metadata`` that way.
     Any error is a :class:`FormatError` (or :class:`UnsafePickleError`) naming ``path``.
     """
 
     def __init__(self, data: bytes, path: str, allowed: Mapping[tuple[str, str], Any],
                  persistent_load: Callable[[Any], Any], buildable: tuple[type, ...] = (),
-                 dict_types: tuple[type, ...] = (dict,)) -> None:
+                 dict_types: tuple[type, ...] = (dict,), protocol4: bool = False) -> None:
         if len(data) > MAX_PICKLE_BYTES:
             raise FormatError(f"{path}: its pickle is {len(data)} bytes, more than the {MAX_PICKLE_BYTES} "
                               "a checkpoint needs")
@@ -53,6 +58,7 @@ class Unpickler:
         self.stack: list[Any] = []
         self.marks: list[list[Any]] = []
         self.memo: dict[int, Any] = {}
+        self.dispatch = _DISPATCH_4 if protocol4 else _DISPATCH
 
     # ------------------------------------------------------------------ reading
 
@@ -104,7 +110,7 @@ class Unpickler:
     # ------------------------------------------------------------------ the loop
 
     def load(self) -> Any:
-        dispatch = _DISPATCH
+        dispatch = self.dispatch
         data = self.data
         while True:
             if self.pos >= len(data):
@@ -135,7 +141,17 @@ def _proto(u: Unpickler) -> None:
 
 
 def _global(u: Unpickler) -> None:
-    module, name = u._line(), u._line()
+    _lookup(u, u._line(), u._line())
+
+
+def _stack_global(u: Unpickler) -> None:
+    name, module = u._pop(), u._pop()
+    if type(module) is not str or type(name) is not str:
+        raise FormatError(f"{u.path}: corrupt pickle (STACK_GLOBAL of a non-string name)")
+    _lookup(u, module, name)
+
+
+def _lookup(u: Unpickler, module: str, name: str) -> None:
     module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
     module = _compat_pickle.IMPORT_MAPPING.get(module, module)
     try:
@@ -171,6 +187,9 @@ def _newobj(u: Unpickler) -> None:
 def _build(u: Unpickler) -> None:
     state, inst = u._pop(), u._top()
     if state is None or state == {}:
+        return
+    if isinstance(inst, u.buildable) and type(state) is tuple and hasattr(inst, "build_from_tuple"):
+        inst.build_from_tuple(state)
         return
     if not isinstance(inst, u.buildable) or type(state) is not dict:
         raise u._refuse(f"state for a {type(inst).__name__} object")
@@ -311,6 +330,28 @@ _DISPATCH: dict[int, Callable[[Unpickler], None]] = {
     pickle.BINPERSID[0]: _binpersid, pickle.BINGET[0]: _get("<B"), pickle.LONG_BINGET[0]: _get("<I"),
     pickle.BINPUT[0]: _put("<B"), pickle.LONG_BINPUT[0]: _put("<I"),
 }
+
+
+def _frame(u: Unpickler) -> None:
+    u._take(8)  # a length hint for buffered readers; the bytes follow in place
+
+
+def _memoize(u: Unpickler) -> None:
+    if len(u.memo) >= MAX_MEMO:
+        raise FormatError(f"{u.path}: its pickle memoizes more than {MAX_MEMO} objects")
+    u.memo[len(u.memo)] = u._top()
+
+
+def _short_binunicode(u: Unpickler) -> None:
+    n = u._take(1)[0]
+    try:
+        u._push(str(u._take(n), "utf-8", "surrogatepass"))
+    except UnicodeDecodeError:
+        raise FormatError(f"{u.path}: corrupt pickle (a string that is not UTF-8)") from None
+
+
+_DISPATCH_4 = {**_DISPATCH, pickle.FRAME[0]: _frame, pickle.MEMOIZE[0]: _memoize,
+               pickle.SHORT_BINUNICODE[0]: _short_binunicode, pickle.STACK_GLOBAL[0]: _stack_global}
 _OPCODE_NAMES = {
     code[0]: name for name, code in vars(pickle).items()
     if name.isupper() and isinstance(code, bytes) and len(code) == 1 and name not in ("HIGHEST_PROTOCOL",)

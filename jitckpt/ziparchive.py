@@ -66,28 +66,50 @@ def _bad(path: str, what: str) -> FormatError:
     return FormatError(f"{path}: corrupt or truncated torch zip file ({what})")
 
 
-def read_archive(path: str) -> Archive:
-    """Parse and check the archive structure of ``path`` (reads no entry data)."""
+class _Window:
+    """Reads of ``[start, start + length)`` of an open file, addressed from the window's start."""
+
+    def __init__(self, fd: int, start: int, length: int) -> None:
+        self.fd, self.start, self.length = fd, start, length
+
+    def pread(self, n: int, offset: int) -> bytes:
+        n = max(0, min(n, self.length - offset))
+        return os.pread(self.fd, n, self.start + offset) if offset >= 0 else b""
+
+
+def read_archive(path: str, start: int = 0, length: int | None = None) -> Archive:
+    """Parse and check the archive structure of ``path`` (reads no entry data).
+
+    With ``start`` and ``length`` the archive is that byte range of the file (a
+    ``torch.save`` embedded in a larger file, as ``torch.distributed.checkpoint``
+    writes them); its offsets count from ``start``, the entries' from the file's start.
+    """
     with open(path, "rb") as f:
         fd = f.fileno()
-        size = os.fstat(fd).st_size
-        cd_offset, cd_size, count, end_start = _find_end(path, fd, size)
+        file_size = os.fstat(fd).st_size
+        if length is None:
+            length = file_size - start
+        if start < 0 or length < 0 or start + length > file_size:
+            raise _bad(path, f"the archive's bytes [{start}, {start + length}) run past the file's end")
+        window = _Window(fd, start, length)
+        size = length
+        cd_offset, cd_size, count, end_start = _find_end(path, window, size)
         if count > MAX_ENTRIES or cd_size > MAX_CENTRAL_DIRECTORY:
             raise _bad(path, f"{count} entries in a central directory of {cd_size} bytes is more than allowed")
         if cd_offset + cd_size != end_start:
             raise _bad(path, "the central directory's size or offset field is damaged")
-        directory = os.pread(fd, cd_size, cd_offset)
+        directory = window.pread(cd_size, cd_offset)
         if len(directory) != cd_size:
             raise _bad(path, "central directory cut short")
-        entries = {name: Entry(name, _data_offset(path, fd, name, header, length, cd_offset), length, crc)
-                   for name, (header, length, crc) in _parse_central(path, directory, count, cd_offset).items()}
-    return Archive(path, size, entries)
+        entries = {name: Entry(name, start + _data_offset(path, window, name, header, n, cd_offset), n, crc)
+                   for name, (header, n, crc) in _parse_central(path, directory, count, cd_offset).items()}
+    return Archive(path, file_size, entries)
 
 
-def _find_end(path: str, fd: int, size: int) -> tuple[int, int, int, int]:
+def _find_end(path: str, window: _Window, size: int) -> tuple[int, int, int, int]:
     """(central directory offset, its size, entry count, where the end records start)."""
     tail_start = max(0, size - (_EOCD.size + _MAX_COMMENT))
-    tail = os.pread(fd, size - tail_start, tail_start)
+    tail = window.pread(size - tail_start, tail_start)
     at = tail.rfind(b"PK\x05\x06")
     # the real end record is the one whose comment runs exactly to the end of the file
     while at >= 0 and not (at + _EOCD.size <= len(tail)
@@ -99,7 +121,7 @@ def _find_end(path: str, fd: int, size: int) -> tuple[int, int, int, int]:
     eocd_start = tail_start + at
     if disk != 0 or cd_disk != 0 or here != count:
         raise _bad(path, "multi-disk archives are not checkpoints")
-    locator = os.pread(fd, _LOCATOR.size, eocd_start - _LOCATOR.size) if eocd_start >= _LOCATOR.size else b""
+    locator = window.pread(_LOCATOR.size, eocd_start - _LOCATOR.size) if eocd_start >= _LOCATOR.size else b""
     if not locator.startswith(b"PK\x06\x07"):
         if _U16 in (here, count) or _U32 in (cd_size, cd_offset):
             raise _bad(path, "zip64 locator missing")
@@ -107,7 +129,7 @@ def _find_end(path: str, fd: int, size: int) -> tuple[int, int, int, int]:
     _, _, eocd64_offset, disks = _LOCATOR.unpack(locator)
     if disks != 1 or eocd64_offset + _EOCD64.size > eocd_start - _LOCATOR.size:
         raise _bad(path, "damaged zip64 locator")
-    record = os.pread(fd, _EOCD64.size, eocd64_offset)
+    record = window.pread(_EOCD64.size, eocd64_offset)
     sig, _, _, _, disk, cd_disk, here, count64, size64, offset64 = _EOCD64.unpack(record)
     if sig != b"PK\x06\x06" or disk != 0 or cd_disk != 0 or here != count64:
         raise _bad(path, "damaged zip64 end record")
@@ -176,10 +198,10 @@ def _zip64_fields(path: str, name: str, extra: bytes, usize: int, csize: int, of
     raise _bad(path, f"entry {name!r} lacks its zip64 sizes")
 
 
-def _data_offset(path: str, fd: int, name: str, header_offset: int, size: int, cd_offset: int) -> int:
+def _data_offset(path: str, window: _Window, name: str, header_offset: int, size: int, cd_offset: int) -> int:
     """Where the entry's bytes start, after its checked local header; they must end before the directory."""
     expected = name.encode("utf-8")
-    header = os.pread(fd, _LOCAL.size + len(expected), header_offset)  # the header and, if it agrees, the name
+    header = window.pread(_LOCAL.size + len(expected), header_offset)  # the header and, if it agrees, the name
     if len(header) != _LOCAL.size + len(expected):
         raise _bad(path, f"local header of {name!r} cut short")
     sig, _need, flags, method, _time, _date, _crc, _csize, _usize, name_len, extra_len = _LOCAL.unpack_from(header)
