@@ -64,7 +64,8 @@ def _map_tensors(obj: Any, fn: Callable[[Any], Any]) -> Any:
 
 
 def save(ckpt: JiTCheckpoint, path: str | os.PathLike, format: str | None = None, *, force: bool = False,
-         weights: str | None = None, drop_optimizer: bool = False, progress: Progress | None = None) -> Path:
+         weights: str | None = None, drop_optimizer: bool = False, progress: Progress | None = None,
+         shards: int = 1) -> Path:
     """Write ``ckpt`` to ``path`` atomically; the format defaults to the file's suffix.
 
     ``weights`` ('raw', 'ema1' or 'ema2') writes only that set of weights under
@@ -73,6 +74,7 @@ def save(ckpt: JiTCheckpoint, path: str | os.PathLike, format: str | None = None
     not be mapped to parameter names (``ckpt.unmapped_optimizer``), which is
     otherwise a :class:`SchemaError`. The original ``.pth`` and the Lightning
     ``.ckpt`` get the optimizer in the original grouping, whatever the source's.
+    The ``dcp`` format writes a folder (``shards`` data files) in the same way.
     Raises :class:`OutputError` if ``path`` exists and ``force`` is false.
     """
     target = Path(path)
@@ -87,6 +89,12 @@ def save(ckpt: JiTCheckpoint, path: str | os.PathLike, format: str | None = None
     elif ckpt.unmapped_optimizer is not None:
         raise SchemaError(f"{ckpt.unmapped_optimizer.reason}; pass {DROP_OPTIMIZER} to write "
                           "the rest without it, or export weights only")
+    if getattr(module, "WRITES_FOLDER", False):
+        from .io_folder import atomic_folder
+
+        with atomic_folder(target, force=force) as folder:
+            module.write_folder(ckpt, folder, progress=progress, weights=weights, shards=shards)
+        return target
     with atomic_output(target, force=force) as handle:
         module.write(ckpt, handle, target, progress=progress, weights=weights)
     return target
@@ -99,7 +107,7 @@ def default_output(src: Path, to: str) -> Path:
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: str | None = None, *,
             weights: str | None = None, force: bool = False, drop_optimizer: bool = False,
-            progress: Progress | None = None) -> Path:
+            progress: Progress | None = None, shards: int = 1) -> Path:
     """Convert ``src`` to another format, streaming tensors; returns the path written.
 
     The target format is ``to``, else the suffix of ``dst``, else the natural
@@ -113,17 +121,23 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
     if to is None and dst is not None:
         to = formats.format_for_suffix(dst)
         if to is None:
-            raise OutputError(f"cannot tell the format to write from {Path(dst).name!r}: name it .pth, .ckpt or "
-                              f".safetensors, or pass {TO_FORMAT}")
+            raise OutputError(f"cannot tell the format to write from {Path(dst).name!r}: name it .pth, .ckpt, "
+                              f".safetensors or .dcp, or pass {TO_FORMAT}")
     src_format, ckpt = formats.read(source)
     if to is None:
         to = "safetensors" if weights else ("ckpt" if src_format == "pth" else "pth")
     target = Path(dst) if dst is not None else default_output(source, to)
     if target.resolve() == source.resolve():
         raise OutputError(f"output {str(target)!r} is the source file; give another name with -o")
-    check_output_path(target, force)
+    if getattr(formats.get(to), "WRITES_FOLDER", False):
+        from .io_folder import check_folder_target
+
+        check_folder_target(target, force)
+    else:
+        check_output_path(target, force)
     try:
-        return save(ckpt, target, to, force=force, weights=weights, drop_optimizer=drop_optimizer, progress=progress)
+        return save(ckpt, target, to, force=force, weights=weights, drop_optimizer=drop_optimizer, progress=progress,
+                    shards=shards)
     except SchemaError as exc:  # the source's content cannot be written: say which file
         raise naming(exc, str(source)) from None
 

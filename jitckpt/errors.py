@@ -16,11 +16,11 @@ import re
 # The remedies messages offer, as the Python API spells them; CLI_TERMS maps each to the command line's spelling.
 FORCE = "force=True"
 DROP_OPTIMIZER = "drop_optimizer=True"
-TO_FORMAT = "to='pth', 'ckpt' or 'safetensors'"
+TO_FORMAT = "to='pth', 'ckpt', 'safetensors' or 'dcp'"
 CLI_TERMS: dict[str, str] = {
     FORCE: "--force",
     DROP_OPTIMIZER: "--drop-optimizer",
-    TO_FORMAT: "--to pth, ckpt or safetensors",
+    TO_FORMAT: "--to pth, ckpt, safetensors or dcp",
 }
 _API_TERM = re.compile("|".join(re.escape(term) for term in sorted(CLI_TERMS, key=len, reverse=True)))
 

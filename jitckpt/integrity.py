@@ -54,8 +54,8 @@ def check_file(path: str | os.PathLike, limit: int = 10,
     Reading the checkpoint checks its structure, every bound and that every
     tensor is reachable and fits the schema; then every checksummed region is
     read once and its CRC-32 compared: every zip entry of a torch file, every
-    tensor of a safetensors file jitckpt wrote. ``progress`` is called with the
-    bytes of each region checked.
+    tensor of a safetensors file jitckpt wrote, every stored piece of a DCP
+    directory's tensors. ``progress`` is called with the bytes of each region checked.
     """
     from . import formats
 
@@ -63,48 +63,57 @@ def check_file(path: str | os.PathLike, limit: int = 10,
     # Structure first, then the CRCs on every core: overlapping the two was measured slower (the parse,
     # holding the GIL, stalls the CRC threads between their reads).
     name, ckpt = formats.read(path)
-    refs = list(_tensor_refs(ckpt))
-    if starts_as_zip(path):  # every zip entry: the tensors and the pickle itself
-        regions = [(e.offset, e.size, e.crc, e.name) for e in read_archive(path).entries.values()]
+    tensors = list(_tensor_refs(ckpt))
+    refs = [piece for ref in tensors for piece in _stored_pieces(ref)]
+    if os.path.isfile(path) and starts_as_zip(path):  # every zip entry: the tensors and the pickle itself
+        regions = [(path, e.offset, e.size, e.crc, e.name) for e in read_archive(path).entries.values()]
     else:
-        unique = {ref.checksum: ref.name for ref in refs if ref.checksum is not None}
-        regions = [(c.start, c.length, c.crc, label) for c, label in unique.items()]
-    computed = _crcs(path, regions, progress)
-    names: dict[int, list[str]] = defaultdict(list)
+        unique = {(ref.path, ref.checksum): ref.name for ref in refs if ref.checksum is not None}
+        regions = [(file, c.start, c.length, c.crc, label) for (file, c), label in unique.items()]
+    computed = _crcs(regions, progress)
+    names: dict[tuple[str, int], list[str]] = defaultdict(list)
     for ref in refs:
         if ref.checksum is not None:
-            names[ref.checksum.start].append(ref.name)
-    report = IntegrityReport(path, name, tensors=len(refs), checksummed=bool(regions) or not refs)
-    for (start, length, crc, label), actual in zip(regions, computed):
+            names[(ref.path, ref.checksum.start)].append(ref.name)
+    report = IntegrityReport(path, name, tensors=len(tensors), checksummed=bool(regions) or not refs)
+    for (file, start, length, crc, label), actual in zip(regions, computed):
         report.checked_bytes += length
         if actual != crc and len(report.damaged) < limit:
-            tensors = ", ".join(names.get(start, [])) or label
-            report.damaged.append(f"{tensors}: CRC-32 mismatch (recorded {crc:08x}, computed {actual:08x})")
+            tensors_here = ", ".join(names.get((file, start), [])) or label
+            report.damaged.append(f"{tensors_here}: CRC-32 mismatch (recorded {crc:08x}, computed {actual:08x})")
     return report
 
 
-def _crcs(path: str, regions: list[tuple[int, int, int, str]],
-          progress: Callable[[int], None] | None) -> list[int]:
-    """The CRC-32 of each region, computed by THREADS threads that each read a contiguous share of the bytes."""
-    total = sum(r[1] for r in regions) or 1
+def _stored_pieces(ref: TensorRef) -> list[TensorRef]:
+    """The stored pieces of a tensor: itself, or each shard of a DCP tensor."""
+    return [piece.ref for piece in ref.pieces] if hasattr(ref, "pieces") else [ref]
+
+
+def _crcs(regions: list[tuple[str, int, int, int, str]], progress: Callable[[int], None] | None) -> list[int]:
+    """The CRC-32 of each (file, start, length, ...) region, by THREADS threads that each read a contiguous
+    share of the bytes."""
+    total = sum(r[2] for r in regions) or 1
     shares: list[list[int]] = [[] for _ in range(THREADS)]
     done = 0
     for index, region in enumerate(regions):
         shares[min(THREADS - 1, done * THREADS // total)].append(index)
-        done += region[1]
+        done += region[2]
     results = [0] * len(regions)
 
     def work(share: list[int]) -> None:
         buffer = memoryview(bytearray(READ_BYTES))
-        fd = os.open(path, os.O_RDONLY)
+        opened: dict[str, int] = {}
         try:
             for index in share:
-                start, length = regions[index][:2]
-                results[index] = _region_crc(fd, buffer, path, start, length)
+                file, start, length = regions[index][:3]
+                if file not in opened:
+                    opened[file] = os.open(file, os.O_RDONLY)
+                results[index] = _region_crc(opened[file], buffer, file, start, length)
                 if progress is not None:
                     progress(length)
         finally:
-            os.close(fd)
+            for fd in opened.values():
+                os.close(fd)
 
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
         list(pool.map(work, shares))

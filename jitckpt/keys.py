@@ -58,3 +58,7 @@ def normalize_keys(state: Mapping[str, V], what: str = "state dict") -> dict[str
         out[new] = value
         origin[new] = key
     return out
+
+# Where EMACallback puts the EMAs inside a sharded (torch.distributed.checkpoint) checkpoint's state_dict:
+# under keys no module parameter can have, as DTensors beside the parameters they follow.
+SHARDED_EMA_PREFIXES = {"ema1": "jitckpt:ema1/", "ema2": "jitckpt:ema2/"}

@@ -37,7 +37,7 @@ def summarize(path: str | os.PathLike) -> dict[str, Any]:
         "path": str(path),
         "format": name,
         "format_description": formats.get(name).DESCRIPTION,
-        "file_size": os.path.getsize(path),
+        "file_size": formats.size_on_disk(path),
         "schema_version": ckpt.source_version,
         "epoch": ckpt.epoch,
         "global_step": ckpt.global_step,
@@ -56,7 +56,7 @@ def summarize(path: str | os.PathLike) -> dict[str, Any]:
         info["dtypes"]["optimizer"] = sorted(
             {dtype_name(v) for st in optimizer.get("state", {}).values() for v in st.values() if is_tensor(v)}
         )
-    info["checksummed"] = all(getattr(t, "checksum", None) is not None for t in ckpt.model.values())
+    info["checksummed"] = all(getattr(t, "checksummed", False) for t in ckpt.model.values())
     info["weights"] = ckpt.extra.get("weights")
     info["args"] = {k: ckpt.args[k] for k in KEY_ARGS if k in ckpt.args}
     info["all_args"] = ckpt.args

@@ -106,6 +106,11 @@ class TensorRef:
         return (last + 1) * self.itemsize
 
     @property
+    def checksummed(self) -> bool:
+        """True when the file records a checksum for the bytes of this tensor."""
+        return self.checksum is not None
+
+    @property
     def checksum_is_own(self) -> bool:
         """True when the recorded checksum covers exactly this tensor's bytes."""
         c = self.checksum
@@ -169,23 +174,24 @@ class TensorRef:
         """Append the tensor's bytes to ``handle`` with in-kernel copies where possible."""
         copy_range = getattr(os, "copy_file_range", None)
         if copy_range is None or not self.is_contiguous:
-            return _write_chunks(self.iter_bytes(), handle, progress)
+            return write_chunks(self.iter_bytes(), handle, progress)
         handle.flush()
         start = handle.tell()
+        origin = getattr(handle, "origin", 0)  # an archive embedded in a larger file counts from there
         src = os.open(self.path, os.O_RDONLY)
         try:
             done = 0
             while done < self.nbytes:
                 try:
                     got = copy_range(src, handle.fileno(), min(COPY_BYTES, self.nbytes - done),
-                                     self.offset + done, start + done)
+                                     self.offset + done, origin + start + done)
                 except OSError:  # filesystem or kernel without it: plain reads and writes
                     # (a full disk fails again there, through the handle, which names the target)
                     handle.seek(start + done)
-                    return _write_chunks(_skip(self.iter_bytes(), done), handle, progress)
+                    return write_chunks(_skip(self.iter_bytes(), done), handle, progress)
                 if got <= 0:
                     raise _truncated(self.path)
-                start_writeback(handle.fileno(), start + done, got)
+                start_writeback(handle.fileno(), origin + start + done, got)
                 done += got
                 if progress is not None:
                     progress(got)
@@ -268,7 +274,7 @@ def verify_region(path: str, checksum: Checksum, name: str) -> None:
     _verified.add(key)
 
 
-def _write_chunks(chunks: Iterator, handle: BinaryIO, progress: Callable[[int], None] | None) -> None:
+def write_chunks(chunks: Iterator, handle: BinaryIO, progress: Callable[[int], None] | None) -> None:
     for chunk in chunks:
         handle.write(chunk)
         if progress is not None:
@@ -290,7 +296,7 @@ def write_tensor(tensor: Any, handle: BinaryIO, progress: Callable[[int], None] 
     if isinstance(tensor, TensorRef):
         tensor.copy_to(handle, progress)
     else:
-        _write_chunks(iter_tensor_bytes(tensor), handle, progress)
+        write_chunks(iter_tensor_bytes(tensor), handle, progress)
 
 
 def dtype_name(tensor: Any) -> str:

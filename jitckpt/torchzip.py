@@ -230,6 +230,29 @@ def write_tree(tree: Any, handle: BinaryIO, archive: str = "archive", progress: 
         zf.add_bytes(f"{archive}/.data/serialization_id", b"0" * 40)
 
 
+class EmbeddedOutput:
+    """The rest of a seekable file, addressed from ``origin``: an archive written through it counts its
+    offsets from there (``torch.distributed.checkpoint`` stores each item as such an embedded archive)."""
+
+    def __init__(self, handle: BinaryIO, origin: int) -> None:
+        self.handle, self.origin = handle, origin
+
+    def tell(self) -> int:
+        return self.handle.tell() - self.origin
+
+    def seek(self, offset: int) -> int:
+        return self.handle.seek(self.origin + offset) - self.origin
+
+    def write(self, data: Any) -> int:
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def fileno(self) -> int:
+        return self.handle.fileno()
+
+
 _U32 = 0xFFFFFFFF
 _ZIP64_LIMIT = _U32  # sizes and offsets from here on need zip64 records (a test lowers it)
 

@@ -125,9 +125,9 @@ def test_convert_refuses_a_suffix_it_does_not_know_unless_to_names_the_format(go
     result = run("convert", golden, "-o", target)
     assert result.exit_code == EXIT_ERROR and len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith("error: cannot tell the format to write from 'x.bin'")
-    assert "--to pth, ckpt or safetensors" in result.stderr and "to='pth'" not in result.stderr
+    assert "--to pth, ckpt, safetensors or dcp" in result.stderr and "to='pth'" not in result.stderr
     assert not target.exists() and list(tmp_path.iterdir()) == [golden]
-    with pytest.raises(OutputError, match="pass to='pth', 'ckpt' or 'safetensors'"):
+    with pytest.raises(OutputError, match="pass to='pth', 'ckpt', 'safetensors' or 'dcp'"):
         jitckpt.convert(golden, target)
     result = run("convert", golden, "-o", target, "--to", "pth")
     assert result.exit_code == 0, result.output

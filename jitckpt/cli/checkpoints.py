@@ -15,7 +15,8 @@ from .console import EXIT_DIFFERENT, echo, errors, out, present, progress, size,
 
 
 def inspect(
-    path: Path = typer.Argument(..., help="Checkpoint file (.pth, .ckpt or .safetensors; detected from its bytes)."),
+    path: Path = typer.Argument(..., help="Checkpoint file (.pth, .ckpt or .safetensors) or DCP directory; detected "
+                                          "from its bytes."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of tables."),
 ) -> None:
     """Show format, epoch, architecture, sections and training args, reading headers only."""
@@ -88,16 +89,19 @@ def _sampling_text(info: dict) -> Text:
 
 def convert(
     src: Path = typer.Argument(..., help="Checkpoint to convert (any format)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (default: SRC with the new suffix, beside it)."),
-    to: Optional[str] = typer.Option(None, "--to", help="pth, ckpt or safetensors (default: from -o, else .pth -> .ckpt, others -> .pth)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file, or folder for dcp (default: SRC "
+                                                                       "with the new suffix, beside it)."),
+    to: Optional[str] = typer.Option(None, "--to", help="pth, ckpt, safetensors or dcp (default: from -o, else .pth -> "
+                                                        ".ckpt, others -> .pth)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="raw, ema1 or ema2: which weights a --weights-only export keeps."),
     weights_only: bool = typer.Option(False, "--weights-only", help="Write only one set of weights (plain net. keys), for inference."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
     drop_optimizer: bool = typer.Option(False, "--drop-optimizer",
                                         help="Write the full state without the optimizer (needed when inspect says "
                                              "it is unmappable)."),
+    shards: int = typer.Option(1, "--shards", help="dcp only: how many data files share the tensors."),
 ) -> None:
-    """Convert between the original .pth, Lightning .ckpt and safetensors, losslessly."""
+    """Convert between the original .pth, Lightning .ckpt, safetensors and DCP directories, losslessly."""
     from .. import api, formats
     from ..errors import JiTCheckpointError
 
@@ -109,15 +113,15 @@ def convert(
         if to is not None:
             formats.get(to)
         started = time.perf_counter()
-        source_bytes = src.stat().st_size if src.exists() else 0
+        source_bytes = formats.size_on_disk(src) if src.exists() else 0
         with progress(source_bytes, f"converting {src.name}") as advance:
             target = api.convert(src, output, to, weights=weights, force=force, drop_optimizer=drop_optimizer,
-                                 progress=advance)
+                                 progress=advance, shards=shards)
         seconds = time.perf_counter() - started
         kind = formats.get(formats.detect_format(target)).LABEL
         what = f"{weights} weights only" if weights else (
             "training state without the optimizer" if drop_optimizer else "full training state")
-        echo(f"wrote {target} ({kind}, {what}, {size(target.stat().st_size)}) in {seconds:.1f} s")
+        echo(f"wrote {target} ({kind}, {what}, {size(formats.size_on_disk(target))}) in {seconds:.1f} s")
 
 
 def verify(

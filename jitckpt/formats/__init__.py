@@ -2,8 +2,10 @@
 only in :class:`~jitckpt.schema.JiTCheckpoint`.
 
 A format module has ``NAME``, ``SUFFIXES``, ``LABEL``, ``DESCRIPTION``, ``read(path)`` and
-``write(ckpt, handle, path, progress=None, weights=None)``. Detection looks at
-the bytes: safetensors by its JSON header, torch zips by their pickle's keys.
+``write(ckpt, handle, path, progress=None, weights=None)``; a format written as a
+folder (DCP) has ``write_folder(ckpt, folder, progress=None, weights=None)`` instead.
+Detection looks at the bytes: safetensors by its JSON header, torch zips by their
+pickle's keys, a DCP directory by its ``.metadata``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from typing import Any
 from .. import torchread
 from ..errors import FormatError, JiTCheckpointError, UnsafePickleError, naming
 from ..schema import JiTCheckpoint
-from . import lightning, original, safetensors
+from . import dcp, lightning, original, safetensors
 
-FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (original, lightning, safetensors)}
+FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (original, lightning, safetensors, dcp)}
 _LEGACY_TORCH_HEAD = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8"  # pickled magic number
 
 
@@ -26,7 +28,8 @@ def _check_readable(path: str) -> int:
     if not os.path.exists(path):
         raise FormatError(f"{path}: no such file")
     if os.path.isdir(path):
-        raise FormatError(f"{path}: is a folder, not a checkpoint file")
+        raise FormatError(f"{path}: is a folder, but not a torch.distributed.checkpoint directory (no "
+                          f"{dcp.METADATA_FILE} in it)")
     size = os.path.getsize(path)
     if size == 0:
         raise FormatError(f"{path}: file is empty")
@@ -34,7 +37,9 @@ def _check_readable(path: str) -> int:
 
 
 def _sniff(path: str) -> tuple[str, Any]:
-    """(format name, parsed torch tree or None) from the file's bytes."""
+    """(format name, parsed torch tree or None) from the file's bytes (or the directory's .metadata)."""
+    if dcp.is_dcp_dir(path):
+        return dcp.NAME, None
     size = _check_readable(path)
     with open(path, "rb") as f:
         head = f.read(16)
@@ -58,6 +63,13 @@ def is_torch_file(path: str | os.PathLike) -> bool:
     """True when ``path`` starts as a zip (a torch file, or a corrupt one); reads 4 bytes."""
     with open(path, "rb") as f:
         return torchread.is_torch_zip(f.read(4))
+
+
+def size_on_disk(path: str | os.PathLike) -> int:
+    """Bytes of a checkpoint: the file's size, or the sum of a DCP directory's files."""
+    if os.path.isdir(path):
+        return sum(e.stat().st_size for e in os.scandir(path) if e.is_file(follow_symlinks=False))
+    return os.path.getsize(path)
 
 
 def detect_format(path: str | os.PathLike) -> str:

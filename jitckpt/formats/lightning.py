@@ -63,7 +63,9 @@ def from_tree(tree: Any, path: str) -> JiTCheckpoint:
     epoch = _last_completed_epoch(tree)
     if tree.get("epoch") != epoch:  # Lightning's own count (see above), kept for an exact round trip
         rest["epoch"] = tree.get("epoch")
-    payload.update(epoch=epoch, global_step=tree.get("global_step"), arch=meta.get("arch"))
+    hparams = tree.get("hyper_parameters")
+    arch = meta.get("arch") or (hparams.get("arch") if isinstance(hparams, dict) else None)  # Lightning's own save
+    payload.update(epoch=epoch, global_step=tree.get("global_step"), arch=arch)
     for unknown in meta.get("unknown", ()) if isinstance(meta.get("unknown"), list) else ():
         if unknown in ("epoch", "global_step"):  # the source said nothing; Lightning needed a number
             payload[unknown] = None

@@ -1,0 +1,244 @@
+"""``torch.distributed.checkpoint`` (DCP) directories: FSDP2 / ``ModelParallelStrategy`` sharded checkpoints.
+
+A DCP directory holds ``.metadata`` (read by :mod:`.dcp_metadata`, safely),
+``__{rank}_{n}.distcp`` files in which every stored piece is a ``torch.save``
+archive at an offset (read in place by :mod:`jitckpt.torchread`: each tensor
+piece a :class:`~jitckpt.tensors.TensorRef` with its entry's CRC-32), and, when
+Lightning wrote it, ``meta.pt`` with everything but the module and optimizer.
+
+Two layouts are understood. Lightning's: ``state_dict`` (the module; the EMAs
+beside it under :data:`jitckpt.keys.SHARDED_EMA_PREFIXES` when EMACallback
+saved them sharded), ``optimizer_0`` (AdamW by parameter name) and ``meta.pt``
+(epoch, global step, loops, callbacks), mapped like a Lightning ``.ckpt``. And a
+plain ``dcp.save`` of a model state dict with an optional optimizer state dict
+under the names of :data:`PLAIN_KEYS`. Tensors split across shards are
+assembled by :func:`jitckpt.sharded.assemble`, which checks that they tile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from .. import torchread
+from ..errors import FormatError
+from ..keys import SHARDED_EMA_PREFIXES, canonical_key
+from ..schema import JiTCheckpoint, from_file_payload
+from ..sharded import Piece, assemble
+from ..tensors import TensorRef
+from . import dcp_metadata, lightning
+from .dcp_metadata import METADATA_FILE, Layout
+from .dcp_write import write_folder  # noqa: F401 (this format's writer)
+
+NAME = "dcp"
+SUFFIXES = (".dcp",)  # a folder's name: -o run.dcp, or any name with --to dcp
+WRITES_FOLDER = True
+LABEL = "DCP directory"
+DESCRIPTION = "torch.distributed.checkpoint directory (FSDP2 / ModelParallelStrategy sharded checkpoint)"
+LIGHTNING_META = "meta.pt"  # Lightning's file for everything but the module and optimizers
+MAX_LIST_INDEX = 1 << 16  # a list position in an item's path (param_groups, ...)
+
+# A plain dcp.save: which top-level names hold what, in order of preference.
+PLAIN_KEYS = {
+    "model": ("model", "state_dict", "module", "net", "app.model"),
+    "optimizer": ("optimizer", "optim", "optimizer_0", "app.optimizer", "app.optim"),
+    "epoch": ("epoch",),
+    "global_step": ("global_step", "step"),
+    "args": ("args",),
+}
+
+
+def is_dcp_dir(path: str | os.PathLike) -> bool:
+    """True for a directory holding DCP's ``.metadata``."""
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, METADATA_FILE))
+
+
+def read(path: str) -> JiTCheckpoint:
+    return from_tree(read_tree(path), path)
+
+
+def read_tree(path: str) -> dict:
+    """The directory's nested state dict (and ``meta.pt``'s entries), tensors as lazy references."""
+    meta_path = os.path.join(path, METADATA_FILE)
+    with open(meta_path, "rb") as f:
+        data = f.read(dcp_metadata.MAX_METADATA_BYTES + 1)
+    layout = dcp_metadata.parse(data, meta_path)
+    files = _ShardFiles(path)
+    flat = {key: (_tensor(key, item, layout, files, path) if item is not None else _bytes(key, layout, files))
+            for key, item in layout.items.items()}
+    tree = _unflatten(flat, layout.paths, path)
+    extra_meta = os.path.join(path, LIGHTNING_META)
+    if os.path.isfile(extra_meta):
+        meta = torchread.read_tree(extra_meta)
+        if not isinstance(meta, dict):
+            raise FormatError(f"{extra_meta}: holds a {type(meta).__name__}, not Lightning's checkpoint metadata")
+        clash = next((k for k in meta if k in tree), None)
+        if clash is not None:
+            raise FormatError(f"{path}: {clash!r:.60} is both in the sharded state and in {LIGHTNING_META}")
+        tree.update(meta)
+    return tree
+
+
+class _ShardFiles:
+    """The data files of one directory, each checked once: a regular file inside it."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.checked: dict[str, str] = {}
+
+    def __call__(self, name: str) -> str:
+        if name not in self.checked:
+            full = os.path.join(self.folder, name)
+            if not os.path.isfile(full):
+                raise FormatError(f"{full}: shard file is missing (.metadata stores data there)")
+            self.checked[name] = full
+        return self.checked[name]
+
+
+def _piece(key: str, where: tuple, layout: Layout, files: _ShardFiles) -> Any:
+    location = layout.locations.get(where)
+    if location is None:
+        raise FormatError(f"{files.folder}: .metadata lists a piece of {key!r:.80} but not where it is stored")
+    value = torchread.read_tree(files(location.file), location.offset, location.length)
+    return value
+
+
+def _tensor(key: str, item: dcp_metadata.TensorItem, layout: Layout, files: _ShardFiles, path: str) -> TensorRef:
+    pieces = []
+    for chunk in item.chunks:
+        ref = _piece(key, (key, chunk.offsets), layout, files)
+        if not isinstance(ref, TensorRef) or ref.shape != chunk.sizes:
+            what = f"shape {ref.shape}" if isinstance(ref, TensorRef) else f"a {type(ref).__name__}"
+            raise FormatError(f"{path}: a piece of {key!r:.80} holds {what}, .metadata says a tensor of {chunk.sizes}")
+        pieces.append(Piece(dataclasses.replace(ref, name=key), chunk.offsets))
+    return assemble(key, item.dtype, item.size, pieces, path)
+
+
+def _bytes(key: str, layout: Layout, files: _ShardFiles) -> Any:
+    return _piece(key, (key, None), layout, files)
+
+
+def _unflatten(flat: dict[str, Any], paths: dict[str, tuple], where: str) -> dict:
+    """Nest ``flat`` along each key's path (DCP's planner data; the key itself when it has none)."""
+    root: dict = {}
+    for key, value in flat.items():
+        route = paths.get(key, (key,))
+        node: Any = root
+        for step, following in zip(route, route[1:]):
+            node = _child(node, step, {} if isinstance(following, str) else [], where, key)
+        _set(node, route[-1], value, where, key)
+    return root
+
+
+def _child(node: Any, step: Any, empty: Any, where: str, key: str) -> Any:
+    current = node.get(step) if isinstance(node, dict) else (node[step] if step < len(node) else None)
+    if current is None:
+        _set(node, step, empty, where, key)
+        return empty
+    if not isinstance(current, (dict, list)):
+        raise FormatError(f"{where}: item {key!r:.80} nests inside a value that is not a container")
+    return current
+
+
+def _set(node: Any, step: Any, value: Any, where: str, key: str) -> None:
+    if isinstance(node, dict) and isinstance(step, str):
+        node[step] = value
+    elif isinstance(node, list) and isinstance(step, int) and 0 <= step < MAX_LIST_INDEX:
+        node.extend([None] * (step + 1 - len(node)))
+        node[step] = value
+    else:
+        raise FormatError(f"{where}: item {key!r:.80} has a path that does not fit its containers")
+
+
+# ----------------------------------------------------------------------------- to the schema
+
+
+def from_tree(tree: dict, path: str) -> JiTCheckpoint:
+    if isinstance(tree.get("state_dict"), dict) and (LIGHTNING_META in os.listdir(path) or "optimizer_0" in tree):
+        return _from_lightning(tree, path)
+    return _from_plain(tree, path)
+
+
+def _from_lightning(tree: dict, path: str) -> JiTCheckpoint:
+    tree = dict(tree)
+    state = dict(tree["state_dict"])
+    emas = {version: {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
+            for version, prefix in SHARDED_EMA_PREFIXES.items()}
+    tree["state_dict"] = state
+    optimizers = sorted(k for k in tree if isinstance(k, str) and k.startswith("optimizer_") and k[10:].isdigit())
+    tree["optimizer_states"] = [_named_optimizer(tree.pop(k), path) for k in optimizers]
+    callbacks = dict(tree.get("callbacks") or {})
+    entry = lightning._ema_entry(callbacks)
+    if any(emas.values()):
+        ema_state = dict(callbacks.get(entry or lightning.EMA_CALLBACK) or {})
+        ema_state.pop("sharded", None)
+        ema_state.update((version, values) for version, values in emas.items() if values)
+        callbacks[entry or lightning.EMA_CALLBACK] = ema_state
+    elif entry is not None:
+        _refuse_rank_zero_shards(callbacks[entry], state, path)
+    tree["callbacks"] = callbacks
+    return lightning.from_tree(tree, path)
+
+
+def _refuse_rank_zero_shards(ema_state: Any, model: dict, path: str) -> None:
+    """meta.pt written by rank zero alone holds only its own shards of sharded EMAs: never read them as whole."""
+    for version in ("ema1", "ema2"):
+        values = ema_state.get(version) if isinstance(ema_state, dict) else None
+        for name, tensor in (values or {}).items():
+            full = model.get(name)
+            if isinstance(tensor, TensorRef) and isinstance(full, TensorRef) and tensor.shape != full.shape:
+                raise FormatError(
+                    f"{path}: {LIGHTNING_META} holds only rank zero's shards of the EMAs ({version} {name!r}: "
+                    f"{tensor.shape} of {full.shape}), as Lightning saved EMACallback's state before jitckpt "
+                    "stored sharded EMAs in the sharded checkpoint; the other ranks' EMAs are not in this "
+                    "directory. Use the consolidated .pth that JiTModelCheckpoint wrote for this step")
+
+
+def _named_optimizer(optimizer: Any, path: str) -> Any:
+    """An optimizer state dict keyed by parameter name, names made canonical (``net.``)."""
+    if not isinstance(optimizer, dict):
+        return optimizer
+    state = optimizer.get("state")
+    groups = optimizer.get("param_groups")
+    if isinstance(state, dict):
+        state = {canonical_key(k) if isinstance(k, str) else k: v for k, v in state.items()}
+    if isinstance(groups, list):
+        groups = [{**g, "params": [canonical_key(p) if isinstance(p, str) else p for p in g.get("params", [])]}
+                  if isinstance(g, dict) else g for g in groups]
+    return {**optimizer, "state": state, "param_groups": groups}
+
+
+def _from_plain(tree: dict, path: str) -> JiTCheckpoint:
+    payload: dict[str, Any] = {}
+    for field, names in PLAIN_KEYS.items():
+        for name in names:
+            value = _lookup(tree, name)
+            if value is not None:
+                payload[field] = value
+                break
+    if "model" not in payload:
+        keys = ", ".join(map(repr, list(tree)[:6]))
+        raise FormatError(f"{path}: a DCP checkpoint without a model state dict (top-level keys: {keys}); "
+                          f"jitckpt looks for one of {', '.join(PLAIN_KEYS['model'])}")
+    if "optimizer" in payload:
+        payload["optimizer"] = _named_optimizer(payload["optimizer"], path)
+    payload["extra"] = {"dcp": {k: v for k, v in tree.items() if not _holds_tensors(v)}}
+    return from_file_payload(payload, 1)
+
+
+def _lookup(tree: dict, dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _holds_tensors(value: Any) -> bool:
+    if isinstance(value, TensorRef):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_tensors(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_tensors(v) for v in value)
+    return False

@@ -1,0 +1,222 @@
+"""The ``.metadata`` file of a ``torch.distributed.checkpoint`` (DCP) directory: read safely, written for torch.
+
+DCP writes ``.metadata`` with a plain ``pickle.dump`` of its ``Metadata``
+dataclass and reads it back with ``pickle.load``, so a directory from someone
+else can run code when torch opens it. Here the pickle goes through the
+project's bounded interpreter with an allowlist that names each DCP record
+class and maps it onto a local, inert record: nothing is imported, nothing
+from the file is called. The result is a :class:`Layout`: for each item its
+kind (tensor: dtype, full size and chunks; or bytes), where each stored piece
+lies (file, offset, length), and the item's path in the nested state dict.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import FormatError
+from ..tensors import DTYPES
+from ..unpickler import DICT_TYPES, Unpickler
+
+METADATA_FILE = ".metadata"
+MAX_METADATA_BYTES = 64 << 20  # JiT-H/16's full training state needs a few MB
+MAX_DIMS = 16
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}")  # a shard file beside .metadata, no path
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A stored piece of a tensor: ``sizes`` elements per dimension, starting at ``offsets`` in the full tensor."""
+
+    offsets: tuple[int, ...]
+    sizes: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.sizes)
+
+
+@dataclass(frozen=True)
+class TensorItem:
+    dtype: str
+    size: tuple[int, ...]
+    chunks: tuple[Chunk, ...]
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where one stored piece lies: ``length`` bytes at ``offset`` of ``file`` (a name in the directory)."""
+
+    file: str
+    offset: int
+    length: int
+
+
+@dataclass
+class Layout:
+    """What ``.metadata`` says. ``items`` maps each flattened key to its TensorItem (None for a bytes item);
+    ``locations`` maps (key, chunk offsets or None) to the piece's Location; ``paths`` gives each key's
+    path in the nested state dict (DCP's ``planner_data``)."""
+
+    items: dict[str, TensorItem | None]
+    locations: dict[tuple[str, tuple[int, ...] | None], Location]
+    paths: dict[str, tuple]
+
+
+class _Record:
+    """An inert stand-in for one DCP dataclass: BUILD gives it plain attributes, nothing else."""
+
+    def field(self, name: str, default: Any = None) -> Any:
+        return self.__dict__.get(name, default)
+
+
+class _Metadata(_Record): pass  # noqa: E701
+class _TensorStorageMetadata(_Record): pass  # noqa: E701
+class _ChunkStorageMetadata(_Record): pass  # noqa: E701
+class _BytesStorageMetadata(_Record): pass  # noqa: E701
+class _MetadataIndex(_Record): pass  # noqa: E701
+class _StorageInfo(_Record): pass  # noqa: E701
+class _StorageMeta(_Record): pass  # noqa: E701
+
+
+class _TensorProperties(_Record):
+    def build_from_tuple(self, state: tuple) -> None:
+        """DCP pickles TensorProperties as (dtype, layout, requires_grad, memory_format, pin_memory)."""
+        self.__dict__["dtype"] = state[0] if state else None
+        self.__dict__["layout"] = state[1] if len(state) > 1 else None
+
+
+_DCP = "torch.distributed.checkpoint.metadata"
+ALLOWED: dict[tuple[str, str], Any] = {
+    (_DCP, "Metadata"): _Metadata,
+    (_DCP, "TensorStorageMetadata"): _TensorStorageMetadata,
+    (_DCP, "TensorProperties"): _TensorProperties,
+    (_DCP, "ChunkStorageMetadata"): _ChunkStorageMetadata,
+    (_DCP, "BytesStorageMetadata"): _BytesStorageMetadata,
+    (_DCP, "MetadataIndex"): _MetadataIndex,
+    (_DCP, "StorageMeta"): _StorageMeta,
+    (_DCP, "_MEM_FORMAT_ENCODING"): lambda value: value,
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"): _StorageInfo,
+    ("torch.serialization", "_get_layout"): lambda name: name,
+    ("torch", "Size"): lambda dims=(): tuple(dims),
+    ("pathlib", "PosixPath"): lambda *parts: "/".join(map(str, parts)),
+    ("pathlib", "WindowsPath"): lambda *parts: "\\".join(map(str, parts)),
+}
+ALLOWED.update({("torch", name): name for name in DTYPES})  # a dtype reads as its name
+_RECORDS = (_Record,)
+
+
+def parse(data: bytes, path: str) -> Layout:
+    """The layout ``.metadata`` (its bytes ``data``, at ``path``) describes; one FormatError if it is wrong."""
+    if len(data) > MAX_METADATA_BYTES:
+        raise FormatError(f"{path}: {len(data)} bytes, more than the {MAX_METADATA_BYTES} a checkpoint's needs")
+    root = Unpickler(data, path, ALLOWED, _no_persistent_ids(path), _RECORDS, DICT_TYPES, protocol4=True).load()
+    if not isinstance(root, _Metadata):
+        raise FormatError(f"{path}: not torch.distributed.checkpoint metadata (it holds a {type(root).__name__})")
+    items_in = _mapping(root.field("state_dict_metadata"), "state_dict_metadata", path)
+    items: dict[str, TensorItem | None] = {}
+    for key, record in items_in.items():
+        if type(key) is not str:
+            raise FormatError(f"{path}: an item key is a {type(key).__name__}, not a string")
+        if isinstance(record, _BytesStorageMetadata):
+            items[key] = None
+        elif isinstance(record, _TensorStorageMetadata):
+            items[key] = _tensor_item(key, record, path)
+        else:
+            raise FormatError(f"{path}: item {key!r:.80} is a {type(record).__name__}, not tensor or bytes metadata")
+    locations = {}
+    for index, info in _mapping(root.field("storage_data"), "storage_data", path).items():
+        if not isinstance(index, _MetadataIndex) or not isinstance(info, _StorageInfo):
+            raise FormatError(f"{path}: storage_data holds a {type(index).__name__} -> {type(info).__name__}")
+        key = index.field("fqn")
+        if key not in items:
+            raise FormatError(f"{path}: stored bytes for {str(key)!r:.80}, which is not an item")
+        offsets = index.field("offset")
+        where = (key, _dims(offsets, f"{key!r:.80}'s chunk offset", path) if offsets is not None else None)
+        locations[where] = _location(key, info, path)
+    paths = {}
+    for key, route in _mapping(root.field("planner_data") or {}, "planner_data", path).items():
+        if key in items and isinstance(route, tuple) and route and all(type(p) in (str, int) for p in route):
+            paths[key] = route
+    return Layout(items, locations, paths)
+
+
+def _no_persistent_ids(path: str) -> Any:
+    def refuse(pid: Any) -> Any:
+        raise FormatError(f"{path}: persistent id in DCP metadata; torch never writes that")
+    return refuse
+
+
+def _mapping(value: Any, what: str, path: str) -> dict:
+    if not isinstance(value, dict):
+        raise FormatError(f"{path}: {what} is a {type(value).__name__}, not a dict")
+    return value
+
+
+def _dims(value: Any, what: str, path: str) -> tuple[int, ...]:
+    if not isinstance(value, tuple) or len(value) > MAX_DIMS or not all(type(v) is int and v >= 0 for v in value):
+        raise FormatError(f"{path}: {what} must be at most {MAX_DIMS} non-negative integers, not {value!r:.80}")
+    return value
+
+
+def _tensor_item(key: str, record: _TensorStorageMetadata, path: str) -> TensorItem:
+    properties = record.field("properties")
+    dtype = properties.field("dtype") if isinstance(properties, _TensorProperties) else None
+    if dtype not in DTYPES:
+        raise FormatError(f"{path}: tensor {key!r:.80} has dtype {dtype!r:.40}, which jitckpt does not know")
+    if properties.field("layout") not in (None, "torch.strided"):
+        raise FormatError(f"{path}: tensor {key!r:.80} is not a strided (dense) tensor")
+    size = _dims(record.field("size"), f"{key!r:.80}'s size", path)
+    chunks = []
+    for chunk in record.field("chunks") or []:
+        if not isinstance(chunk, _ChunkStorageMetadata):
+            raise FormatError(f"{path}: tensor {key!r:.80} lists a {type(chunk).__name__} as a chunk")
+        offsets = _dims(chunk.field("offsets"), f"{key!r:.80}'s chunk offsets", path)
+        sizes = _dims(chunk.field("sizes"), f"{key!r:.80}'s chunk sizes", path)
+        if len(offsets) != len(size) or len(sizes) != len(size) or any(
+                o + s > n for o, s, n in zip(offsets, sizes, size)):
+            raise FormatError(f"{path}: tensor {key!r:.80}: a chunk at {offsets} of {sizes} lies outside its "
+                              f"size {size}")
+        chunks.append(Chunk(offsets, sizes))
+    return TensorItem(dtype, size, tuple(chunks))
+
+
+def _location(key: str, info: _StorageInfo, path: str) -> Location:
+    name, offset, length = info.field("relative_path"), info.field("offset"), info.field("length")
+    if type(name) is not str or not _FILE_NAME.fullmatch(name) or name == METADATA_FILE:
+        raise FormatError(f"{path}: {key!r:.80} is stored in {str(name)!r:.80}, which is not a file name in the "
+                          "checkpoint's directory")
+    if type(offset) is not int or type(length) is not int or offset < 0 or length < 0:
+        raise FormatError(f"{path}: {key!r:.80} has a bad offset or length ({offset!r:.40}, {length!r:.40})")
+    if info.field("transform_descriptors"):
+        raise FormatError(f"{path}: {key!r:.80} is stored transformed (compressed or encrypted), which jitckpt "
+                          "does not read")
+    return Location(name, offset, length)
+
+
+def write(layout: Layout, handle: Any) -> None:
+    """Pickle ``layout`` as torch's own ``Metadata`` (``torch.distributed.checkpoint.load`` reads it)."""
+    import pickle
+
+    import torch
+    from torch.distributed.checkpoint import metadata as m
+    from torch.distributed.checkpoint.filesystem import _StorageInfo as StorageInfo
+
+    state_dict_metadata: dict[str, Any] = {}
+    for key, item in layout.items.items():
+        if item is None:
+            state_dict_metadata[key] = m.BytesStorageMetadata()
+            continue
+        chunks = [m.ChunkStorageMetadata(torch.Size(c.offsets), torch.Size(c.sizes)) for c in item.chunks]
+        properties = m.TensorProperties(dtype=getattr(torch, item.dtype))
+        state_dict_metadata[key] = m.TensorStorageMetadata(properties, torch.Size(item.size), chunks)
+    storage_data = {}
+    for (key, offsets), where in layout.locations.items():
+        index = m.MetadataIndex(key, torch.Size(offsets) if offsets is not None else None)
+        storage_data[index] = StorageInfo(relative_path=where.file, offset=where.offset, length=where.length)
+    metadata = m.Metadata(state_dict_metadata=state_dict_metadata, planner_data=dict(layout.paths),
+                          storage_data=storage_data)
+    pickle.dump(metadata, handle)

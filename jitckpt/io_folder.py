@@ -1,0 +1,126 @@
+"""Atomic output of a folder (a ``torch.distributed.checkpoint`` directory), as :mod:`jitckpt.io` does for files.
+
+The folder is built under a hidden temporary name beside the target
+(``.{target}.jitckpt-{pid}-{hex}.tmp``, locked with ``flock`` for the writer's
+life), every file in it is fsynced, then it is renamed into place and the parent
+folder fsynced. With ``force`` an existing target is first renamed aside and
+removed only after the new one is in place. Temporary folders of killed writers
+(unlocked) are removed before each write; nothing is left behind on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from .errors import FORCE, OutputError
+from .io import _fsync_dir, _lock, _output_error, _OutputFile, _temp_name, _temp_pattern
+
+
+# The temporary folders being written, and the target each stands for (errors name the target).
+_TARGETS: dict[str, str] = {}
+
+
+def check_folder_target(path: str | os.PathLike, force: bool = False) -> Path:
+    """Raise :class:`OutputError` unless a folder can be written at ``path``."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise OutputError(f"output folder {str(target.parent)!r} does not exist; create it first")
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"{str(target)!r} is a file; a DCP checkpoint is a folder: give another name")
+    if target.exists() and not force:
+        raise OutputError(f"{str(target)!r} already exists; pass {FORCE} to overwrite it")
+    return target
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder that becomes ``path`` only if the block completes."""
+    target = check_folder_target(path, force)
+    shown = str(target)
+    remove_stale_folders(target)
+    temp = target.parent / _temp_name(target.name)
+    try:
+        os.mkdir(temp, 0o755)
+        lock = os.open(temp, os.O_RDONLY)
+    except OSError as exc:
+        raise _output_error(shown, exc) from exc
+    _lock(lock)
+    committed = False
+    try:
+        _TARGETS[str(temp)] = shown
+        yield temp
+        try:
+            os.fsync(lock)
+            put_folder_in_place(temp, target)
+            committed = True
+        except OSError as exc:
+            raise _output_error(shown, exc) from exc
+    finally:
+        _TARGETS.pop(str(temp), None)
+        if not committed:
+            shutil.rmtree(temp, ignore_errors=True)
+        os.close(lock)
+
+
+def temporary_name(target: Path) -> Path:
+    """A hidden temporary folder name beside ``target``, one :func:`remove_stale_folders` knows."""
+    return target.parent / _temp_name(target.name)
+
+
+def put_folder_in_place(temp: Path, target: Path) -> None:
+    """Rename the complete folder ``temp`` to ``target`` (an existing one is moved aside, then removed)."""
+    old = None
+    if target.exists():
+        old = temporary_name(target)
+        os.rename(target, old)
+    os.rename(temp, target)
+    _fsync_dir(str(target.parent))
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def durable_file(path: Path) -> Iterator[BinaryIO]:
+    """A new file at ``path`` in a folder of :func:`atomic_folder`, fsynced when the block ends.
+
+    OSErrors of its own writes and of the fsync are OutputErrors naming the target folder.
+    """
+    shown = _TARGETS.get(str(path.parent), str(path.parent))
+    try:
+        handle = _OutputFile(io.FileIO(path, "x+"), shown)
+    except OSError as exc:
+        raise _output_error(shown, exc) from exc
+    with handle:
+        yield handle
+        handle.flush()
+        try:
+            os.fsync(handle.fileno())
+        except OSError as exc:
+            raise _output_error(shown, exc) from exc
+
+
+def remove_stale_folders(target: str | os.PathLike) -> list[str]:
+    """Remove the temporary folders of ``target`` whose writer is gone; return their paths."""
+    target = Path(target)
+    pattern = _temp_pattern(target.name)
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(target.parent):
+            if not pattern.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                fd = os.open(entry.path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                if _lock(fd):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                    removed.append(entry.path)
+            finally:
+                os.close(fd)
+    return removed
