@@ -39,8 +39,10 @@ class ResumePlan:
 
 
 def plan_resume(saved: JiTCheckpoint, source: Path, source_format: str, scratch: Path, args: Mapping[str, Any],
-                drop_optimizer: bool = False) -> ResumePlan:
-    """Decide how to resume from ``saved`` (read from ``source``); writes into ``scratch`` when it must convert."""
+                drop_optimizer: bool = False, sharded: bool = False) -> ResumePlan:
+    """Decide how to resume from ``saved`` (read from ``source``); writes into ``scratch`` when it must convert.
+
+    ``sharded``: the run shards its parameters (FSDP2), so it resumes from a DCP directory."""
     plan = ResumePlan()
     if saved.unmapped_optimizer is not None:
         if not drop_optimizer:
@@ -67,8 +69,12 @@ def plan_resume(saved: JiTCheckpoint, source: Path, source_format: str, scratch:
             plan.warnings.append(f"{source} holds no optimizer state: AdamW starts fresh")
         saved.optimizer = fresh_optimizer(saved, args)
         saved.unmapped_optimizer = None
-    usable = source_format == "ckpt" and not missing and grouping_of(saved.optimizer, saved.arch) is ORIGINAL
-    plan.ckpt_path = source if usable else save(saved, scratch / "resume.ckpt", "ckpt")
+    # Under FSDP2 Lightning takes a full .ckpt's AdamW state as numbered in named_parameters() order, which is
+    # not JiT's grouping: a sharded run resumes from a DCP directory instead, where the state is keyed by name.
+    wanted = "dcp" if sharded else "ckpt"
+    usable = source_format == wanted and not missing and (
+        sharded or grouping_of(saved.optimizer, saved.arch) is ORIGINAL)
+    plan.ckpt_path = source if usable else save(saved, scratch / f"resume.{wanted}", wanted)
     return plan
 
 

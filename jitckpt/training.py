@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -22,10 +23,16 @@ from .train_args import ORIGINAL_DEFAULTS
 
 
 def resolve_resume(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or the original's ``--resume`` folder holding ``checkpoint-last.pth`` (or ``.ckpt``)."""
+    """A checkpoint file or DCP directory, or the original's ``--resume`` folder holding ``checkpoint-last.pth``
+    (or ``.ckpt``, ``.safetensors``, ``.dcp``)."""
+    from .formats.dcp import is_dcp_dir
+
     path = Path(path)
+    if is_dcp_dir(path):
+        return path
     if path.is_dir():
-        for name in ("checkpoint-last.pth", "checkpoint-last.ckpt", "checkpoint-last.safetensors"):
+        for name in ("checkpoint-last.pth", "checkpoint-last.ckpt", "checkpoint-last.safetensors",
+                     "checkpoint-last.dcp"):
             if (path / name).is_file():
                 return path / name
         raise JiTCheckpointError(f"{str(path)!r} holds no checkpoint-last.pth (or .ckpt / .safetensors) to resume from")
@@ -102,6 +109,9 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
     L.seed_everything(args["seed"], workers=True, verbose=False)
 
     options = dict(trainer_options or {})
+    if options.get("strategy") in STRATEGY_ALIASES:
+        options["strategy"] = STRATEGY_ALIASES[options["strategy"]](options)
+    on_terminal = sys.stdout.isatty()  # elsewhere (a log, a pipe) the per-step lines say it all
     module = JiTLightningModule.from_args(args, arch=arch, learning_rate=args.get("lr"), seed=args["seed"])
     callbacks = create_default_callbacks(
         args["ema_decay1"], args["ema_decay2"], output_dir, args["eval_freq"], arch.img_size, args["epochs"],
@@ -114,12 +124,14 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
     trainer = L.Trainer(
         max_epochs=args["epochs"], default_root_dir=output_dir, enable_checkpointing=False,
         log_every_n_steps=min(50, data.batches_per_epoch()),  # Lightning's default, or every batch of a small set
-        callbacks=callbacks + [RichProgressBar()], logger=_logger(logger, output_dir), **options,
+        callbacks=callbacks + ([RichProgressBar()] if on_terminal else []), enable_progress_bar=on_terminal,
+        logger=_logger(logger, output_dir), **options,
     )
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=".resume-") as scratch:
         ckpt_path = None
         if source is not None:
-            plan = plan_resume(saved, source, source_format, Path(scratch), args, drop_optimizer)
+            sharded = type(options.get("strategy")).__name__ == "ModelParallelStrategy"
+            plan = plan_resume(saved, source, source_format, Path(scratch), args, drop_optimizer, sharded)
             for line in plan.warnings:
                 warn(line)
             if plan.weights is not None:
@@ -129,6 +141,19 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
     return trainer
 
 
+def _fsdp2(options: Mapping[str, Any]) -> Any:
+    """Lightning's ModelParallelStrategy as pure FSDP2: every process a data-parallel rank (its own default
+    makes the processes of a node tensor-parallel, which JiT does not use)."""
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    devices = options.get("devices", 1)
+    if not isinstance(devices, int):
+        raise JiTCheckpointError("--strategy fsdp2 needs --devices N (how many processes per node)")
+    return ModelParallelStrategy(data_parallel_size=devices * int(options.get("num_nodes", 1)), tensor_parallel_size=1)
+
+
+# Strategy names jitckpt accepts besides Lightning's own: FSDP2 is Lightning's ModelParallelStrategy.
+STRATEGY_ALIASES: dict[str, Callable[[Mapping[str, Any]], Any]] = {"fsdp2": _fsdp2, "model_parallel": _fsdp2}
 LOGGERS = ("csv", "tensorboard", "none")
 # Lightning's lines that say nothing about this run: an advertisement, and a deprecation inside Lightning itself.
 NOISE_LOG_LINES = ("litlogger",)

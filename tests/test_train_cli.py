@@ -1,6 +1,7 @@
 """``jitckpt train --resume`` on the golden checkpoint with a tiny ImageFolder."""
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -89,3 +90,29 @@ def test_quieting_lightning_keeps_real_warnings():
     quiet_lightning_noise()
     with pytest.warns(UserWarning, match="a real problem"):
         warnings.warn("a real problem")
+
+
+def test_train_under_fsdp2_resumes_from_a_dcp_directory_and_writes_one(golden, image_folder, tmp_path):
+    """Two CPU processes: --strategy fsdp2 shards over both (each sees half the data), --resume takes a DCP
+    directory, and JiTModelCheckpoint writes checkpoint-last.dcp from every rank plus its .pth."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    source = jitckpt.convert(golden, tmp_path / "golden.dcp")
+    out = tmp_path / "out"
+    jit = str(Path(sys.executable).parent / "jitckpt")
+    done = subprocess.run([jit, "train", "--resume", str(source), "--strategy", "fsdp2", "--devices", "2",
+                           "--accelerator", "cpu", "--data_path", str(image_folder), "--output_dir", str(out),
+                           "--batch_size", "2", "--num_workers", "0", "--logger", "none"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-last.dcp", "checkpoint-last.pth"]
+    sharded, full = jitckpt.load(out / "checkpoint-last.dcp"), jitckpt.load(out / "checkpoint-last.pth")
+    assert (sharded.epoch, sharded.global_step) == (2, 6 + 12 // (2 * 2))  # 12 images, 2 per rank, 2 ranks
+    assert jitckpt.compare(sharded, full) == []
+    before = jitckpt.load(golden)
+    weight = "net.blocks.0.mlp.w12.weight"  # trained on: the weights and EMA 2 moved on from the source's
+    assert not torch.equal(before.model[weight], sharded.model[weight])
+    assert not torch.equal(before.model_ema2[weight], sharded.model_ema2[weight])

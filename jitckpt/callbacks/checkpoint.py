@@ -14,6 +14,7 @@ from ..schema import META_KEY, SCHEMA_VERSION, JiTCheckpoint, optimizer_to_named
 from ..torchzip import archive_name, write_tree
 from ..train_args import args_from_module
 from .ema import EMACallback
+from .ema_sharding import saves_distributed
 
 
 def find_ema_callback(trainer: L.Trainer) -> EMACallback | None:
@@ -87,19 +88,27 @@ class JiTModelCheckpoint(L.Callback):
     At the end of epoch ``e`` (0-based): ``checkpoint-last.pth`` when
     ``e % save_last_freq == 0`` or ``e`` is the last epoch; ``checkpoint-{e}.pth``
     when ``e % save_milestone_freq == 0 and e > 0``. Files are written by rank
-    zero, atomically, and load in the original ``main_jit.py --resume``; under
-    FSDP2 the full state is gathered first. With ``save_lightning=True`` a
-    Lightning ``checkpoint-last.ckpt`` is written beside the last one (not yet
-    under FSDP2, where Lightning's own sharded checkpoint applies). ``args``
-    adds to the training args stored in the file.
+    zero, atomically, and load in the original ``main_jit.py --resume``. With
+    ``save_lightning=True`` a Lightning ``checkpoint-last.ckpt`` is written beside
+    the last one. ``args`` adds to the training args stored in the file.
+
+    Under FSDP2 with Lightning's distributed checkpoints (``ModelParallelStrategy``'s
+    default) nothing is gathered: every rank writes its own shards (its EMA
+    shards included) into Lightning's distributed checkpoint ``{name}.dcp``, a
+    folder put in place atomically once complete, which ``trainer.fit(ckpt_path=...)``
+    resumes from on any number of ranks; with ``sharded_pth=True`` (the default)
+    rank zero then converts it to ``{name}.pth``, streaming, so the original
+    code can resume too. (With ``save_distributed_checkpoint=False`` the full
+    state is gathered to rank zero, as before.)
     """
 
     def __init__(self, dirpath: str | os.PathLike = "./checkpoints", save_last_freq: int = 5,
                  save_milestone_freq: int = 100, save_lightning: bool = False,
-                 args: Mapping[str, Any] | None = None) -> None:
+                 args: Mapping[str, Any] | None = None, sharded_pth: bool = True) -> None:
         self.dirpath = Path(dirpath)
         self.save_last_freq, self.save_milestone_freq = save_last_freq, save_milestone_freq
         self.save_lightning = save_lightning
+        self.sharded_pth = sharded_pth
         self.args = dict(args or {})
         self.written: list[Path] = []
 
@@ -121,10 +130,12 @@ class JiTModelCheckpoint(L.Callback):
         names = self.targets(trainer.current_epoch, trainer.max_epochs)
         if not names:
             return
-        lightning_state = None
-        if self.save_lightning and "checkpoint-last" in names and not is_sharded(pl_module):
-            lightning_state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)  # all ranks
         sharded = is_sharded(pl_module)
+        if sharded and saves_distributed(trainer.strategy):
+            return self._save_sharded(trainer, names)
+        lightning_state = None
+        if self.save_lightning and "checkpoint-last" in names and not sharded:
+            lightning_state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)  # all ranks
         ckpt = checkpoint_from_run(trainer, pl_module, self.args) if sharded else None  # a collective
         if trainer.is_global_zero:
             self.dirpath.mkdir(parents=True, exist_ok=True)
@@ -137,3 +148,22 @@ class JiTModelCheckpoint(L.Callback):
                     write_tree(lightning_state, handle, archive=archive_name(target))
                 self.written.append(target)
         trainer.strategy.barrier("JiTModelCheckpoint")
+
+    def _save_sharded(self, trainer: L.Trainer, names: list[str]) -> None:
+        """Every rank writes its shards into ``{name}.dcp``; rank zero puts it in place and converts it."""
+        from ..api import convert
+        from ..io_folder import put_folder_in_place, remove_stale_folders, temporary_name
+
+        for name in names:
+            target = self.dirpath / f"{name}.dcp"
+            if trainer.is_global_zero:
+                self.dirpath.mkdir(parents=True, exist_ok=True)
+                remove_stale_folders(target)
+            temp = Path(trainer.strategy.broadcast(str(temporary_name(target))))
+            trainer.save_checkpoint(temp)  # Lightning's distributed checkpoint, from every rank
+            if trainer.is_global_zero:
+                put_folder_in_place(temp, target)
+                self.written.append(target)
+                if self.sharded_pth:
+                    self.written.append(convert(target, self.dirpath / f"{name}.pth", "pth", force=True))
+            trainer.strategy.barrier("JiTModelCheckpoint")

@@ -9,6 +9,7 @@ import lightning as L
 import torch
 
 from ..errors import JiTCheckpointError
+from . import ema_sharding
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
@@ -26,7 +27,10 @@ class EMACallback(L.Callback):
     once per optimizer step, not per micro-batch. Its state (both EMAs by
     parameter name) goes through ``state_dict``/``load_state_dict``: a resumed
     run continues the saved EMAs and never re-initialises them. Under FSDP2 the
-    EMA lives on each rank's local shards.
+    EMA lives on each rank's local shards, and checkpoints keep every rank's
+    shards (see :mod:`.ema_sharding`): a distributed checkpoint holds them beside
+    the parameters, resharded on load to any number of ranks; a full checkpoint
+    the gathered EMAs.
     """
 
     state_key = "EMACallback"
@@ -40,6 +44,8 @@ class EMACallback(L.Callback):
         self.ema1: list[torch.Tensor] = []
         self.ema2: list[torch.Tensor] = []
         self._loaded: dict | None = None
+        self._sharded_source: str | None = None  # a DCP directory whose state_dict holds the EMAs
+        self._checkpoint_path: str | None = None
         self._last_step: int | None = None
         self.num_updates = 0
 
@@ -49,26 +55,32 @@ class EMACallback(L.Callback):
         return [_local(p.detach()) for p in pl_module.parameters()]
 
     def _ensure(self, pl_module: L.LightningModule) -> None:
-        if self.ema1 and self._loaded is None:
+        if self.ema1 and self._loaded is None and self._sharded_source is None:
             return
         named = list(pl_module.named_parameters())
         self.names = [n for n, _ in named]
         params = self._params(pl_module)
-        if self._loaded is not None:
+        if self._sharded_source is not None:
+            source, self._sharded_source = self._sharded_source, None
+            loaded_locals = ema_sharding.load_from_directory(source, named)
+            self.ema1, self.ema2 = loaded_locals["ema1"], loaded_locals["ema2"]
+        elif self._loaded is not None:
             loaded, self._loaded = self._loaded, None
             for key in ("ema1", "ema2"):
                 missing = [n for n in self.names if n not in loaded[key]]
                 if missing:
                     raise JiTCheckpointError(f"EMACallback state has no {key} for {missing[0]!r}")
-            self.ema1 = [self._place(loaded["ema1"][n], p) for n, p in zip(self.names, params)]
-            self.ema2 = [self._place(loaded["ema2"][n], p) for n, p in zip(self.names, params)]
+            self.ema1 = [self._place(loaded["ema1"][n], p, full) for (n, full), p in zip(named, params)]
+            self.ema2 = [self._place(loaded["ema2"][n], p, full) for (n, full), p in zip(named, params)]
         else:
             self.ema1 = [p.clone() for p in params]
             self.ema2 = [p.clone() for p in params]
 
     @staticmethod
-    def _place(saved: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
-        """A saved EMA tensor on the parameter's device; the local shard when params are sharded."""
+    def _place(saved: torch.Tensor, param: torch.Tensor, full_param: Any) -> torch.Tensor:
+        """A saved EMA tensor on the parameter's device; this rank's shard of it when params are sharded."""
+        if ema_sharding.is_dtensor(full_param):
+            return ema_sharding.local_shard_of(saved, full_param)
         saved = _local(saved).to(device=param.device, dtype=param.dtype)
         if saved.shape == param.shape:
             return saved.clone()
@@ -164,7 +176,35 @@ class EMACallback(L.Callback):
             state["ema2"] = dict(zip(self.names, self.ema2))
         return state
 
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        """Under sharding, every rank's EMA shards go where the strategy keeps every rank's data."""
+        named = list(pl_module.named_parameters())
+        if not self.ema1 or not any(ema_sharding.is_dtensor(p) for _, p in named):
+            return
+        state = checkpoint.get("callbacks", {}).get(self.state_key)
+        if state is None:
+            return
+        if ema_sharding.saves_distributed(trainer.strategy):  # module state as DTensors; meta.pt from rank 0
+            state.pop("ema1", None)
+            state.pop("ema2", None)
+            state["sharded"] = True
+            ema_sharding.put_in_state_dict(checkpoint["state_dict"], named, {"ema1": self.ema1, "ema2": self.ema2})
+        else:  # one full file: the gathered EMAs (a collective, as the strategy's own gathering is)
+            state["ema1"] = self.consolidated_state_dict(pl_module, 1)
+            state["ema2"] = self.consolidated_state_dict(pl_module, 2)
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._checkpoint_path = str(trainer.ckpt_path) if trainer.ckpt_path else None
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("sharded"):
+            if self._checkpoint_path is None:
+                raise JiTCheckpointError("the checkpoint's EMAs are stored sharded, with the parameters, but the "
+                                         "checkpoint's directory is not known: resume with trainer.fit(ckpt_path=DIR)")
+            self.num_updates = int(state_dict.get("num_updates", 0))
+            self._sharded_source, self._loaded = self._checkpoint_path, None
+            self.ema1, self.ema2 = [], []
+            return
         if "ema1" not in state_dict or "ema2" not in state_dict:
             raise JiTCheckpointError("the checkpoint's EMACallback state holds no EMA weights (ema1 / ema2)")
         self.num_updates = int(state_dict.get("num_updates", 0))

@@ -61,7 +61,7 @@ def train(
                                             "$JITCKPT_INCEPTION_WEIGHTS, else torch-fidelity's in torch's hub cache)."),
     devices: str = typer.Option("auto", "--devices", help="Lightning devices (a count, a list, or auto)."),
     num_nodes: int = typer.Option(1, "--num-nodes", "--num_nodes", help="Number of nodes."),
-    strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto, ddp, fsdp, ..."),
+    strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto, ddp, fsdp2 (ModelParallelStrategy: sharded checkpoints), ..."),
     precision: str = typer.Option("32-true", "--precision", help="Lightning precision, e.g. bf16-mixed."),
     accumulate_grad_batches: int = typer.Option(1, "--accumulate-grad-batches", "--accumulate_grad_batches",
                                                 help="Micro-batches per optimizer step."),
