@@ -131,7 +131,7 @@ def _result_table(ckpt: Path, result: dict) -> None:
     title = text((f"{ckpt.name}, {result['weights']} weights", "table.title"))
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold cyan")
-    table.add_column()
+    table.add_column(overflow="fold")  # a hash wraps in a narrow terminal or a log, never loses its end
     rows = []
     if "fid" in result:
         rows.append(("FID", f"{result['fid']:.4f}"))

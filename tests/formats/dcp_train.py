@@ -2,7 +2,7 @@
 through Lightning's own distributed checkpoints.
 
 ``python dcp_train.py OUT DEVICES SCENARIO...``; each scenario is ``NAME:MAX_EPOCHS[:CKPT_PATH]``: a fresh
-Trainer (DDP for a NAME starting with ``ddp``, else FSDP2) fits from the golden weights (or resumes from CKPT_PATH) and ModelCheckpoint writes a distributed
+Trainer (DDP for a NAME starting with ``ddp``, else FSDP2; saving full files for a NAME starting with ``file``) fits from the golden weights (or resumes from CKPT_PATH) and ModelCheckpoint writes a distributed
 checkpoint at the end of every epoch into OUT/NAME/. After each, rank zero saves the gathered EMAs, raw
 weights, optimizer step and epoch to OUT/NAME.pt. A scenario that fails writes its error to OUT/NAME.err.
 """
@@ -35,8 +35,8 @@ def fit(out: Path, devices: int, name: str, max_epochs: int, ckpt_path: str | No
                         drop_last=True)
     ema = EMACallback(0.9, 0.5)
     saver = ModelCheckpoint(dirpath=out / name, save_top_k=-1, every_n_epochs=1)
-    strategy = "ddp" if name.startswith("ddp") else ModelParallelStrategy(data_parallel_size=devices,
-                                                                         tensor_parallel_size=1)
+    strategy = "ddp" if name.startswith("ddp") else ModelParallelStrategy(
+        data_parallel_size=devices, tensor_parallel_size=1, save_distributed_checkpoint=not name.startswith("file"))
     trainer = L.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=devices, logger=False, strategy=strategy,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[ema, saver])
     try:

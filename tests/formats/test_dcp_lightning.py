@@ -44,7 +44,7 @@ def runs(tmp_path_factory):
     api.convert(GOLDEN, out / "golden.dcp", shards=3)
     api.convert(GOLDEN, out / "golden.ckpt")
     part = out / "part" / "epoch=0-step=3.ckpt"
-    launch(out, 2, "full:2", "part:1", f"resumed:2:{part}", f"loaded:2:{out / 'golden.dcp'}",
+    launch(out, 2, "full:2", "part:1", "filepart:1", f"resumed:2:{part}", f"loaded:2:{out / 'golden.dcp'}",
            f"golden:3:{out / 'golden.dcp'}", f"ddpgolden:3:{out / 'golden.ckpt'}")
     return out
 
@@ -57,6 +57,14 @@ def test_an_interrupted_and_resumed_run_ends_with_the_uninterrupted_emas(runs):
     # what loading rank zero's shards on every rank (Lightning's meta.pt before the fix) would have given differs
     weight = "net.blocks.0.mlp.w12.weight"
     assert not torch.equal(rank_zero_shard(part["ema1"][weight]).repeat(2, 1), part["ema1"][weight])
+
+
+def test_a_full_file_saved_under_fsdp2_holds_the_gathered_emas(runs):
+    """With save_distributed_checkpoint=False Lightning gathers the module; EMACallback gathers its EMAs too."""
+    saved, part = jitckpt.load(runs / "filepart" / "epoch=0-step=3.ckpt"), result(runs, "part")
+    for version in ("ema1", "ema2"):
+        section = getattr(saved, f"model_{version}")
+        assert all(torch.equal(section[name], value) for name, value in part[version].items()), version
 
 
 def test_jitckpt_reads_lightnings_directory_as_torch_consolidates_it(runs, tmp_path):
