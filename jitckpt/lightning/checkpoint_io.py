@@ -1,0 +1,105 @@
+"""``JiTCheckpointIO``: Lightning reads and writes every format jitckpt knows, through the schema.
+
+``Trainer(plugins=[JiTCheckpointIO()]).fit(module, data, ckpt_path="checkpoint-last.pth")``
+resumes from the original ``.pth`` (or ``.safetensors``, a DCP directory, a
+``.ckpt``) with no intermediate file: each tensor is read once, from the source,
+into the dictionary Lightning restores from (module, AdamW state in
+``JiTLightningModule``'s groups, EMACallback's EMAs, epoch, global step and the
+loops that make Lightning start at the next epoch), the same dictionary a
+conversion to ``.ckpt`` would hold. ``save_checkpoint`` writes the format the
+path's suffix names (``.ckpt`` Lightning's own dictionary; ``.pth`` the original
+layout; ``.safetensors`` the pickle-free full state; ``.dcp`` a directory),
+atomically and durably like every jitckpt write. It composes with Lightning's
+``AsyncCheckpointIO``, which snapshots the tensors on the training thread and
+writes in the background: ``AsyncCheckpointIO(JiTCheckpointIO())``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from lightning.fabric.plugins import CheckpointIO
+
+from .. import formats, torchread
+from ..formats import lightning as lightning_format
+from ..schema import JiTCheckpoint
+from ..tensors import TensorRef
+
+
+class JiTCheckpointIO(CheckpointIO):
+    """Lightning's CheckpointIO for original ``.pth``, ``.ckpt``, ``.safetensors`` and DCP directories.
+
+    ``prepared`` maps a path to a :class:`JiTCheckpoint` to restore instead of the
+    file's own content (``jitckpt train`` passes the source as it decided to resume
+    it: EMAs filled from the raw weights, a fresh optimizer, ...); the tensors are
+    still read from the file.
+    """
+
+    def __init__(self, prepared: dict[str, JiTCheckpoint] | None = None) -> None:
+        self.prepared = {os.path.abspath(k): v for k, v in (prepared or {}).items()}
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        """The dictionary Lightning restores from, for a file or directory of any format."""
+        path = str(path)
+        ckpt = self.prepared.get(os.path.abspath(path))
+        if ckpt is None:
+            name = formats.detect_format(path)
+            if name == lightning_format.NAME:  # Lightning's own dictionary, as it is
+                return _materialize(torchread.read_tree(path), map_location)
+            _, ckpt = formats.read(path)
+        return _materialize(lightning_format.to_tree(ckpt), map_location)
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        """Write ``checkpoint`` (Lightning's dictionary) in the format the suffix of ``path`` names (``.ckpt``
+        when it names none), atomically."""
+        from ..api import save
+        from ..io import atomic_output
+        from ..torchzip import archive_name, write_tree
+
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} does not take storage_options")
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        name = formats.format_for_suffix(target) or lightning_format.NAME
+        if name == lightning_format.NAME:
+            with atomic_output(target, force=True) as handle:
+                write_tree(checkpoint, handle, archive=archive_name(target))
+            return
+        save(lightning_format.from_tree(checkpoint, str(target)), target, name, force=True)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        target = Path(path)
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def _materialize(tree: Any, map_location: Any) -> Any:
+    """Every TensorRef of ``tree`` read into a torch tensor (once each), moved where ``map_location`` says."""
+    seen: dict[int, Any] = {}
+
+    def visit(node: Any) -> Any:
+        if isinstance(node, TensorRef):
+            if id(node) not in seen:
+                seen[id(node)] = _place(node.to_torch(), map_location)
+            return seen[id(node)]
+        if isinstance(node, dict):
+            return type(node)((k, visit(v)) for k, v in node.items()) if type(node) is not dict else \
+                {k: visit(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [visit(v) for v in node]
+        if isinstance(node, tuple):
+            return tuple(visit(v) for v in node)
+        return node
+
+    return visit(tree)
+
+
+def _place(tensor: Any, map_location: Any) -> Any:
+    if map_location is None or callable(map_location) or isinstance(map_location, dict):
+        return tensor  # read onto the CPU; Lightning moves the module's and optimizer's state itself
+    return tensor.to(map_location)
