@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import formats
-from .errors import DROP_OPTIMIZER, TO_FORMAT, OutputError, SchemaError, naming
+from .errors import DROP_OPTIMIZER, NOT_CONVERTED, TO_FORMAT, OutputError, SchemaError, naming
 from .io import atomic_output, check_output_path
 from .schema import JiTCheckpoint
 from .tensors import CHUNK_BYTES, TensorRef, dtype_name, is_tensor, iter_tensor_bytes, shape_of, to_torch
@@ -82,6 +82,8 @@ def save(ckpt: JiTCheckpoint, path: str | os.PathLike, format: str | None = None
     if name is None:
         raise OutputError(f"cannot tell the format from {target.name!r}; use a .pth, .ckpt or .safetensors name or pass a format")
     module = formats.get(name)
+    if not hasattr(module, "write") and not hasattr(module, "write_folder"):
+        raise OutputError(f"{module.LABEL}s are written by `jitckpt export`, not by convert or save")
     if weights is not None:
         ckpt.weights(weights)  # an unknown or absent set fails here, before touching the disk
     elif drop_optimizer:
@@ -107,7 +109,8 @@ def default_output(src: Path, to: str) -> Path:
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: str | None = None, *,
             weights: str | None = None, force: bool = False, drop_optimizer: bool = False,
-            progress: Progress | None = None, shards: int = 1) -> Path:
+            progress: Progress | None = None, shards: int = 1,
+            on_warning: Callable[[str], None] | None = None) -> Path:
     """Convert ``src`` to another format, streaming tensors; returns the path written.
 
     The target format is ``to``, else the suffix of ``dst``, else the natural
@@ -115,7 +118,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
     else -> original ``.pth``. With ``weights`` only that set of weights is kept;
     with ``drop_optimizer`` the full state without the optimizer (see :func:`save`).
     A ``dst`` whose suffix names no format jitckpt writes (``x.bin``) is refused
-    with :class:`OutputError` unless ``to`` says the format.
+    with :class:`OutputError` unless ``to`` says the format. ``on_warning`` hears
+    of any data of the source that the output will not hold.
     """
     source = Path(src)
     if to is None and dst is not None:
@@ -124,6 +128,10 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
             raise OutputError(f"cannot tell the format to write from {Path(dst).name!r}: name it .pth, .ckpt, "
                               f".safetensors or .dcp, or pass {TO_FORMAT}")
     src_format, ckpt = formats.read(source)
+    if on_warning is not None:
+        for line in ckpt.warnings:
+            if NOT_CONVERTED in line:
+                on_warning(line)
     if to is None:
         to = "safetensors" if weights else ("ckpt" if src_format == "pth" else "pth")
     target = Path(dst) if dst is not None else default_output(source, to)

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import re
 
+# Ends every warning about data of a source that a conversion does not carry over (convert shows those).
+NOT_CONVERTED = "not read, converted or written"
+
 # The remedies messages offer, as the Python API spells them; CLI_TERMS maps each to the command line's spelling.
 FORCE = "force=True"
 DROP_OPTIMIZER = "drop_optimizer=True"

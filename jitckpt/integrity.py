@@ -65,6 +65,10 @@ def check_file(path: str | os.PathLike, limit: int = 10,
     name, ckpt = formats.read(path)
     tensors = list(_tensor_refs(ckpt))
     refs = [piece for ref in tensors for piece in _stored_pieces(ref)]
+    if os.path.isdir(path):  # every piece the directory stores, also those the schema does not map
+        from .formats.dcp import stored_tensors
+
+        refs = stored_tensors(path)
     if os.path.isfile(path) and starts_as_zip(path):  # every zip entry: the tensors and the pickle itself
         regions = [(path, e.offset, e.size, e.crc, e.name) for e in read_archive(path).entries.values()]
     else:

@@ -116,7 +116,7 @@ def convert(
         source_bytes = formats.size_on_disk(src) if src.exists() else 0
         with progress(source_bytes, f"converting {src.name}") as advance:
             target = api.convert(src, output, to, weights=weights, force=force, drop_optimizer=drop_optimizer,
-                                 progress=advance, shards=shards)
+                                 progress=advance, shards=shards, on_warning=warn)
         seconds = time.perf_counter() - started
         kind = formats.get(formats.detect_format(target)).LABEL
         what = f"{weights} weights only" if weights else (

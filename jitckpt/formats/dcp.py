@@ -22,7 +22,7 @@ import os
 from typing import Any
 
 from .. import torchread
-from ..errors import FormatError
+from ..errors import NOT_CONVERTED, FormatError
 from ..keys import SHARDED_EMA_PREFIXES, canonical_key
 from ..schema import JiTCheckpoint, from_file_payload
 from ..sharded import Piece, assemble
@@ -91,7 +91,8 @@ class _ShardFiles:
         if name not in self.checked:
             full = os.path.join(self.folder, name)
             if not os.path.isfile(full):
-                raise FormatError(f"{full}: shard file is missing (.metadata stores data there)")
+                raise FormatError(f"{full}: shard file is missing or not a regular file (.metadata stores data "
+                                  "there)")
             self.checked[name] = full
         return self.checked[name]
 
@@ -217,14 +218,37 @@ def _from_plain(tree: dict, path: str) -> JiTCheckpoint:
             if value is not None:
                 payload[field] = value
                 break
+    if "model" not in payload and tree and all(isinstance(v, TensorRef) for v in tree.values()):
+        payload["model"] = tree  # dcp.save of a bare model state dict
     if "model" not in payload:
         keys = ", ".join(map(repr, list(tree)[:6]))
         raise FormatError(f"{path}: a DCP checkpoint without a model state dict (top-level keys: {keys}); "
                           f"jitckpt looks for one of {', '.join(PLAIN_KEYS['model'])}")
     if "optimizer" in payload:
         payload["optimizer"] = _named_optimizer(payload["optimizer"], path)
+    used = {id(v) for v in payload.values()}
     payload["extra"] = {"dcp": {k: v for k, v in tree.items() if not _holds_tensors(v)}}
-    return from_file_payload(payload, 1)
+    ckpt = from_file_payload(payload, 1)
+    dropped = [k for k, v in tree.items() if id(v) not in used and _holds_tensors(v)]
+    if dropped:
+        ckpt.warnings.append(f"{path}: tensors under {', '.join(map(repr, dropped))} are not part of a JiT "
+                             f"checkpoint jitckpt knows; they are {NOT_CONVERTED}")
+    return ckpt
+
+
+def stored_tensors(path: str) -> list[TensorRef]:
+    """Every tensor piece the directory stores, mapped or not (what ``verify DIR`` checks)."""
+    stack: list[Any] = [read_tree(path)]
+    found: list[TensorRef] = []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, TensorRef):
+            found.extend(p.ref for p in node.pieces) if hasattr(node, "pieces") else found.append(node)
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+    return found
 
 
 def _lookup(tree: dict, dotted: str) -> Any:

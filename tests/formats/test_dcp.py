@@ -179,7 +179,7 @@ def test_missing_and_truncated_shard_files_are_one_error_naming_them(golden_dcp)
     os.remove(golden_dcp / "__1_0.distcp")
     result = CliRunner().invoke(app, ["verify", str(golden_dcp)])
     assert result.exit_code == EXIT_ERROR
-    assert result.stderr.strip() == f"error: {golden_dcp}/__1_0.distcp: shard file is missing (.metadata stores data there)"
+    assert result.stderr.strip() == f"error: {golden_dcp}/__1_0.distcp: shard file is missing or not a regular file (.metadata stores data there)"
 
 
 def test_verify_names_the_damaged_tensor_of_a_directory(golden_dcp):
@@ -227,3 +227,25 @@ def test_shards_share_the_bytes(golden, tmp_path):
     with pytest.raises(FormatError, match="--shards must be between 1 and"):
         api.convert(golden, tmp_path / "zero.dcp", shards=0)
     shutil.rmtree(folder)
+
+
+def test_a_bare_state_dict_reads_and_unknown_tensors_are_named_not_dropped_silently(golden, tmp_path):
+    import torch.distributed.checkpoint as dcp
+
+    saved = jitckpt.load(golden)
+    dcp.save(dict(saved.model), checkpoint_id=tmp_path / "bare")
+    assert all(torch.equal(jitckpt.load(tmp_path / "bare").model[k], v) for k, v in saved.model.items())
+    dcp.save({"model": dict(saved.model), "ema": dict(saved.model_ema1)}, checkpoint_id=tmp_path / "extra")
+    assert any("'ema'" in w and "not read, converted or written" in w for w in jitckpt.load(tmp_path / "extra").warnings)
+    result = CliRunner().invoke(app, ["convert", str(tmp_path / "extra"), "-o", str(tmp_path / "x.pth")])
+    assert result.exit_code == 0 and "warning:" in result.stderr and "'ema'" in result.stderr
+    # verify checks every stored byte, mapped or not
+    layout = dcp_metadata.parse((tmp_path / "extra" / ".metadata").read_bytes(), "m")
+    where = layout.locations[("ema.net.blocks.1.mlp.w12.weight", (0, 0))]
+    with open(tmp_path / "extra" / where.file, "r+b") as handle:
+        handle.seek(where.offset + where.length - 5000)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    result = CliRunner().invoke(app, ["verify", str(tmp_path / "extra")])
+    assert result.exit_code == EXIT_DIFFERENT and "ema.net.blocks.1.mlp.w12.weight" in result.stdout
