@@ -34,15 +34,19 @@ class ResumePlan:
     """
 
     ckpt_path: Path | None = None
+    checkpoint: JiTCheckpoint | None = None  # what to restore from ckpt_path (read through JiTCheckpointIO)
     weights: JiTCheckpoint | None = None
     warnings: list[str] = field(default_factory=list)
 
 
-def plan_resume(saved: JiTCheckpoint, source: Path, source_format: str, scratch: Path, args: Mapping[str, Any],
-                drop_optimizer: bool = False, sharded: bool = False) -> ResumePlan:
-    """Decide how to resume from ``saved`` (read from ``source``); writes into ``scratch`` when it must convert.
+def plan_resume(saved: JiTCheckpoint, source: Path, source_format: str, scratch: Path | None,
+                args: Mapping[str, Any], drop_optimizer: bool = False, sharded: bool = False) -> ResumePlan:
+    """Decide how to resume from ``saved`` (read from ``source``).
 
-    ``sharded``: the run shards its parameters (FSDP2), so it resumes from a DCP directory."""
+    Without ``scratch`` nothing is written: ``ckpt_path`` is the source and
+    ``checkpoint`` what JiTCheckpointIO restores for it. With ``scratch`` a
+    source Lightning cannot take as it is is converted there (``sharded``: the
+    run shards its parameters (FSDP2), and resumes from a DCP directory)."""
     plan = ResumePlan()
     if saved.unmapped_optimizer is not None:
         if not drop_optimizer:
@@ -69,6 +73,9 @@ def plan_resume(saved: JiTCheckpoint, source: Path, source_format: str, scratch:
             plan.warnings.append(f"{source} holds no optimizer state: AdamW starts fresh")
         saved.optimizer = fresh_optimizer(saved, args)
         saved.unmapped_optimizer = None
+    if scratch is None:
+        plan.ckpt_path, plan.checkpoint = source, saved
+        return plan
     # Under FSDP2 Lightning takes a full .ckpt's AdamW state as numbered in named_parameters() order, which is
     # not JiT's grouping: a sharded run resumes from a DCP directory instead, where the state is keyed by name.
     wanted = "dcp" if sharded else "ckpt"

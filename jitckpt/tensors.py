@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 from .io import start_writeback
 
 CHUNK_BYTES = 8 << 20  # 8 MiB: large enough for full disk speed, small for RSS
+WRITEBACK_BYTES = 1 << 20  # chunks at least this large get their writeback started as soon as written
 COPY_BYTES = 64 << 20  # per in-kernel copy call; bounds the gap between progress updates
 
 # dtype name -> (itemsize in bytes, safetensors code, legacy torch storage class)
@@ -215,6 +216,26 @@ class TensorRef:
             self._check_crc(zlib.crc32(data))
         return data
 
+    def read_into(self, target: memoryview) -> None:
+        """Read a contiguous tensor's ``nbytes`` into ``target``, checksum-verified."""
+        own = self.checksum_is_own
+        if not own:
+            self.verify()
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            done, crc = 0, 0
+            while done < self.nbytes:
+                got = os.preadv(fd, [target[done:self.nbytes]], self.offset + done)
+                if got <= 0:
+                    raise _truncated(self.path)
+                if own:
+                    crc = zlib.crc32(target[done:done + got], crc)
+                done += got
+        finally:
+            os.close(fd)
+        if own:
+            self._check_crc(crc)
+
     def to_torch(self) -> Any:
         """Read the tensor into memory as a ``torch.Tensor`` (a private copy)."""
         import torch
@@ -222,6 +243,10 @@ class TensorRef:
         dtype = getattr(torch, self.dtype)
         if self.numel == 0:
             return torch.empty(self.shape, dtype=dtype)
+        if self.is_contiguous:  # straight from the file into the tensor's memory: one copy
+            out = torch.empty(self.shape, dtype=dtype)
+            self.read_into(memoryview(out.reshape(-1).view(torch.uint8).numpy()))
+            return out
         flat = torch.frombuffer(bytearray(self.read_span()), dtype=dtype)
         if self.is_contiguous:
             return flat.reshape(self.shape)
@@ -275,8 +300,20 @@ def verify_region(path: str, checksum: Checksum, name: str) -> None:
 
 
 def write_chunks(chunks: Iterator, handle: BinaryIO, progress: Callable[[int], None] | None) -> None:
+    """Append ``chunks`` to ``handle``; on a real file, writeback of each chunk starts at once.
+
+    Without that hint, gigabytes of dirty pages pile up and the kernel throttles
+    the writer (measured: 0.45 GB/s instead of disk speed) until the final fsync.
+    """
+    try:
+        fd, origin = handle.fileno(), getattr(handle, "origin", 0)
+    except (OSError, ValueError, AttributeError):  # an in-memory buffer: nothing to hint
+        fd = None
     for chunk in chunks:
         handle.write(chunk)
+        if fd is not None and len(chunk) >= WRITEBACK_BYTES:
+            handle.flush()
+            start_writeback(fd, origin + handle.tell() - len(chunk), len(chunk))
         if progress is not None:
             progress(len(chunk))
 
@@ -345,13 +382,14 @@ def to_torch(tensor: Any) -> Any:
     return tensor.to_torch() if isinstance(tensor, TensorRef) else tensor
 
 
-def _tensor_bytes(tensor: Any) -> bytes:
+def _tensor_bytes(tensor: Any) -> memoryview:
+    """The row-major bytes of a torch tensor: a view of its memory when it is contiguous on the CPU (no copy)."""
     import torch
 
     flat = tensor.detach().to("cpu").contiguous().reshape(-1)
     if flat.numel() == 0:
-        return b""
-    return flat.view(torch.uint8).numpy().tobytes()
+        return memoryview(b"")
+    return memoryview(flat.view(torch.uint8).numpy())
 
 
 _STRUCT_CODES = {"float64": "d", "float32": "f", "float16": "e", "int64": "q", "int32": "i", "int16": "h",

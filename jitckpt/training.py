@@ -7,6 +7,7 @@ a temporary Lightning checkpoint, the source untouched) unless overridden.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -69,7 +70,7 @@ def evaluate_gen(resume: str | os.PathLike | None, overrides: Mapping[str, Any],
 def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
           trainer_options: Mapping[str, Any] | None = None, logger: str = "csv", drop_optimizer: bool = False,
           warn: Callable[[str], None] = print, fid_stats: str | os.PathLike | None = None,
-          inception_weights: str | os.PathLike | None = None) -> Any:
+          inception_weights: str | os.PathLike | None = None, async_save: bool = False) -> Any:
     """Train (or resume) a JiT with Lightning; returns the finished ``Trainer``.
 
     ``overrides`` are original-style args (``model``, ``img_size``, ``epochs``,
@@ -82,12 +83,13 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
     run's ``cfg``, interval and steps, against ``fid_stats`` with the Inception
     weights at ``inception_weights``; scores go to the logger as ``fid`` and
     ``inception_score``. (``evaluate_gen`` is :func:`evaluate_gen`.)
+    Checkpoints are read and written through :class:`~jitckpt.lightning.JiTCheckpointIO`
+    (the resume source in place, no copy); ``async_save`` writes them in the
+    background (:class:`~jitckpt.lightning.JiTAsyncCheckpointIO`). Under FSDP2 Lightning's DCP path applies.
     """
     import lightning as L
-    from lightning.pytorch.callbacks import RichProgressBar
-
     from .callbacks import create_default_callbacks
-    from .lightning import JiTDataModule, JiTLightningModule
+    from .lightning import JiTAsyncCheckpointIO, JiTCheckpointIO, JiTDataModule, JiTLightningModule
 
     check_logger(logger)
     source, arch, args = None, None, dict(ORIGINAL_DEFAULTS)
@@ -120,6 +122,31 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
         enable_fid_eval=args["online_eval"], num_images=args["num_images"], eval_batch_size=args["gen_bsz"],
         num_classes=arch.num_classes, fid_stats=fid_stats, inception_weights=inception_weights,
     )
+    sharded = type(options.get("strategy")).__name__ == "ModelParallelStrategy"
+    scratch = tempfile.TemporaryDirectory(dir=output_dir, prefix=".resume-") if source is not None and sharded \
+        else contextlib.nullcontext()
+    with scratch as scratch_dir:
+        plan = None
+        if source is not None:  # without sharding read in place by JiTCheckpointIO: no copy
+            plan = plan_resume(saved, source, source_format, Path(scratch_dir) if scratch_dir else None, args,
+                               drop_optimizer, sharded)
+            for line in plan.warnings:
+                warn(line)
+            if plan.weights is not None:
+                load_weights(module, callbacks, plan.weights)
+        if not sharded:  # ModelParallelStrategy reads and writes DCP itself
+            checkpoint_io = JiTCheckpointIO({str(source): plan.checkpoint} if plan and plan.checkpoint else None)
+            options["plugins"] = [JiTAsyncCheckpointIO(checkpoint_io) if async_save else checkpoint_io]
+        trainer = _fit(args, output_dir, callbacks, logger, options, on_terminal, module, data,
+                       plan.ckpt_path if plan else None)
+    return trainer
+
+
+def _fit(args: Mapping[str, Any], output_dir: Path, callbacks: list, logger: str, options: dict, on_terminal: bool,
+         module: Any, data: Any, ckpt_path: Path | None) -> Any:
+    import lightning as L
+    from lightning.pytorch.callbacks import RichProgressBar
+
     quiet_lightning_noise()
     trainer = L.Trainer(
         max_epochs=args["epochs"], default_root_dir=output_dir, enable_checkpointing=False,
@@ -127,17 +154,7 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
         callbacks=callbacks + ([RichProgressBar()] if on_terminal else []), enable_progress_bar=on_terminal,
         logger=_logger(logger, output_dir), **options,
     )
-    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".resume-") as scratch:
-        ckpt_path = None
-        if source is not None:
-            sharded = type(options.get("strategy")).__name__ == "ModelParallelStrategy"
-            plan = plan_resume(saved, source, source_format, Path(scratch), args, drop_optimizer, sharded)
-            for line in plan.warnings:
-                warn(line)
-            if plan.weights is not None:
-                load_weights(module, callbacks, plan.weights)
-            ckpt_path = plan.ckpt_path
-        trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
     return trainer
 
 

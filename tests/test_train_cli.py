@@ -116,3 +116,43 @@ def test_train_under_fsdp2_resumes_from_a_dcp_directory_and_writes_one(golden, i
     weight = "net.blocks.0.mlp.w12.weight"  # trained on: the weights and EMA 2 moved on from the source's
     assert not torch.equal(before.model[weight], sharded.model[weight])
     assert not torch.equal(before.model_ema2[weight], sharded.model_ema2[weight])
+
+
+def test_train_resume_reads_the_source_in_place_and_writes_only_its_outputs(golden, image_folder, tmp_path):
+    """No converted copy of the source: the plugin reads it in place. With --async-save the files are the same."""
+    beside = sorted(p.name for p in golden.parent.iterdir())
+    runs = {}
+    for name, extra in (("sync", []), ("async", ["--async-save"])):
+        out = tmp_path / name
+        seen: set = set()
+
+        class Watch:  # every name that appears in the output folder while training runs
+            def __init__(self):
+                import threading
+
+                self.stop = threading.Event()
+                self.thread = threading.Thread(target=self.run, daemon=True)
+
+            def run(self):
+                while not self.stop.is_set():
+                    if out.exists():
+                        seen.update(p.name for p in out.iterdir())
+                    self.stop.wait(0.005)
+
+        watch = Watch()
+        watch.thread.start()
+        result = runner.invoke(app, ["train", "--resume", str(golden), "--data_path", str(image_folder),
+                                     "--output_dir", str(out), "--batch_size", "4", "--num_workers", "0",
+                                     "--accelerator", "cpu", "--logger", "none", *extra])
+        watch.stop.set()
+        watch.thread.join()
+        assert result.exit_code == 0, result.output
+        assert sorted(p.name for p in out.iterdir()) == ["checkpoint-last.ckpt", "checkpoint-last.pth"]
+        assert not any("resume" in n for n in seen), seen  # no converted copy, not even for a moment
+        runs[name] = jitckpt.load(out / "checkpoint-last.pth")
+    assert sorted(p.name for p in golden.parent.iterdir()) == sorted(beside + ["async", "sync"])
+    assert runs["sync"].global_step == runs["async"].global_step == 9
+    differ = {k for k in runs["sync"].args if runs["sync"].args[k] != runs["async"].args.get(k)}
+    assert differ == {"output_dir"}
+    runs["async"].args = runs["sync"].args
+    assert jitckpt.compare(runs["sync"], runs["async"]) == []

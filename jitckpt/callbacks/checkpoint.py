@@ -17,6 +17,14 @@ from .ema import EMACallback
 from .ema_sharding import saves_distributed
 
 
+def writes_through_plugin(trainer: L.Trainer) -> bool:
+    """True when the trainer's CheckpointIO is a JiTCheckpointIO (possibly inside AsyncCheckpointIO)."""
+    from ..lightning.checkpoint_io import JiTCheckpointIO
+
+    io = getattr(trainer.strategy, "checkpoint_io", None)
+    return isinstance(io, JiTCheckpointIO) or isinstance(getattr(io, "checkpoint_io", None), JiTCheckpointIO)
+
+
 def find_ema_callback(trainer: L.Trainer) -> EMACallback | None:
     return next((cb for cb in trainer.callbacks if isinstance(cb, EMACallback)), None)
 
@@ -133,6 +141,8 @@ class JiTModelCheckpoint(L.Callback):
         sharded = is_sharded(pl_module)
         if sharded and saves_distributed(trainer.strategy):
             return self._save_sharded(trainer, names)
+        if not sharded and writes_through_plugin(trainer):
+            return self._save_through_plugin(trainer, names)
         lightning_state = None
         if self.save_lightning and "checkpoint-last" in names and not sharded:
             lightning_state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)  # all ranks
@@ -149,6 +159,16 @@ class JiTModelCheckpoint(L.Callback):
                 self.written.append(target)
         trainer.strategy.barrier("JiTModelCheckpoint")
 
+    def _save_through_plugin(self, trainer: L.Trainer, names: list[str]) -> None:
+        """The trainer's JiTCheckpointIO writes each file (in the background under AsyncCheckpointIO)."""
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        targets = [self.dirpath / f"{name}.pth" for name in names]
+        if self.save_lightning and "checkpoint-last" in names:
+            targets.append(self.dirpath / "checkpoint-last.ckpt")
+        for target in targets:
+            trainer.save_checkpoint(target, weights_only=False)  # every rank; the strategy writes from rank 0
+            self.written.append(target)
+
     def _save_sharded(self, trainer: L.Trainer, names: list[str]) -> None:
         """Every rank writes its shards into ``{name}.dcp``; rank zero puts it in place and converts it."""
         from ..api import convert
@@ -160,7 +180,7 @@ class JiTModelCheckpoint(L.Callback):
                 self.dirpath.mkdir(parents=True, exist_ok=True)
                 remove_stale_folders(target)
             temp = Path(trainer.strategy.broadcast(str(temporary_name(target))))
-            trainer.save_checkpoint(temp)  # Lightning's distributed checkpoint, from every rank
+            trainer.save_checkpoint(temp, weights_only=False)  # Lightning's distributed checkpoint, every rank
             if trainer.is_global_zero:
                 put_folder_in_place(temp, target)
                 self.written.append(target)

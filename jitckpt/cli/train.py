@@ -70,6 +70,8 @@ def train(
     drop_optimizer: bool = typer.Option(False, "--drop-optimizer", "--drop_optimizer",
                                         help="Resume with a fresh AdamW when the checkpoint's optimizer state "
                                              "cannot be mapped onto the parameters."),
+    async_save: bool = typer.Option(False, "--async-save", "--async_save",
+                                    help="Write checkpoints in a background thread while training goes on."),
 ) -> None:
     """Train JiT with Lightning, or resume a run from any checkpoint (the original main_jit.py flags work)."""
     given = dict(locals())  # the flags, taken before any other local exists
@@ -89,7 +91,7 @@ def train(
             _result_table(Path(resume), result)
             return
         run_training(overrides, resume=resume, logger=logger, drop_optimizer=drop_optimizer, warn=warn,
-                     fid_stats=fid_stats, inception_weights=inception_weights,
+                     fid_stats=fid_stats, inception_weights=inception_weights, async_save=async_save,
                      trainer_options={
             "devices": int(devices) if devices.isdigit() else devices, "num_nodes": num_nodes, "strategy": strategy,
             "precision": precision, "accumulate_grad_batches": accumulate_grad_batches, "accelerator": accelerator})

@@ -1,7 +1,7 @@
 """The Lightning training stack: :class:`JiTLightningModule`, :class:`JiTDataModule` and :class:`JiTCheckpointIO`."""
 
-from .checkpoint_io import JiTCheckpointIO
+from .checkpoint_io import JiTAsyncCheckpointIO, JiTCheckpointIO
 from .datamodule import JiTDataModule, center_crop_arr
 from .module import JiTLightningModule
 
-__all__ = ["JiTCheckpointIO", "JiTDataModule", "JiTLightningModule", "center_crop_arr"]
+__all__ = ["JiTAsyncCheckpointIO", "JiTCheckpointIO", "JiTDataModule", "JiTLightningModule", "center_crop_arr"]

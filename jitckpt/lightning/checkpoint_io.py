@@ -11,7 +11,8 @@ path's suffix names (``.ckpt`` Lightning's own dictionary; ``.pth`` the original
 layout; ``.safetensors`` the pickle-free full state; ``.dcp`` a directory),
 atomically and durably like every jitckpt write. It composes with Lightning's
 ``AsyncCheckpointIO``, which snapshots the tensors on the training thread and
-writes in the background: ``AsyncCheckpointIO(JiTCheckpointIO())``.
+writes in the background: ``AsyncCheckpointIO(JiTCheckpointIO())``;
+:class:`JiTAsyncCheckpointIO` does the same with a cheaper snapshot.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch.plugins.io import AsyncCheckpointIO
 
 from .. import formats, torchread
 from ..formats import lightning as lightning_format
@@ -78,15 +80,22 @@ class JiTCheckpointIO(CheckpointIO):
             target.unlink()
 
 
+READERS = 2  # reads and CRCs release the GIL: two threads keep two cores busy
+
+
 def _materialize(tree: Any, map_location: Any) -> Any:
-    """Every TensorRef of ``tree`` read into a torch tensor (once each), moved where ``map_location`` says."""
-    seen: dict[int, Any] = {}
+    """Every TensorRef of ``tree`` read into a torch tensor (once each, by READERS threads), moved where
+    ``map_location`` says."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    refs: dict[int, TensorRef] = {}
+    _collect(tree, refs)
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        read = dict(zip(refs, pool.map(lambda ref: _place(ref.to_torch(), map_location), refs.values())))
 
     def visit(node: Any) -> Any:
         if isinstance(node, TensorRef):
-            if id(node) not in seen:
-                seen[id(node)] = _place(node.to_torch(), map_location)
-            return seen[id(node)]
+            return read[id(node)]
         if isinstance(node, dict):
             return type(node)((k, visit(v)) for k, v in node.items()) if type(node) is not dict else \
                 {k: visit(v) for k, v in node.items()}
@@ -99,7 +108,82 @@ def _materialize(tree: Any, map_location: Any) -> Any:
     return visit(tree)
 
 
+def _collect(node: Any, refs: dict[int, TensorRef]) -> None:
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, TensorRef):
+            refs.setdefault(id(item), item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+
+
 def _place(tensor: Any, map_location: Any) -> Any:
     if map_location is None or callable(map_location) or isinstance(map_location, dict):
         return tensor  # read onto the CPU; Lightning moves the module's and optimizer's state itself
     return tensor.to(map_location)
+
+
+class JiTAsyncCheckpointIO(AsyncCheckpointIO):
+    """Lightning's ``AsyncCheckpointIO`` around :class:`JiTCheckpointIO`, with a snapshot that costs less.
+
+    The training thread copies every tensor of the checkpoint into buffers kept
+    from one save to the next (allocated at the first save: page-locked when the
+    tensor is on a GPU), then goes on while a background thread writes from them.
+    Lightning's own wrapper clones into fresh memory at every save, and on this
+    CPU faulting in gigabytes of new pages is most of the time the training thread
+    waits (see the README's figures). A save waits for the previous write to finish
+    before reusing the buffers; a failed write is raised at the next save or at
+    the end of training.
+    """
+
+    def __init__(self, checkpoint_io: CheckpointIO | None = None) -> None:
+        super().__init__(checkpoint_io or JiTCheckpointIO())
+        self._buffers: dict[tuple, Any] = {}
+        self._pending: Any = None
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        self._ensure_setup()
+        if self._pending is not None:
+            self._pending.result()  # the previous write is done with the buffers
+        if self._error:
+            raise self._error
+        snapshot = self._snapshot(checkpoint, ())
+        io = self.checkpoint_io
+
+        def write() -> None:
+            try:
+                io.save_checkpoint(snapshot, path, storage_options)
+            except BaseException as exc:  # raised on the training thread at the next save or teardown
+                self._error = exc
+
+        self._pending = self._executor.submit(write)
+
+    def _snapshot(self, node: Any, where: tuple) -> Any:
+        import torch
+
+        if isinstance(node, torch.Tensor):
+            buffer = self._buffers.get(where)
+            if buffer is None or buffer.shape != node.shape or buffer.dtype != node.dtype:
+                pin = node.is_cuda and torch.cuda.is_available()
+                buffer = torch.empty(node.shape, dtype=node.dtype, pin_memory=pin)
+                self._buffers[where] = buffer
+            buffer.copy_(node.detach(), non_blocking=node.is_cuda)
+            return buffer
+        if isinstance(node, dict):
+            copied = {k: self._snapshot(v, where + (k,)) for k, v in node.items()}
+            return copied if type(node) is dict else type(node)(copied)
+        if isinstance(node, (list, tuple)):
+            items = [self._snapshot(v, where + (i,)) for i, v in enumerate(node)]
+            return items if isinstance(node, list) else tuple(items)
+        return node
+
+    def teardown(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        super().teardown()
+        self._buffers.clear()

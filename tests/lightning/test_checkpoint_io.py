@@ -13,7 +13,7 @@ from lightning.pytorch.plugins.io import AsyncCheckpointIO
 
 import jitckpt
 from jitckpt.callbacks import EMACallback, JiTModelCheckpoint, LearningRateSchedulerCallback
-from jitckpt.lightning import JiTCheckpointIO, JiTLightningModule
+from jitckpt.lightning import JiTAsyncCheckpointIO, JiTCheckpointIO, JiTLightningModule
 from tests.callbacks.test_resume import TRACE, Recorder, loader
 from tests.helpers import FIXTURES, original_resume
 
@@ -106,28 +106,35 @@ def test_model_checkpoint_writes_each_format_through_the_plugin(tmp_path, suffix
     assert jitckpt.load(last).global_step == 6
 
 
-def test_async_save_writes_the_state_of_the_step_it_was_asked_at(tmp_path):
-    """AsyncCheckpointIO snapshots the tensors on the training thread: training goes on meanwhile."""
+WRAPPERS = {"lightning": lambda: AsyncCheckpointIO(JiTCheckpointIO()), "jitckpt": lambda: JiTAsyncCheckpointIO()}
+
+
+@pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
+def test_async_save_writes_the_state_of_the_step_it_was_asked_at(tmp_path, wrapper):
+    """The snapshot is taken on the training thread: training goes on while the file is written."""
     module = _module()
     sync_dir, async_dir = tmp_path / "sync", tmp_path / "async"
 
     class SaveBoth(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if trainer.global_step == 2:
+            if trainer.global_step in (2, 4):  # twice: the second save reuses the first's buffers
+                step = trainer.global_step
                 checkpoint = trainer._checkpoint_connector.dump_checkpoint()
-                JiTCheckpointIO().save_checkpoint(checkpoint, sync_dir / "step2.pth")
-                trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, async_dir / "step2.pth")
+                JiTCheckpointIO().save_checkpoint(checkpoint, sync_dir / f"step{step}.pth")
+                trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, async_dir / f"step{step}.pth")
 
-    io = AsyncCheckpointIO(JiTCheckpointIO())
+    io = WRAPPERS[wrapper]()
     trainer = trainer_for(tmp_path, [EMACallback(), SaveBoth()], max_epochs=2, plugins=[io])
     trainer.fit(module, loader())
     assert trainer.global_step == 6
-    a, b = jitckpt.load(sync_dir / "step2.pth"), jitckpt.load(async_dir / "step2.pth")
-    assert jitckpt.compare(a, b) == [] and a.global_step == 2
+    for step in (2, 4):
+        a, b = jitckpt.load(sync_dir / f"step{step}.pth"), jitckpt.load(async_dir / f"step{step}.pth")
+        assert jitckpt.compare(a, b) == [] and a.global_step == step
     assert not torch.equal(a.model["net.final_layer.linear.weight"], module.net.final_layer.linear.weight)
 
 
-def test_an_async_write_error_fails_the_run_with_one_clear_message(tmp_path, monkeypatch):
+@pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
+def test_an_async_write_error_fails_the_run_with_one_clear_message(tmp_path, monkeypatch, wrapper):
     from jitckpt import api
     from jitckpt.errors import OutputError
 
@@ -138,7 +145,7 @@ def test_an_async_write_error_fails_the_run_with_one_clear_message(tmp_path, mon
     saver = ModelCheckpoint(dirpath=tmp_path / "out", filename="last", every_n_epochs=1)
     saver.FILE_EXTENSION = ".pth"
     trainer = trainer_for(tmp_path, [EMACallback(), saver], max_epochs=2,
-                          plugins=[AsyncCheckpointIO(JiTCheckpointIO())], checkpointing=True)
+                          plugins=[WRAPPERS[wrapper]()], checkpointing=True)
     with pytest.raises(OutputError, match=r"^cannot write '.*last.pth': No space left on device"):
         trainer.fit(_module(), loader())
 
