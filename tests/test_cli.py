@@ -89,7 +89,7 @@ def test_inspect_does_not_import_torch(golden):
 
 
 COMMANDS = ["inspect", "convert", "verify", "train", "eval", "fid-stats", "fid-helper-weights", "fetch-inception", "sample",
-            "example"]
+            "export", "example"]
 
 
 def test_version_prints_the_version_and_exits_0():

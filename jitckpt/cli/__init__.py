@@ -5,7 +5,7 @@ traceback instead. ``verify`` exits 1 when checkpoints differ or a file is
 damaged; Ctrl-C exits 130, SIGTERM 143, after cleaning up.
 
 One module per command family: :mod:`.checkpoints` (inspect, convert, verify),
-:mod:`.example`, :mod:`.train`, :mod:`.evaluation` (eval, fid-stats, fid-helper-weights,
+:mod:`.example`, :mod:`.export`, :mod:`.train`, :mod:`.evaluation` (eval, fid-stats, fid-helper-weights,
 fetch-inception, sample); :mod:`.console` prints, safely. Importing this package imports no torch.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import checkpoints, evaluation, example, train
+from . import checkpoints, evaluation, example, export, train
 from .console import EXIT_DIFFERENT, EXIT_ERROR, echo, install_signal_handlers, state
 
 # -h is --help for the group and, inherited through the context, for every command. The help is
@@ -53,6 +53,7 @@ app.command("fid-stats")(evaluation.fid_stats_command)
 app.command("fid-helper-weights")(evaluation.fid_helper_weights)
 app.command("fetch-inception")(evaluation.fetch_inception)
 app.command()(evaluation.sample)
+app.command()(export.export)
 app.command()(example.example)
 
 

@@ -18,9 +18,9 @@ from typing import Any
 from .. import torchread
 from ..errors import FormatError, JiTCheckpointError, UnsafePickleError, naming
 from ..schema import JiTCheckpoint
-from . import dcp, lightning, original, safetensors
+from . import dcp, export, lightning, original, safetensors
 
-FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (original, lightning, safetensors, dcp)}
+FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (original, lightning, safetensors, dcp, export)}
 _LEGACY_TORCH_HEAD = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8"  # pickled magic number
 
 
@@ -40,6 +40,8 @@ def _sniff(path: str) -> tuple[str, Any]:
     """(format name, parsed torch tree or None) from the file's bytes (or the directory's .metadata)."""
     if dcp.is_dcp_dir(path):
         return dcp.NAME, None
+    if export.is_export_dir(path):
+        return export.NAME, None
     size = _check_readable(path)
     with open(path, "rb") as f:
         head = f.read(16)

@@ -179,6 +179,22 @@ def sincos_pos_embed(dim: int, grid: int) -> np.ndarray:
 class JiT(nn.Module):
     """Just image Transformer: ``forward(x, t, y)`` predicts the clean image from ``x`` at time ``t``."""
 
+    @classmethod
+    def from_pretrained(cls, folder: str, device: str = "cpu") -> "JiT":
+        """The network of a ``jitckpt export`` folder (``config.json`` + ``model.safetensors``), read locally,
+        as ``PyTorchModelHubMixin.from_pretrained`` would load a local folder; huggingface_hub is not needed."""
+        import json
+        import os
+
+        from safetensors.torch import load_file
+
+        with open(os.path.join(folder, "config.json")) as f:
+            config = json.load(f)
+        fields = {k: config[k] for k in Arch.__dataclass_fields__ if k in config}
+        net = cls(Arch.from_dict(fields), config.get("attn_drop", 0.0), config.get("proj_drop", 0.0))
+        net.load_state_dict(load_file(os.path.join(folder, "model.safetensors"), device=device))
+        return net.to(device).eval()
+
     def __init__(self, arch: Arch, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
         super().__init__()
         self.arch = arch

@@ -1,0 +1,176 @@
+"""``jitckpt export``: publishable weights in the Hugging Face layout, with the protocol and scores that go with them.
+
+A folder holds ``model.safetensors`` (one set of weights under the network's
+own keys; jitckpt's per-tensor checksums and the training args in its metadata,
+the sampling settings resolved as ``eval`` would use them), ``config.json`` (the
+``JiT`` constructor arguments by the original's names, the variant, the sampling
+protocol, provenance), ``README.md`` (a model card) and ``samples.png``. It is
+built beside the target and renamed into place (:mod:`jitckpt.io_folder`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .errors import JiTCheckpointError
+from .formats import export as export_format
+from .formats import read
+from .formats.safetensors import weights_export, write_tensors
+from .io_folder import atomic_folder, durable_file
+from .model.protocol import resolve_sampling
+from .schema import JiTCheckpoint
+
+WEIGHT_SETS = ("ema1", "ema2", "raw")
+EXPORT_VERSION = 1
+SAMPLE_CLASSES = (207, 360, 387, 974, 88, 979, 417, 279)  # ImageNet classes shown in the grid (mod num_classes)
+
+
+def export(src: str | os.PathLike, out: str | os.PathLike, weights: str = "ema1", *, all_emas: bool = False,
+           eval_json: str | os.PathLike | None = None, license: str | None = None, samples: bool = True,
+           force: bool = False, on_warning: Callable[[str], None] | None = None) -> list[Path]:
+    """Write the export folder ``out`` (or ``out/ema1``, ``out/ema2``, ``out/raw`` with ``all_emas``) from ``src``.
+
+    Returns the folders written. ``eval_json`` is the JSON ``jitckpt eval --json``
+    wrote for these weights: its scores and protocol go into the model card.
+    """
+    from .evaluation.provenance import sha256_file
+
+    _, ckpt = read(src)
+    sets = [w for w in WEIGHT_SETS if _has(ckpt, w)] if all_emas else [weights]
+    for which in sets:
+        ckpt.weights(which)  # an absent set fails before anything is written
+    result = json.loads(Path(eval_json).read_text()) if eval_json else None
+    if result is not None and not all_emas and result.get("weights") not in (None, weights):
+        raise JiTCheckpointError(f"{eval_json} scores the {result.get('weights')} weights, not {weights}")
+    source = {"file": Path(src).name, "sha256": sha256_file(src) if Path(src).is_file() else None}
+    written = []
+    with atomic_folder(out, force=force) as folder:
+        for which in sets:
+            target = folder / which if all_emas else folder
+            target.mkdir(exist_ok=True)
+            scores = result if result is not None and result.get("weights") == which else None
+            _write_one(ckpt, which, target, source, scores, license, samples, on_warning)
+            written.append(Path(out) / which if all_emas else Path(out))
+    return written
+
+
+def _has(ckpt: JiTCheckpoint, which: str) -> bool:
+    try:
+        ckpt.weights(which)
+    except JiTCheckpointError:
+        return False
+    return True
+
+
+def _write_one(ckpt: JiTCheckpoint, which: str, folder: Path, source: dict, scores: dict | None,
+               license: str | None, samples: bool, on_warning: Callable[[str], None] | None) -> None:
+    plan = resolve_sampling(ckpt.arch, ckpt.args)
+    for message in plan.warnings:
+        if on_warning is not None:
+            on_warning(message)
+    args = {**ckpt.args, **plan.as_args()}  # the protocol travels with the weights: eval and sample use it
+    exported = dataclasses.replace(ckpt, args=args)
+    tensors, meta = weights_export(exported, which)
+    tensors = {k.removeprefix("net."): v for k, v in tensors.items()}  # the network's own keys
+    with durable_file(folder / export_format.WEIGHTS_FILE) as handle:
+        write_tensors(tensors, meta, handle)
+    config = config_of(ckpt, which, plan.settings(), source)
+    with durable_file(folder / export_format.CONFIG_FILE) as handle:
+        handle.write((json.dumps(config, indent=2) + "\n").encode())
+    if samples:
+        _write_samples(folder)
+    with durable_file(folder / "README.md") as handle:
+        handle.write(model_card(config, scores, license, samples).encode())
+
+
+def config_of(ckpt: JiTCheckpoint, which: str, sampling: dict, source: dict) -> dict[str, Any]:
+    """``config.json``: the constructor arguments by the original's names, the protocol and the provenance."""
+    arch = ckpt.arch
+    decay = {"ema1": ckpt.args.get("ema_decay1"), "ema2": ckpt.args.get("ema_decay2"), "raw": None}[which]
+    return {
+        export_format.MARK: EXPORT_VERSION,
+        "model_type": "jit",
+        "variant": arch.variant,
+        "input_size": arch.img_size,
+        "img_size": arch.img_size,
+        "patch_size": arch.patch_size,
+        "in_channels": 3,
+        "hidden_size": arch.hidden_size,
+        "depth": arch.depth,
+        "num_heads": arch.num_heads,
+        "mlp_ratio": 4.0,
+        "mlp_hidden_dim": arch.mlp_hidden_dim,
+        "bottleneck_dim": arch.bottleneck_dim,
+        "in_context_len": arch.in_context_len,
+        "in_context_start": arch.in_context_start,
+        "num_classes": arch.num_classes,
+        "attn_drop": ckpt.args.get("attn_dropout", 0.0),
+        "proj_drop": ckpt.args.get("proj_dropout", 0.0),
+        "sampling": {**sampling, "t_eps": ckpt.args.get("t_eps", 0.05)},
+        "provenance": {"source": source["file"], "source_sha256": source["sha256"], "epoch": ckpt.epoch,
+                       "global_step": ckpt.global_step, "weights": which, "ema_decay": decay,
+                       "jitckpt_version": __version__},
+    }
+
+
+def _write_samples(folder: Path) -> None:
+    from .evaluation.sampling import SamplingSettings, sample_grid
+
+    config = json.loads((folder / export_format.CONFIG_FILE).read_text())
+    labels = sorted({c % config["num_classes"] for c in SAMPLE_CLASSES})
+    weights = config["provenance"]["weights"]
+    sample_grid(folder, labels, SamplingSettings(weights), folder / "samples.png", on_warning=lambda m: None)
+
+
+def model_card(config: dict, scores: dict | None, license: str | None, samples: bool) -> str:
+    """``README.md`` with a metadata header, how to load and sample, the training facts and any scores."""
+    name = config["variant"] or "A custom JiT"
+    s, p = config["sampling"], config["provenance"]
+    header = ["---", "library_name: jitckpt", f"license: {license or 'other'}",
+              "tags:", "- jit", "- diffusion", "- image-generation", "- class-conditional", "- pixel-space",
+              "pipeline_tag: unconditional-image-generation", "---", ""]
+    lines = header + [
+        f"# {name}, {config['img_size']} px ({p['weights']} weights)", "",
+        "JiT (\"Just image Transformers\", Li & He 2025) is a pixel-space diffusion transformer. These are the "
+        f"{p['weights']} weights of a {config['depth']}-block, {config['hidden_size']}-wide JiT with patch size "
+        f"{config['patch_size']} over {config['num_classes']} classes, exported by jitckpt {p['jitckpt_version']}.",
+        "", "## Load and sample", "", "```python", "import torch", "from jitckpt.model import from_pretrained",
+        'model = from_pretrained(".")  # this folder: the Denoiser with these weights and the protocol below',
+        "labels = torch.tensor([207, 360]) % model.net.arch.num_classes",
+        "images = model.generate(labels, torch.Generator().manual_seed(0))  # (2, 3, H, W) in [-1, 1]", "```", "",
+        "## Sampling protocol", "",
+        f"{s['method']}, {s['steps']} steps, CFG {s['cfg']} in [{s['interval_min']}, {s['interval_max']}], "
+        f"noise scale {s['noise_scale']}, t_eps {s['t_eps']}.", "",
+        "## Training", "",
+        f"Exported from `{p['source']}`" + (f" (SHA-256 `{p['source_sha256']}`)" if p["source_sha256"] else "")
+        + f": epoch {p['epoch']}, global step {p['global_step']}"
+        + (f", EMA decay {p['ema_decay']}" if p["ema_decay"] is not None else "") + ".", "",
+    ]
+    if samples:
+        lines += ["![samples](samples.png)", ""]
+    if scores is not None:
+        lines += _score_table(scores)
+    return "\n".join(lines)
+
+
+def _score_table(result: dict) -> list[str]:
+    sampling = result.get("sampling", {})
+    reference = result.get("reference") or {}
+    inception = result.get("inception_weights") or {}
+    rows = [("FID", result.get("fid")), ("Inception Score", result.get("inception_score_mean")),
+            ("Inception Score std", result.get("inception_score_std")), ("images", result.get("num_images")),
+            ("weights", result.get("weights")), ("method", sampling.get("method")), ("steps", sampling.get("steps")),
+            ("CFG", sampling.get("cfg")), ("CFG interval", f"[{sampling.get('interval_min')}, "
+                                                           f"{sampling.get('interval_max')}]"),
+            ("noise scale", sampling.get("noise_scale")), ("seed", result.get("seed")),
+            ("reference", reference.get("fid_stats") or reference.get("ref_dir")),
+            ("reference SHA-256", reference.get("sha256")), ("Inception weights", inception.get("path")),
+            ("Inception SHA-256", inception.get("sha256"))]
+    table = ["## Scores", "", "Measured with `jitckpt eval` under this protocol:", "", "| | |", "| --- | --- |"]
+    table += [f"| {key} | {value} |" for key, value in rows if value is not None]
+    return table + [""]
