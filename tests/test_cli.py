@@ -145,3 +145,15 @@ def test_remedies_are_said_in_each_users_terms(golden, tmp_path):
         jitckpt.convert(golden, taken)
     assert str(refused.value) == f"{str(taken)!r} already exists; pass force=True to overwrite it"
     assert in_cli_terms("pass drop_optimizer=True or force=True") == "pass --drop-optimizer or --force"
+
+
+def test_convert_says_what_the_written_file_holds(golden, tmp_path):
+    import torch
+
+    bare = tmp_path / "bare.pth"
+    torch.save(dict(jitckpt.load(golden).model), bare)  # a plain state dict: the weights and nothing else
+    assert "(original JiT .pth, model weights only," in run("convert", bare, "-o", tmp_path / "a.pth").stdout
+    full = run("convert", golden, "-o", tmp_path / "b.pth").stdout
+    assert "(original JiT .pth, full training state," in full
+    dropped = run("convert", golden, "-o", tmp_path / "c.pth", "--drop-optimizer").stdout
+    assert "training state without the optimizer" in dropped

@@ -119,9 +119,21 @@ def convert(
                                  progress=advance, shards=shards, on_warning=warn)
         seconds = time.perf_counter() - started
         kind = formats.get(formats.detect_format(target)).LABEL
-        what = f"{weights} weights only" if weights else (
-            "training state without the optimizer" if drop_optimizer else "full training state")
-        echo(f"wrote {target} ({kind}, {what}, {size(formats.size_on_disk(target))}) in {seconds:.1f} s")
+        echo(f"wrote {target} ({kind}, {_contents(target, weights)}, {size(formats.size_on_disk(target))}) "
+             f"in {seconds:.1f} s")
+
+
+def _contents(target: Path, weights: Optional[str]) -> str:
+    """What a written checkpoint holds, in a few words (read back from its header)."""
+    from .. import api
+
+    if weights:
+        return f"{weights} weights only"
+    written = api.load(target, lazy=True)
+    if written.optimizer is not None:
+        return "full training state"
+    emas = written.model_ema1 is not None or written.model_ema2 is not None
+    return "training state without the optimizer" if emas or written.epoch is not None else "model weights only"
 
 
 def verify(
