@@ -12,7 +12,8 @@ from . import formats
 from .errors import DROP_OPTIMIZER, NOT_CONVERTED, TO_FORMAT, OutputError, SchemaError, naming
 from .io import atomic_output, check_output_path
 from .schema import JiTCheckpoint
-from .tensors import CHUNK_BYTES, TensorRef, dtype_name, is_tensor, iter_tensor_bytes, shape_of, to_torch
+from .anytensor import dtype_name, is_tensor, iter_tensor_bytes, shape_of, to_torch
+from .tensors import CHUNK_BYTES, TensorRef
 
 Progress = Callable[[int], None]
 

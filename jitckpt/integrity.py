@@ -8,18 +8,16 @@ damaged tensors by name instead of stopping at the first.
 from __future__ import annotations
 
 import os
-import zlib
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-from .errors import FormatError
+from .tensors import TensorRef, fd_region_crc, iter_refs, stored_pieces
 from .ziparchive import read_archive, starts_as_zip
 
 if TYPE_CHECKING:
     from .schema import JiTCheckpoint
-    from .tensors import TensorRef
 
 THREADS = 2  # zlib releases the GIL: two threads keep two cores busy
 READ_BYTES = 1 << 20  # per read: small enough that the CRC finds the bytes still in cache (measured: 8 MiB is slower)
@@ -64,7 +62,7 @@ def check_file(path: str | os.PathLike, limit: int = 10,
     # holding the GIL, stalls the CRC threads between their reads).
     name, ckpt = formats.read(path)
     tensors = list(_tensor_refs(ckpt))
-    refs = [piece for ref in tensors for piece in _stored_pieces(ref)]
+    refs = [piece for ref in tensors for piece in stored_pieces(ref)]
     if os.path.isdir(path):  # every piece the directory stores, also those the schema does not map
         from .formats.dcp import stored_tensors
 
@@ -88,11 +86,6 @@ def check_file(path: str | os.PathLike, limit: int = 10,
     return report
 
 
-def _stored_pieces(ref: TensorRef) -> list[TensorRef]:
-    """The stored pieces of a tensor: itself, or each shard of a DCP tensor."""
-    return [piece.ref for piece in ref.pieces] if hasattr(ref, "pieces") else [ref]
-
-
 def _crcs(regions: list[tuple[str, int, int, int, str]], progress: Callable[[int], None] | None) -> list[int]:
     """The CRC-32 of each (file, start, length, ...) region, by THREADS threads that each read a contiguous
     share of the bytes."""
@@ -112,7 +105,7 @@ def _crcs(regions: list[tuple[str, int, int, int, str]], progress: Callable[[int
                 file, start, length = regions[index][:3]
                 if file not in opened:
                     opened[file] = os.open(file, os.O_RDONLY)
-                results[index] = _region_crc(opened[file], buffer, file, start, length)
+                results[index] = fd_region_crc(opened[file], buffer, file, start, length)
                 if progress is not None:
                     progress(length)
         finally:
@@ -124,31 +117,7 @@ def _crcs(regions: list[tuple[str, int, int, int, str]], progress: Callable[[int
     return results
 
 
-def _region_crc(fd: int, buffer: memoryview, path: str, start: int, length: int) -> int:
-    crc, done = 0, 0
-    while done < length:
-        got = os.preadv(fd, [buffer[:min(len(buffer), length - done)]], start + done)
-        if got <= 0:
-            raise FormatError(f"{path}: file is truncated (it ends inside a checked region)")
-        crc = zlib.crc32(buffer[:got], crc)
-        done += got
-    return crc
-
-
 def _tensor_refs(ckpt: JiTCheckpoint) -> Iterator[TensorRef]:
     """Every TensorRef the checkpoint holds, in sections, optimizer state and extra."""
-    from .tensors import TensorRef
-
-    stack: list[Any] = [ckpt.sections(), ckpt.optimizer, ckpt.extra,
-                        ckpt.unmapped_optimizer.positional if ckpt.unmapped_optimizer else None]
-    seen: set[int] = set()
-    while stack:
-        obj = stack.pop()
-        if isinstance(obj, TensorRef):
-            if id(obj) not in seen:
-                seen.add(id(obj))
-                yield obj
-        elif isinstance(obj, dict):
-            stack.extend(obj.values())
-        elif isinstance(obj, (list, tuple)):
-            stack.extend(obj)
+    return iter_refs([ckpt.sections(), ckpt.optimizer, ckpt.extra,
+                      ckpt.unmapped_optimizer.positional if ckpt.unmapped_optimizer else None])

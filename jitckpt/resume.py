@@ -97,7 +97,7 @@ def fresh_optimizer(ckpt: JiTCheckpoint, args: Mapping[str, Any]) -> dict:
 def load_weights(module: Any, callbacks: list, weights: JiTCheckpoint) -> None:
     """Put ``weights``' raw weights into ``module`` and its EMAs into the EMA callback, before ``fit``."""
     from .callbacks.ema import EMACallback
-    from .tensors import to_torch
+    from .anytensor import to_torch
 
     module.load_state_dict({k: to_torch(v) for k, v in weights.model.items()}, strict=True)
     for ema in (cb for cb in callbacks if isinstance(cb, EMACallback)):

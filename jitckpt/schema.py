@@ -19,7 +19,7 @@ from .keys import normalize_keys
 from .model.arch import Arch, check_shapes, infer_arch
 from .model.groupings import ORIGINAL, Grouping, UnmappedOptimizer, identify, regroup, to_named
 from .train_args import args_from_hparams
-from .tensors import is_tensor, scalar_value, shape_of
+from .anytensor import is_tensor, scalar_value, shape_of
 
 SCHEMA_VERSION = 1
 SECTIONS = ("model", "model_ema1", "model_ema2")

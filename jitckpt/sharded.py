@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator
 
 from .errors import FormatError
-from .tensors import CHUNK_BYTES, TensorRef, write_chunks, contiguous_strides
+from .tensors import CHUNK_BYTES, TensorRef, contiguous_strides, torch_bytes, write_chunks
 
 MAX_PIECES = 1 << 16  # pieces of one tensor (one per writing rank, or a few)
 
@@ -55,7 +55,7 @@ class ShardedRef(TensorRef):
             for piece in self.pieces:
                 yield from piece.ref.iter_bytes(chunk)
             return
-        data = memoryview(_contiguous_bytes(self.to_torch()))
+        data = torch_bytes(self.to_torch())
         for start in range(0, len(data), chunk):
             yield data[start:start + chunk]
 
@@ -82,13 +82,6 @@ class ShardedRef(TensorRef):
             where = tuple(slice(o, o + n) for o, n in zip(piece.offsets, piece.ref.shape))
             full[where] = piece.ref.to_torch()
         return full
-
-
-def _contiguous_bytes(tensor: Any) -> bytes:
-    import torch
-
-    flat = tensor.contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
 
 
 def assemble(name: str, dtype: str, shape: tuple[int, ...], pieces: list[Piece], where: str) -> TensorRef:

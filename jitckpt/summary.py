@@ -14,7 +14,7 @@ from .model.arch import count_params
 from .model.protocol import resolve_sampling
 from .model.groupings import grouping_of
 from .schema import JiTCheckpoint, optimizer_step
-from .tensors import dtype_name, is_tensor, shape_of
+from .anytensor import dtype_name, is_tensor, shape_of
 
 # The training args worth showing; the rest is in --json.
 KEY_ARGS = (

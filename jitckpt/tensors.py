@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator
@@ -125,7 +124,7 @@ class TensorRef:
         that received every byte received checked bytes.
         """
         if not self.is_contiguous:
-            yield memoryview(_tensor_bytes(self.to_torch().contiguous()))
+            yield torch_bytes(self.to_torch().contiguous())
             return
         own = self.checksum_is_own
         if not own:
@@ -153,7 +152,7 @@ class TensorRef:
     def crc32(self) -> int:
         """The CRC-32 of the tensor's row-major bytes, the file's own checksum verified on the way."""
         if not self.is_contiguous:
-            return zlib.crc32(_tensor_bytes(self.to_torch().contiguous()))
+            return zlib.crc32(torch_bytes(self.to_torch().contiguous()))
         if not self.checksum_is_own:
             self.verify()
         crc = region_crc(self.path, self.offset, self.nbytes)
@@ -272,18 +271,23 @@ _verified: set[tuple] = set()  # regions already checked, keyed with the file's 
 
 def region_crc(path: str, start: int, length: int) -> int:
     """The CRC-32 of ``length`` bytes of ``path`` from ``start``, read in chunks."""
-    crc, done = 0, 0
     buffer = memoryview(bytearray(min(CHUNK_BYTES, max(length, 1))))
     fd = os.open(path, os.O_RDONLY)
     try:
-        while done < length:
-            got = os.preadv(fd, [buffer[:min(len(buffer), length - done)]], start + done)
-            if got <= 0:
-                raise _truncated(path)
-            crc = zlib.crc32(buffer[:got], crc)
-            done += got
+        return fd_region_crc(fd, buffer, path, start, length)
     finally:
         os.close(fd)
+
+
+def fd_region_crc(fd: int, buffer: memoryview, path: str, start: int, length: int) -> int:
+    """The CRC-32 of ``length`` bytes of the open file ``fd`` (``path``) from ``start``, read through ``buffer``."""
+    crc, done = 0, 0
+    while done < length:
+        got = os.preadv(fd, [buffer[:min(len(buffer), length - done)]], start + done)
+        if got <= 0:
+            raise _truncated(path)
+        crc = zlib.crc32(buffer[:got], crc)
+        done += got
     return crc
 
 
@@ -328,61 +332,7 @@ def _skip(chunks: Iterator[memoryview], count: int) -> Iterator[memoryview]:
         count = 0
 
 
-def write_tensor(tensor: Any, handle: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
-    """Append a TensorRef's or torch tensor's row-major bytes to ``handle``."""
-    if isinstance(tensor, TensorRef):
-        tensor.copy_to(handle, progress)
-    else:
-        write_chunks(iter_tensor_bytes(tensor), handle, progress)
-
-
-def dtype_name(tensor: Any) -> str:
-    """``'float32'`` for a TensorRef or a torch tensor."""
-    if isinstance(tensor, TensorRef):
-        return tensor.dtype
-    return str(tensor.dtype).removeprefix("torch.")
-
-
-def shape_of(tensor: Any) -> tuple[int, ...]:
-    return tuple(int(s) for s in tensor.shape)
-
-
-def nbytes_of(tensor: Any) -> int:
-    if isinstance(tensor, TensorRef):
-        return tensor.nbytes
-    return tensor.numel() * tensor.element_size()
-
-
-def is_tensor(value: Any) -> bool:
-    """True for TensorRefs and torch tensors, without importing torch."""
-    if isinstance(value, TensorRef):
-        return True
-    torch = sys.modules.get("torch")  # a torch tensor exists only if torch was imported
-    return torch is not None and isinstance(value, torch.Tensor)
-
-
-def iter_tensor_bytes(tensor: Any, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """Row-major bytes of a TensorRef or a torch tensor, in chunks."""
-    if isinstance(tensor, TensorRef):
-        yield from tensor.iter_bytes(chunk)
-        return
-    data = memoryview(_tensor_bytes(tensor))
-    for start in range(0, len(data), chunk):
-        yield data[start : start + chunk]
-
-
-def crc_of(tensor: Any) -> int:
-    """The CRC-32 of a TensorRef's (verified) or a torch tensor's row-major bytes."""
-    if isinstance(tensor, TensorRef):
-        return tensor.crc32()
-    return zlib.crc32(_tensor_bytes(tensor))
-
-
-def to_torch(tensor: Any) -> Any:
-    return tensor.to_torch() if isinstance(tensor, TensorRef) else tensor
-
-
-def _tensor_bytes(tensor: Any) -> memoryview:
+def torch_bytes(tensor: Any) -> memoryview:
     """The row-major bytes of a torch tensor: a view of its memory when it is contiguous on the CPU (no copy)."""
     import torch
 
@@ -392,19 +342,22 @@ def _tensor_bytes(tensor: Any) -> memoryview:
     return memoryview(flat.view(torch.uint8).numpy())
 
 
-_STRUCT_CODES = {"float64": "d", "float32": "f", "float16": "e", "int64": "q", "int32": "i", "int16": "h",
-                 "int8": "b", "uint8": "B", "bool": "?"}
+def iter_refs(tree: Any) -> Iterator[TensorRef]:
+    """Every distinct TensorRef in nested dicts, lists and tuples (each object once), without recursion."""
+    stack: list[Any] = [tree]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if isinstance(node, TensorRef):
+            if id(node) not in seen:
+                seen.add(id(node))
+                yield node
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
 
 
-def scalar_value(tensor: Any) -> float | int | bool:
-    """The value of a one-element tensor, read without torch for a TensorRef."""
-    if not isinstance(tensor, TensorRef):
-        return tensor.item()
-    if tensor.numel != 1:
-        raise ValueError(f"tensor of shape {tensor.shape} is not a scalar")
-    import struct
-
-    data = tensor.read_span()[: tensor.itemsize]
-    if tensor.dtype == "bfloat16":  # the top half of a float32
-        return struct.unpack("<f", b"\0\0" + data)[0]
-    return struct.unpack("<" + _STRUCT_CODES[tensor.dtype], data)[0]
+def stored_pieces(ref: TensorRef) -> list[TensorRef]:
+    """The pieces a tensor is stored in: itself, or each shard of a DCP tensor."""
+    return [piece.ref for piece in ref.pieces] if hasattr(ref, "pieces") else [ref]

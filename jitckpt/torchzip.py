@@ -31,7 +31,8 @@ from types import FunctionType
 from typing import Any, BinaryIO, Callable
 
 from .errors import SchemaError
-from .tensors import DTYPES, TensorRef, contiguous_strides, crc_of, dtype_name, is_tensor, nbytes_of, shape_of, write_tensor
+from .anytensor import crc_of, dtype_name, is_tensor, nbytes_of, shape_of, write_tensor
+from .tensors import DTYPES, TensorRef, contiguous_strides
 from .ziparchive import ZIP_MAGIC
 
 _ALIGNMENT = 64

@@ -22,7 +22,7 @@ from ..errors import JiTCheckpointError
 from ..model.denoiser import DiffusionConfig, Denoiser
 from ..model.protocol import SamplingPlan, resolve_sampling
 from ..schema import JiTCheckpoint
-from ..tensors import to_torch
+from ..anytensor import to_torch
 
 WEIGHT_CHOICES = {"1": "ema1", "2": "ema2", "raw": "raw", "ema1": "ema1", "ema2": "ema2"}
 

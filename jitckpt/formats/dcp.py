@@ -26,7 +26,7 @@ from ..errors import NOT_CONVERTED, FormatError
 from ..keys import SHARDED_EMA_PREFIXES, canonical_key
 from ..schema import JiTCheckpoint, from_file_payload
 from ..sharded import Piece, assemble
-from ..tensors import TensorRef
+from ..tensors import TensorRef, iter_refs, stored_pieces
 from . import dcp_metadata, lightning
 from .dcp_metadata import METADATA_FILE, Layout
 from .dcp_write import write_folder  # noqa: F401 (this format's writer)
@@ -101,8 +101,7 @@ def _piece(key: str, where: tuple, layout: Layout, files: _ShardFiles) -> Any:
     location = layout.locations.get(where)
     if location is None:
         raise FormatError(f"{files.folder}: .metadata lists a piece of {key!r:.80} but not where it is stored")
-    value = torchread.read_tree(files(location.file), location.offset, location.length)
-    return value
+    return torchread.read_tree(files(location.file), location.offset, location.length)
 
 
 def _tensor(key: str, item: dcp_metadata.TensorItem, layout: Layout, files: _ShardFiles, path: str) -> TensorRef:
@@ -238,17 +237,7 @@ def _from_plain(tree: dict, path: str) -> JiTCheckpoint:
 
 def stored_tensors(path: str) -> list[TensorRef]:
     """Every tensor piece the directory stores, mapped or not (what ``verify DIR`` checks)."""
-    stack: list[Any] = [read_tree(path)]
-    found: list[TensorRef] = []
-    while stack:
-        node = stack.pop()
-        if isinstance(node, TensorRef):
-            found.extend(p.ref for p in node.pieces) if hasattr(node, "pieces") else found.append(node)
-        elif isinstance(node, dict):
-            stack.extend(node.values())
-        elif isinstance(node, (list, tuple)):
-            stack.extend(node)
-    return found
+    return [piece for ref in iter_refs(read_tree(path)) for piece in stored_pieces(ref)]
 
 
 def _lookup(tree: dict, dotted: str) -> Any:
@@ -259,10 +248,4 @@ def _lookup(tree: dict, dotted: str) -> Any:
 
 
 def _holds_tensors(value: Any) -> bool:
-    if isinstance(value, TensorRef):
-        return True
-    if isinstance(value, dict):
-        return any(_holds_tensors(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_holds_tensors(v) for v in value)
-    return False
+    return next(iter_refs(value), None) is not None

@@ -22,7 +22,7 @@ from ..io_folder import durable_file
 from ..keys import SHARDED_EMA_PREFIXES
 from ..model.groupings import ORIGINAL, regroup
 from ..schema import JiTCheckpoint
-from ..tensors import is_tensor, nbytes_of, shape_of, dtype_name
+from ..anytensor import dtype_name, is_tensor, nbytes_of, shape_of
 from . import lightning
 from .dcp_metadata import METADATA_FILE, Chunk, Layout, Location, TensorItem, write as write_metadata
 

@@ -19,10 +19,8 @@ from typing import Any, BinaryIO, Callable
 
 from ..errors import FormatError
 from ..schema import SECTIONS, JiTCheckpoint, from_file_payload
-from ..tensors import (
-    DTYPES, SAFETENSORS_TO_DTYPE, TensorRef, contiguous_strides, crc_of, dtype_name, is_tensor, nbytes_of, shape_of,
-    write_tensor,
-)
+from ..anytensor import crc_of, dtype_name, is_tensor, nbytes_of, shape_of, write_tensor
+from ..tensors import DTYPES, SAFETENSORS_TO_DTYPE, TensorRef, contiguous_strides
 from . import _checksums, _jsontree
 
 NAME = "safetensors"

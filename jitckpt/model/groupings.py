@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from ..errors import DROP_OPTIMIZER, SchemaError
-from ..tensors import is_tensor, shape_of
+from ..anytensor import is_tensor, shape_of
 from .arch import Arch, Shape, expected_shapes, trainable_names
 
 
