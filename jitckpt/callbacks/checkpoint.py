@@ -160,14 +160,22 @@ class JiTModelCheckpoint(L.Callback):
         trainer.strategy.barrier("JiTModelCheckpoint")
 
     def _save_through_plugin(self, trainer: L.Trainer, names: list[str]) -> None:
-        """The trainer's JiTCheckpointIO writes each file (in the background under AsyncCheckpointIO)."""
-        self.dirpath.mkdir(parents=True, exist_ok=True)
+        """The trainer's JiTCheckpointIO writes every file from one dump of the state (in the background under
+        an async wrapper), on rank zero."""
         targets = [self.dirpath / f"{name}.pth" for name in names]
         if self.save_lightning and "checkpoint-last" in names:
             targets.append(self.dirpath / "checkpoint-last.ckpt")
-        for target in targets:
-            trainer.save_checkpoint(target, weights_only=False)  # every rank; the strategy writes from rank 0
-            self.written.append(target)
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)  # every rank
+        if trainer.is_global_zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            io = trainer.strategy.checkpoint_io
+            if hasattr(io, "save_checkpoints"):
+                io.save_checkpoints(checkpoint, targets)
+            else:  # Lightning's AsyncCheckpointIO around a JiTCheckpointIO
+                for target in targets:
+                    io.save_checkpoint(checkpoint, target)
+            self.written.extend(targets)
+        trainer.strategy.barrier("JiTModelCheckpoint")
 
     def _save_sharded(self, trainer: L.Trainer, names: list[str]) -> None:
         """Every rank writes its shards into ``{name}.dcp``; rank zero puts it in place and converts it."""

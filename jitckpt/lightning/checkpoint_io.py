@@ -28,7 +28,7 @@ from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from .. import formats, torchread
 from ..formats import lightning as lightning_format
 from ..schema import JiTCheckpoint
-from ..tensors import TensorRef
+from ..tensors import TensorRef, iter_refs
 
 
 class JiTCheckpointIO(CheckpointIO):
@@ -72,6 +72,11 @@ class JiTCheckpointIO(CheckpointIO):
             return
         save(lightning_format.from_tree(checkpoint, str(target)), target, name, force=True)
 
+    def save_checkpoints(self, checkpoint: dict[str, Any], paths: list[Any]) -> None:
+        """Write one checkpoint to several paths, each in the format its suffix names."""
+        for path in paths:
+            self.save_checkpoint(checkpoint, path)
+
     def remove_checkpoint(self, path: Any) -> None:
         target = Path(path)
         if target.is_dir():
@@ -88,17 +93,16 @@ def _materialize(tree: Any, map_location: Any) -> Any:
     ``map_location`` says."""
     from concurrent.futures import ThreadPoolExecutor
 
-    refs: dict[int, TensorRef] = {}
-    _collect(tree, refs)
+    refs = list(iter_refs(tree))
     with ThreadPoolExecutor(max_workers=READERS) as pool:
-        read = dict(zip(refs, pool.map(lambda ref: _place(ref.to_torch(), map_location), refs.values())))
+        read = dict(zip(map(id, refs), pool.map(lambda ref: _place(ref.to_torch(), map_location), refs)))
 
     def visit(node: Any) -> Any:
         if isinstance(node, TensorRef):
             return read[id(node)]
         if isinstance(node, dict):
-            return type(node)((k, visit(v)) for k, v in node.items()) if type(node) is not dict else \
-                {k: visit(v) for k, v in node.items()}
+            copied = {k: visit(v) for k, v in node.items()}
+            return copied if type(node) is dict else type(node)(copied)
         if isinstance(node, list):
             return [visit(v) for v in node]
         if isinstance(node, tuple):
@@ -106,18 +110,6 @@ def _materialize(tree: Any, map_location: Any) -> Any:
         return node
 
     return visit(tree)
-
-
-def _collect(node: Any, refs: dict[int, TensorRef]) -> None:
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, TensorRef):
-            refs.setdefault(id(item), item)
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
 
 
 def _place(tensor: Any, map_location: Any) -> Any:
@@ -145,6 +137,14 @@ class JiTAsyncCheckpointIO(AsyncCheckpointIO):
         self._pending: Any = None
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        self._submit(checkpoint, [path], storage_options)
+
+    def save_checkpoints(self, checkpoint: dict[str, Any], paths: list[Any]) -> None:
+        """One snapshot, written to several paths in turn (a second save of the same step would otherwise wait
+        for the first write to free the buffers)."""
+        self._submit(checkpoint, paths, None)
+
+    def _submit(self, checkpoint: dict[str, Any], paths: list[Any], storage_options: Any | None) -> None:
         self._ensure_setup()
         if self._pending is not None:
             self._pending.result()  # the previous write is done with the buffers
@@ -155,7 +155,8 @@ class JiTAsyncCheckpointIO(AsyncCheckpointIO):
 
         def write() -> None:
             try:
-                io.save_checkpoint(snapshot, path, storage_options)
+                for path in paths:
+                    io.save_checkpoint(snapshot, path, storage_options)
             except BaseException as exc:  # raised on the training thread at the next save or teardown
                 self._error = exc
 
