@@ -129,30 +129,40 @@ def bench(src: Path, work: Path, repeats: int, label: str) -> None:
     ckpt.unlink()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=None, help="where the checkpoints go (needs ~20 GB)")
+def run_two_sizes(script: str, build, bench, source_name: str, label: str, disk: str) -> None:
+    """The driver both size benchmarks share: ``--workdir``, ``--repeats``, ``--skip-double``; the
+    source of depth 12, then of depth 24, each built by ``build(path, depth)`` in a child process (so this
+    one stays small for the RSS figures), measured by ``bench(src, work, repeats, label)``, then removed.
+    ``source_name`` is formatted with the depth; ``disk`` says how much room the work folder needs."""
+    doc = sys.modules["__main__"].__doc__ or ""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    parser.add_argument("--workdir", type=Path, default=None, help=f"where the sources go (needs {disk})")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip-double", action="store_true", help="skip the checkpoint twice as large")
+    parser.add_argument("--skip-double", action="store_true", help="skip the source twice as large")
     parser.add_argument("--build", nargs=2, metavar=("PATH", "DEPTH"), help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.build:
-        build_checkpoint(Path(opts.build[0]), int(opts.build[1]))
+        build(Path(opts.build[0]), int(opts.build[1]))
         return
     work = opts.workdir or Path(tempfile.mkdtemp(prefix="jitckpt-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        for depth, label in ((12, "JiT-B/16 training checkpoint"), (24, "twice as large (depth 24)")):
+        for depth, title in ((12, label), (24, "twice as large (depth 24)")):
             if depth == 24 and opts.skip_double:
                 break
-            src = work / f"checkpoint-depth{depth}.pth"
-            if not src.exists():  # in a child process, so this one stays small for the RSS figures
-                subprocess.run([sys.executable, __file__, "--build", str(src), str(depth)], check=True)
-            bench(src, work, opts.repeats, label)
-            src.unlink()
+            src = work / source_name.format(depth=depth)
+            if not src.exists():
+                subprocess.run([sys.executable, script, "--build", str(src), str(depth)], check=True)
+            bench(src, work, opts.repeats, title)
+            shutil.rmtree(src) if src.is_dir() else src.unlink()
     finally:
         if opts.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    run_two_sizes(__file__, build_checkpoint, bench, "checkpoint-depth{depth}.pth", "JiT-B/16 training checkpoint",
+                  "~20 GB")
 
 
 if __name__ == "__main__":

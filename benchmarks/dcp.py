@@ -16,17 +16,15 @@ Usage: python benchmarks/dcp.py [--workdir DIR] [--repeats 3] [--skip-double]
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from convert import median_run  # noqa: E402
+from convert import median_run, run_two_sizes  # noqa: E402
 
 TORCH_CONSOLIDATE = """
 import sys
@@ -115,29 +113,7 @@ def bench(src: Path, work: Path, repeats: int, label: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=None, help="where the checkpoints go (needs ~25 GB)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip-double", action="store_true", help="skip the state twice as large")
-    parser.add_argument("--build", nargs=2, metavar=("DIR", "DEPTH"), help=argparse.SUPPRESS)
-    opts = parser.parse_args()
-    if opts.build:
-        build(Path(opts.build[0]), int(opts.build[1]))
-        return
-    work = opts.workdir or Path(tempfile.mkdtemp(prefix="jitckpt-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        for depth, label in ((12, "JiT-B/16 sharded training state"), (24, "twice as large (depth 24)")):
-            if depth == 24 and opts.skip_double:
-                break
-            src = work / f"depth{depth}.dcp"
-            if not src.exists():  # in child processes, so this one stays small
-                subprocess.run([sys.executable, __file__, "--build", str(src), str(depth)], check=True)
-            bench(src, work, opts.repeats, label)
-            shutil.rmtree(src)
-    finally:
-        if opts.workdir is None:
-            shutil.rmtree(work, ignore_errors=True)
+    run_two_sizes(__file__, build, bench, "depth{depth}.dcp", "JiT-B/16 sharded training state", "~25 GB")
 
 
 if __name__ == "__main__":
