@@ -83,7 +83,7 @@ def _write_one(ckpt: JiTCheckpoint, which: str, folder: Path, source: dict, scor
     with durable_file(folder / export_format.CONFIG_FILE) as handle:
         handle.write((json.dumps(config, indent=2) + "\n").encode())
     if samples:
-        _write_samples(folder)
+        _write_samples(folder, which, ckpt.arch.num_classes)
     with durable_file(folder / "README.md") as handle:
         handle.write(model_card(config, scores, license, samples).encode())
 
@@ -118,13 +118,12 @@ def config_of(ckpt: JiTCheckpoint, which: str, sampling: dict, source: dict) -> 
     }
 
 
-def _write_samples(folder: Path) -> None:
+def _write_samples(folder: Path, which: str, num_classes: int) -> None:
+    """``samples.png``: a grid sampled from the folder just written, read back as any checkpoint."""
     from .evaluation.sampling import SamplingSettings, sample_grid
 
-    config = json.loads((folder / export_format.CONFIG_FILE).read_text())
-    labels = sorted({c % config["num_classes"] for c in SAMPLE_CLASSES})
-    weights = config["provenance"]["weights"]
-    sample_grid(folder, labels, SamplingSettings(weights), folder / "samples.png", on_warning=lambda m: None)
+    labels = sorted({c % num_classes for c in SAMPLE_CLASSES})
+    sample_grid(folder, labels, SamplingSettings(which), folder / "samples.png", on_warning=lambda m: None)
 
 
 def model_card(config: dict, scores: dict | None, license: str | None, samples: bool) -> str:

@@ -122,7 +122,9 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
         enable_fid_eval=args["online_eval"], num_images=args["num_images"], eval_batch_size=args["gen_bsz"],
         num_classes=arch.num_classes, fid_stats=fid_stats, inception_weights=inception_weights,
     )
-    sharded = type(options.get("strategy")).__name__ == "ModelParallelStrategy"
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    sharded = isinstance(options.get("strategy"), ModelParallelStrategy)
     scratch = tempfile.TemporaryDirectory(dir=output_dir, prefix=".resume-") if source is not None and sharded \
         else contextlib.nullcontext()
     with scratch as scratch_dir:
