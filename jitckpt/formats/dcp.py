@@ -169,7 +169,7 @@ def _from_lightning(tree: dict, path: str) -> JiTCheckpoint:
     optimizers = sorted(k for k in tree if isinstance(k, str) and k.startswith("optimizer_") and k[10:].isdigit())
     tree["optimizer_states"] = [_named_optimizer(tree.pop(k), path) for k in optimizers]
     callbacks = dict(tree.get("callbacks") or {})
-    entry = lightning._ema_entry(callbacks)
+    entry = lightning.ema_entry(callbacks)
     if any(emas.values()):
         ema_state = dict(callbacks.get(entry or lightning.EMA_CALLBACK) or {})
         ema_state.pop("sharded", None)

@@ -120,7 +120,7 @@ def _meta_tree(ckpt: JiTCheckpoint) -> dict:
     tree = lightning.to_tree(ckpt)
     tree.pop("state_dict")
     tree.pop("optimizer_states")
-    entry = lightning._ema_entry(tree["callbacks"]) or lightning.EMA_CALLBACK
+    entry = lightning.ema_entry(tree["callbacks"]) or lightning.EMA_CALLBACK
     state = dict(tree["callbacks"].get(entry) or {})
     had = [state.pop(version, None) is not None for version in ("ema1", "ema2")]
     if any(had):

@@ -34,7 +34,8 @@ def detect_tree(tree: Any) -> bool:
     return isinstance(tree, dict) and "state_dict" in tree
 
 
-def _ema_entry(callbacks: dict) -> str | None:
+def ema_entry(callbacks: dict) -> str | None:
+    """The key of EMACallback's state among a checkpoint's callbacks (None if it has none)."""
     names = [k for k in callbacks if isinstance(k, str) and k.split("{")[0] == EMA_CALLBACK]
     if len(names) > 1:
         raise FormatError(f"checkpoint holds {len(names)} EMACallback states; expected one")
@@ -48,7 +49,7 @@ def from_tree(tree: Any, path: str) -> JiTCheckpoint:
     rest = {k: v for k, v in tree.items() if k not in _MAPPED}
     callbacks = dict(rest.get("callbacks") or {})
     payload: dict[str, Any] = {"model": tree["state_dict"]}
-    entry = _ema_entry(callbacks)
+    entry = ema_entry(callbacks)
     if entry is not None:
         ema_state = dict(callbacks[entry])
         payload["model_ema1"] = ema_state.pop("ema1", None)
@@ -152,7 +153,7 @@ def to_tree(ckpt: JiTCheckpoint) -> dict:
     step = ckpt.global_step or 0
     steps_in_epoch = step // (epoch + 1) if step and step % (epoch + 1) == 0 else 0
     callbacks = dict(rest.pop("callbacks", {}) or {})
-    entry = _ema_entry(callbacks) or EMA_CALLBACK
+    entry = ema_entry(callbacks) or EMA_CALLBACK
     ema_state = dict(callbacks.get(entry) or {})
     ema_state.setdefault("ema_decay1", ckpt.args.get("ema_decay1", 0.9999))
     ema_state.setdefault("ema_decay2", ckpt.args.get("ema_decay2", 0.9996))
