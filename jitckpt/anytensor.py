@@ -8,9 +8,9 @@ import torch only when a torch tensor is really there.
 from __future__ import annotations
 
 import sys
-import zlib
 from typing import Any, BinaryIO, Callable, Iterator
 
+from .fastcrc import crc32
 from .tensors import CHUNK_BYTES, TensorRef, torch_bytes, write_chunks
 
 
@@ -61,7 +61,7 @@ def crc_of(tensor: Any) -> int:
     """The CRC-32 of a TensorRef's (verified) or a torch tensor's row-major bytes."""
     if isinstance(tensor, TensorRef):
         return tensor.crc32()
-    return zlib.crc32(torch_bytes(tensor))
+    return crc32(torch_bytes(tensor))
 
 
 def to_torch(tensor: Any) -> Any:

@@ -13,11 +13,11 @@ tensor at a time. Each piece's own checksum is verified whenever it is read.
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator
 
 from .errors import FormatError
+from .fastcrc import crc32
 from .tensors import CHUNK_BYTES, TensorRef, contiguous_strides, torch_bytes, write_chunks
 
 MAX_PIECES = 1 << 16  # pieces of one tensor (one per writing rank, or a few)
@@ -62,7 +62,7 @@ class ShardedRef(TensorRef):
     def crc32(self) -> int:
         crc = 0
         for block in self.iter_bytes():
-            crc = zlib.crc32(block, crc)
+            crc = crc32(block, crc)
         return crc
 
     def copy_to(self, handle: BinaryIO, progress: Callable[[int], None] | None = None) -> None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 import os
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator
 
+from .fastcrc import crc32
 from .io import start_writeback
 
 CHUNK_BYTES = 8 << 20  # 8 MiB: large enough for full disk speed, small for RSS
@@ -142,7 +142,7 @@ class TensorRef:
                     raise _truncated(self.path)
                 done += got
                 if own:
-                    crc = zlib.crc32(buffer[:got], crc)
+                    crc = crc32(buffer[:got], crc)
                     if done == self.nbytes:
                         self._check_crc(crc)
                 yield buffer[:got]
@@ -152,7 +152,7 @@ class TensorRef:
     def crc32(self) -> int:
         """The CRC-32 of the tensor's row-major bytes, the file's own checksum verified on the way."""
         if not self.is_contiguous:
-            return zlib.crc32(torch_bytes(self.to_torch().contiguous()))
+            return crc32(torch_bytes(self.to_torch().contiguous()))
         if not self.checksum_is_own:
             self.verify()
         crc = region_crc(self.path, self.offset, self.nbytes)
@@ -212,7 +212,7 @@ class TensorRef:
         if len(data) != self.span:
             raise _truncated(self.path)
         if own:
-            self._check_crc(zlib.crc32(data))
+            self._check_crc(crc32(data))
         return data
 
     def read_into(self, target: memoryview) -> None:
@@ -228,7 +228,7 @@ class TensorRef:
                 if got <= 0:
                     raise _truncated(self.path)
                 if own:
-                    crc = zlib.crc32(target[done:done + got], crc)
+                    crc = crc32(target[done:done + got], crc)
                 done += got
         finally:
             os.close(fd)
@@ -286,7 +286,7 @@ def fd_region_crc(fd: int, buffer: memoryview, path: str, start: int, length: in
         got = os.preadv(fd, [buffer[:min(len(buffer), length - done)]], start + done)
         if got <= 0:
             raise _truncated(path)
-        crc = zlib.crc32(buffer[:got], crc)
+        crc = crc32(buffer[:got], crc)
         done += got
     return crc
 

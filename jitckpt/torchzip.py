@@ -25,12 +25,12 @@ import io
 import pathlib
 import pickle
 import struct
-import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import FunctionType
 from typing import Any, BinaryIO, Callable
 
 from .errors import SchemaError
+from .fastcrc import crc32
 from .anytensor import crc_of, dtype_name, is_tensor, nbytes_of, shape_of, write_tensor
 from .tensors import DTYPES, TensorRef, contiguous_strides
 from .ziparchive import ZIP_MAGIC
@@ -298,7 +298,7 @@ class _ZipWriter:
         raw = name.encode()
         offset = self._local_header(raw, len(data))
         self.handle.write(data)
-        self.entries.append((raw, offset, len(data), zlib.crc32(data)))
+        self.entries.append((raw, offset, len(data), crc32(data)))
 
     def add_tensor(self, name: str, tensor: Any, progress: Progress | None = None) -> None:
         raw = name.encode()

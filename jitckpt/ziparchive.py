@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 import struct
-import zlib
 from dataclasses import dataclass
 
 from .errors import FormatError
+from .fastcrc import crc32
 
 ZIP_MAGIC = b"PK\x03\x04"  # a local file header: how every zip, and so every torch file, starts
 
@@ -56,7 +56,7 @@ class Archive:
             data = os.pread(f.fileno(), entry.size, entry.offset)
         if len(data) != entry.size:
             raise FormatError(f"{self.path}: file is truncated (entry {name!r} ends early)")
-        if zlib.crc32(data) != entry.crc:
+        if crc32(data) != entry.crc:
             raise FormatError(f"{self.path}: entry {name!r} is damaged (its CRC-32 does not match); "
                               "the file is corrupt: use a good copy")
         return data

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-import zlib
 from typing import Any
 
 from ..errors import FormatError
+from ..fastcrc import crc32
 from ..tensors import Checksum, TensorRef
 
 KEY = "jitckpt.checksums"
@@ -27,7 +27,7 @@ def header_crc(header: dict[str, Any]) -> int:
     """The CRC-32 of the header's canonical JSON, without the checksum entry."""
     metadata = {k: v for k, v in (header.get("__metadata__") or {}).items() if k != KEY}
     canonical = {**header, "__metadata__": metadata}
-    return zlib.crc32(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode())
+    return crc32(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode())
 
 
 def encode(header_value: int, tensor_crcs: dict[str, int]) -> str:
