@@ -2,7 +2,8 @@
 
 Builds a JiT-B/16 checkpoint as the original ``misc.save_model`` writes it
 (model, two EMAs, AdamW moments: about 2.6 GB), then measures in one run, each
-command a fresh process writing a new file, median of ``--repeats`` runs:
+command a fresh process writing a new file, median of ``--repeats`` rounds (each
+round runs every command once, so drift touches them alike):
 ``cp``; a durable copy (``cp`` then ``sync FILE``: every jitckpt write ends with
 an fsync, a plain ``cp`` does not); the naive path (``torch.load`` everything,
 ``safetensors.torch.save_file``); ``jitckpt convert`` to .safetensors, to .ckpt
@@ -85,18 +86,29 @@ def measure(cmd: list[str]) -> tuple[float, int]:
     return wall, usage.ru_maxrss * 1024
 
 
-def median_run(make_cmd, output: Path | None, repeats: int) -> tuple[float, int]:
-    walls, peaks = [], []
+def round_robin(rows: list, repeats: int) -> dict[str, tuple[float, int, list[float]]]:
+    """Run every (name, make_cmd, output) row once per round, ``repeats`` rounds: (median wall, max peak RSS,
+    the walls in round order) by name. Interleaved rounds let a drift of the shared disk or CPUs (seen here:
+    a later row slowed 2x by the writes before it) touch every row alike instead of the last ones."""
+    walls: dict[str, list[float]] = {name: [] for name, _, _ in rows}
+    peaks: dict[str, int] = {name: 0 for name, _, _ in rows}
     for _ in range(repeats):
-        if output is not None and output.exists():
-            output.unlink()
-        os.sync()  # no contender pays for an earlier one's dirty pages
-        wall, peak = measure(make_cmd())
-        walls.append(wall)
-        peaks.append(peak)
-    if output is not None and output.exists():
-        output.unlink()
-    return statistics.median(walls), max(peaks)
+        for name, make_cmd, output in rows:
+            if output is not None and output.exists():
+                output.unlink()
+            os.sync()  # no contender pays for an earlier one's dirty pages
+            wall, peak = measure(make_cmd())
+            walls[name].append(wall)
+            peaks[name] = max(peaks[name], peak)
+            if output is not None and output.exists():
+                output.unlink()
+    return {name: (statistics.median(walls[name]), peaks[name], walls[name]) for name, _, _ in rows}
+
+
+def median_run(make_cmd, output: Path | None, repeats: int) -> tuple[float, int]:
+    """(median wall, max peak RSS) of one command run ``repeats`` times."""
+    wall, peak, _ = round_robin([("run", make_cmd, output)], repeats)["run"]
+    return wall, peak
 
 
 def bench(src: Path, work: Path, repeats: int, label: str) -> None:
@@ -124,18 +136,19 @@ def bench(src: Path, work: Path, repeats: int, label: str) -> None:
     size = src.stat().st_size
     from jitckpt import fastcrc
 
-    print(f"\n{label}: {src.name}, {size / 1e9:.2f} GB, median of {repeats}, {time.strftime('%Y-%m-%d %H:%M')}, "
-          f"CRC-32 by {fastcrc.name()}")
-    print(f"{'command':34} {'wall s':>8} {'peak RSS':>10} {'x durable':>9} {'x naive':>8}")
-    results = {}
-    for name, make_cmd, output in rows:
-        results[name] = median_run(make_cmd, output, repeats)
-        wall, peak = results[name]
-        durable = results.get("durable copy: cp + sync FILE", (float("nan"),))[0]
-        naive = results.get("naive torch.load + save_file", (float("nan"),))[0]
-        print(f"{name:34} {wall:8.2f} {peak / 1e9:8.2f} GB {wall / durable:9.2f} {wall / naive:8.2f}", flush=True)
+    print(f"\n{label}: {src.name}, {size / 1e9:.2f} GB, median of {repeats} interleaved rounds, "
+          f"{time.strftime('%Y-%m-%d %H:%M')}, CRC-32 by {fastcrc.name()}", flush=True)
+    results = round_robin(rows, repeats)
+    durable = results["durable copy: cp + sync FILE"][0]
+    naive = results["naive torch.load + save_file"][0]
+    print(f"{'command':34} {'wall s':>8} {'peak RSS':>10} {'x durable':>9} {'x naive':>8}  each round")
+    for name, (wall, peak, walls) in results.items():
+        rounds = " ".join(f"{w:.2f}" for w in walls)
+        print(f"{name:34} {wall:8.2f} {peak / 1e9:8.2f} GB {wall / durable:9.2f} {wall / naive:8.2f}  {rounds}")
+    cksum = results["cksum FILE"][2]
     for name in ("jitckpt verify FILE", "jitckpt verify FILE, zlib CRC"):
-        print(f"{name} / cksum FILE: {results[name][0] / results['cksum FILE'][0]:.2f}x")
+        pairs = " ".join(f"{w / c:.2f}" for w, c in zip(results[name][2], cksum))
+        print(f"{name} / cksum FILE: {results[name][0] / results['cksum FILE'][0]:.2f}x (each round: {pairs})")
     ckpt.unlink()
 
 
