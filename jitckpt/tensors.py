@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator
 
 from .fastcrc import crc32
-from .io import start_writeback
+from .writeback import start_writeback
 
 CHUNK_BYTES = 8 << 20  # 8 MiB: large enough for full disk speed, small for RSS
 WRITEBACK_BYTES = 1 << 20  # chunks at least this large get their writeback started as soon as written
