@@ -51,6 +51,10 @@ class FormatError(JiTCheckpointError):
     """The file is not a checkpoint of a known format, or it is corrupt or truncated."""
 
 
+class DamagedError(FormatError):
+    """Bytes of the file do not match the checksum it records for them: the file is corrupt."""
+
+
 class UnsafePickleError(FormatError):
     """A pickle asked for a global outside the allowlist; nothing of it was run."""
 

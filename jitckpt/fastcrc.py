@@ -6,7 +6,7 @@ from. libdeflate computes the same CRC with the processor's carry-less multiply,
 about 12 GB/s a core, and is a system library on most Linux machines (Debian and
 Ubuntu install it with libtiff). It is used when it loads and passes a known
 answer on first use; otherwise zlib serves. Both release the GIL while they run.
-``JITCKPT_CRC32=zlib`` in the environment forces zlib.
+``JITCKPT_CRC32=zlib`` in the environment (any case) forces zlib; other values change nothing.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def crc32(data: Any, value: int = 0) -> int:
     if not _loaded:
         _load()
     length = len(data) if isinstance(data, bytes) else memoryview(data).nbytes
-    if _fast is not None and length >= SMALL_BYTES:
+    if _fast is not None and length >= SMALL_BYTES and isinstance(value, int):  # else zlib says what is wrong
         try:
             return _fast(value, data, length)
         except (TypeError, ValueError):  # a read-only or non-contiguous buffer: zlib reads those

@@ -28,7 +28,7 @@ class IntegrityReport:
     """What :func:`check_file` found.
 
     ``damaged`` lists one readable line per damaged tensor or entry (at most
-    ``limit`` of them); empty means intact. ``checksummed`` is False for a
+    ``limit`` of them; ``damaged_total`` counts them all); empty means intact. ``checksummed`` is False for a
     safetensors file written by another tool (it carries no checksums, so only
     its structure could be checked).
     """
@@ -39,6 +39,7 @@ class IntegrityReport:
     checked_bytes: int = 0
     checksummed: bool = True
     damaged: list[str] = field(default_factory=list)
+    damaged_total: int = 0
 
     @property
     def intact(self) -> bool:
@@ -80,7 +81,10 @@ def check_file(path: str | os.PathLike, limit: int = 10,
     report = IntegrityReport(path, name, tensors=len(tensors), checksummed=bool(regions) or not refs)
     for (file, start, length, crc, label), actual in zip(regions, computed):
         report.checked_bytes += length
-        if actual != crc and len(report.damaged) < limit:
+        if actual == crc:
+            continue
+        report.damaged_total += 1
+        if len(report.damaged) < limit:
             tensors_here = ", ".join(names.get((file, start), [])) or label
             report.damaged.append(f"{tensors_here}: CRC-32 mismatch (recorded {crc:08x}, computed {actual:08x})")
     return report

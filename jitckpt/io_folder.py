@@ -6,6 +6,8 @@ life), every file in it is fsynced, then it is renamed into place and the parent
 folder fsynced. With ``force`` an existing target is first renamed aside and
 removed only after the new one is in place. Temporary folders of killed writers
 (unlocked) are removed before each write; nothing is left behind on failure.
+A folder that replaces another keeps its permission bits, and so does each file
+that replaces one of the same name; new ones get what the umask allows.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import io
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -23,6 +26,8 @@ from .io import _fsync_dir, _lock, _output_error, _OutputFile, _temp_name, _temp
 
 # The temporary folders being written, and the target each stands for (errors name the target).
 _TARGETS: dict[str, str] = {}
+# The permission bits of the files of the folder each temporary folder replaces, by file name.
+_MODES: dict[str, dict[str, int]] = {}
 
 
 def check_folder_target(path: str | os.PathLike, force: bool = False) -> Path:
@@ -45,7 +50,7 @@ def atomic_folder(path: str | os.PathLike, force: bool = False) -> Iterator[Path
     remove_stale_folders(target)
     temp = target.parent / _temp_name(target.name)
     try:
-        os.mkdir(temp, 0o755)
+        os.mkdir(temp, 0o777)  # less the umask, as mkdir gives it
         lock = os.open(temp, os.O_RDONLY)
     except OSError as exc:
         raise _output_error(shown, exc) from exc
@@ -53,6 +58,10 @@ def atomic_folder(path: str | os.PathLike, force: bool = False) -> Iterator[Path
     committed = False
     try:
         _TARGETS[str(temp)] = shown
+        try:
+            _MODES[str(temp)] = _keep_modes(target, lock)
+        except OSError as exc:
+            raise _output_error(shown, exc) from exc
         yield temp
         try:
             os.fsync(lock)
@@ -62,9 +71,24 @@ def atomic_folder(path: str | os.PathLike, force: bool = False) -> Iterator[Path
             raise _output_error(shown, exc) from exc
     finally:
         _TARGETS.pop(str(temp), None)
+        _MODES.pop(str(temp), None)
         if not committed:
             shutil.rmtree(temp, ignore_errors=True)
         os.close(lock)
+
+
+def _keep_modes(target: Path, folder_fd: int) -> dict[str, int]:
+    """Give the new folder (open as ``folder_fd``) the permission bits of the folder ``target`` it replaces;
+    return those of that folder's files by name (nothing when there is no such folder)."""
+    if not target.is_dir():
+        return {}
+    os.fchmod(folder_fd, stat.S_IMODE(os.stat(target).st_mode) & 0o777)
+    modes = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(target):
+            if entry.is_file(follow_symlinks=False):
+                modes[entry.name] = stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode) & 0o777
+    return modes
 
 
 def temporary_name(target: Path) -> Path:
@@ -96,6 +120,12 @@ def durable_file(path: Path) -> Iterator[BinaryIO]:
     except OSError as exc:
         raise _output_error(shown, exc) from exc
     with handle:
+        mode = _MODES.get(str(path.parent), {}).get(path.name)
+        try:
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)
+        except OSError as exc:
+            raise _output_error(shown, exc) from exc
         yield handle
         handle.flush()
         try:

@@ -14,7 +14,7 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .errors import SchemaError
+from .errors import DamagedError, SchemaError
 from .keys import normalize_keys
 from .model.arch import Arch, check_shapes, infer_arch
 from .model.groupings import ORIGINAL, Grouping, UnmappedOptimizer, identify, regroup, to_named
@@ -160,14 +160,22 @@ def optimizer_to_positional(named: Mapping) -> dict:
 
 
 def optimizer_step(named: Mapping | None) -> int | None:
-    """AdamW's step count (the same for every parameter), if any state holds one."""
+    """AdamW's step count (the same for every parameter), if any state holds one.
+
+    A step tensor whose bytes are damaged is passed over for the next one, and with none readable the step is
+    unknown: reading the rest of the file goes on, so ``verify`` lists the damage; copying or loading that
+    tensor still fails on it.
+    """
     if not named:
         return None
     for state in named["state"].values():
         if "step" in state:
             step = state["step"]
             if is_tensor(step) and math.prod(shape_of(step)) == 1:
-                step = scalar_value(step)
+                try:
+                    step = scalar_value(step)
+                except DamagedError:
+                    continue
             if isinstance(step, float) and step.is_integer() and 0 <= step < 2 ** 63:
                 step = int(step)
             return checked_int("the optimizer's step", step)

@@ -260,9 +260,9 @@ def _truncated(path: str) -> Exception:
 
 def damaged(path: str, name: str, stored: int, computed: int) -> Exception:
     """The error for bytes whose CRC-32 is not the one the file records."""
-    from .errors import FormatError
+    from .errors import DamagedError
 
-    return FormatError(f"{path}: tensor {name!r} is damaged: its bytes do not match the file's CRC-32 "
+    return DamagedError(f"{path}: tensor {name!r} is damaged: its bytes do not match the file's CRC-32 "
                        f"(recorded {stored:08x}, computed {computed:08x}); the file is corrupt, use a good copy")
 
 

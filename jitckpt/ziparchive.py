@@ -58,7 +58,7 @@ class Archive:
             raise FormatError(f"{self.path}: file is truncated (entry {name!r} ends early)")
         if crc32(data) != entry.crc:
             raise FormatError(f"{self.path}: entry {name!r} is damaged (its CRC-32 does not match); "
-                              "the file is corrupt: use a good copy")
+                              "the file is corrupt, use a good copy")
         return data
 
 

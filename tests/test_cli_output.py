@@ -191,6 +191,16 @@ def test_verify_one_damaged_file_names_the_tensors(golden, monkeypatch):
                                           "  entry data/7: CRC-32 \\x1b[2J mismatch"]
 
 
+def test_verify_says_how_many_more_are_damaged_than_listed(golden, monkeypatch):
+    damaged = ["a: CRC-32 mismatch", "b: CRC-32 mismatch"]
+    monkeypatch.setattr(integrity, "check_file",
+                        lambda path, limit, progress=None: report(damaged=damaged, damaged_total=15))
+    result = run("verify", golden, "--limit", "2")
+    assert result.exit_code == EXIT_DIFFERENT
+    assert result.stdout.splitlines()[1:] == ["  " + damaged[0], "  " + damaged[1],
+                                              "  ... and 13 more damaged (--limit to list more)"]
+
+
 def test_verify_one_broken_file_is_one_error_line(golden, monkeypatch):
     def broken(path, limit, progress=None):
         raise FormatError(f"{path}: corrupt or truncated torch zip file")

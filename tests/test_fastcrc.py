@@ -82,6 +82,11 @@ def test_missing_libraries_and_symbols_leave_zlib(fresh):
     _check_against_zlib()
 
 
+def test_a_value_that_is_not_an_integer_gets_zlibs_error():
+    with pytest.raises(TypeError):
+        fastcrc.crc32(b"x" * 10000, 5.0)
+
+
 def test_the_environment_forces_zlib(fresh):
     fresh.setenv("JITCKPT_CRC32", "zlib")
     assert fastcrc.name() == "zlib"

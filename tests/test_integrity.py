@@ -38,3 +38,32 @@ def test_truncated_file_is_a_structure_error(golden, tmp_path):
     cut.write_bytes(golden.read_bytes()[:-100])
     with pytest.raises(FormatError, match="corrupt or truncated"):
         check_file(cut)
+
+
+def _step_refs(path):
+    return [state["step"] for state in jitckpt.load(path, lazy=True).optimizer["state"].values() if "step" in state]
+
+
+def test_a_damaged_step_tensor_is_listed_not_fatal(golden, tmp_path):
+    # The global step of an original file is read from the first AdamW step tensor while parsing.
+    first = _step_refs(golden)[0]
+    bad = flip_bit(golden, first.checksum.start, tmp_path / "bad.pth")
+    assert jitckpt.load(bad, lazy=True).global_step == 6  # read from the next step tensor instead
+    report = check_file(bad)
+    assert [line.split(":")[0] for line in report.damaged] == [first.name]
+    with pytest.raises(FormatError, match=f"{first.name}' is damaged"):
+        jitckpt.convert(bad, tmp_path / "out.ckpt")
+    assert not (tmp_path / "out.ckpt").exists()
+
+
+def test_with_every_step_tensor_damaged_the_step_is_unknown_and_every_one_listed(golden, tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(golden.read_bytes())
+    steps = _step_refs(golden)
+    for ref in steps:
+        flip_bit(bad, ref.checksum.start, bad)
+    assert jitckpt.load(bad, lazy=True).global_step is None
+    report = check_file(bad, limit=len(steps))
+    assert sorted(line.split(":")[0] for line in report.damaged) == sorted(ref.name for ref in steps)
+    assert report.damaged_total == len(steps)
+    assert len(check_file(bad, limit=3).damaged) == 3 and check_file(bad, limit=3).damaged_total == len(steps)

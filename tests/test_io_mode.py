@@ -74,3 +74,31 @@ def test_the_cli_honours_the_callers_umask(golden, tmp_path):
                              str(golden), str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert _mode(out) == 0o600
+
+
+def _modes(folder):
+    return _mode(folder), {entry.name: _mode(entry.path) for entry in os.scandir(folder)}
+
+
+def test_a_new_dcp_folder_and_its_files_get_what_the_umask_allows(golden, tmp_path, umask):
+    umask(0o077)
+    jitckpt.convert(golden, tmp_path / "run.dcp")
+    folder, files = _modes(tmp_path / "run.dcp")
+    assert folder == 0o700 and files and set(files.values()) == {0o600}
+
+
+def test_a_replaced_dcp_folder_keeps_its_permission_bits_and_its_files_theirs(golden, tmp_path, umask):
+    umask(0o022)
+    target = tmp_path / "run.dcp"
+    jitckpt.convert(golden, target)
+    names = sorted(os.listdir(target))
+    os.chmod(target, 0o750)
+    for index, name in enumerate(names):
+        os.chmod(target / name, (0o640, 0o600)[index % 2])
+    before = _modes(target)
+    jitckpt.convert(golden, target, force=True, shards=1)
+    assert _modes(target) == before
+    jitckpt.convert(golden, target, force=True, shards=2)  # a shard file the old folder lacked: the umask's
+    folder, files = _modes(target)
+    assert folder == 0o750 and all(files[n] == before[1][n] for n in names if n in files)
+    assert all(mode == 0o644 for n, mode in files.items() if n not in before[1])

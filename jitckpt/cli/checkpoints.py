@@ -165,6 +165,8 @@ def _check_one(path: Path, limit: int) -> None:
         echo(("damaged", "red"), f": {path}")
         for line in report.damaged:
             echo(f"  {line}")
+        if report.damaged_total > len(report.damaged):
+            echo(f"  ... and {report.damaged_total - len(report.damaged)} more damaged (--limit to list more)")
         raise typer.Exit(EXIT_DIFFERENT)
     if report.checksummed:
         echo(("intact", "green"), f": {path} ({report.tensors} tensors, {size(report.checked_bytes)} checked "
