@@ -28,9 +28,9 @@ class IntegrityReport:
     """What :func:`check_file` found.
 
     ``damaged`` lists one readable line per damaged tensor or entry (at most
-    ``limit`` of them; ``damaged_total`` counts them all); empty means intact. ``checksummed`` is False for a
-    safetensors file written by another tool (it carries no checksums, so only
-    its structure could be checked).
+    ``limit`` of them; ``damaged_total`` counts them all); empty means intact.
+    ``checksummed`` is False for a safetensors file written by another tool (it
+    carries no checksums, so only its structure could be checked).
     """
 
     path: str

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from .errors import FORCE, OutputError
+from .permissions import output_mode
 
 try:
     import fcntl
@@ -96,7 +97,7 @@ def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Bina
     folder = str(target.parent)
     remove_stale_temps(target)
     try:
-        fd, named = _open_temp(folder, target.name, _output_mode(target))
+        fd, named = _open_temp(folder, target.name, output_mode(target))
     except OSError as exc:
         raise _output_error(shown, exc) from exc
     try:
@@ -271,31 +272,6 @@ def _same_file(opened: os.stat_result, path: str) -> bool:
     except OSError:
         return False
     return (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino)
-
-
-def _output_mode(target: Path) -> int:
-    """The permission bits the output gets: those of the file it replaces, else what ``open`` would give a new
-    file (0o666 less the umask), as ``cp`` does; a private checkpoint stays private."""
-    try:
-        existing = os.stat(target)
-    except OSError:
-        existing = None
-    if existing is not None and stat.S_ISREG(existing.st_mode):
-        return stat.S_IMODE(existing.st_mode) & 0o777  # never set-id bits
-    return 0o666 & ~_umask()
-
-
-def _umask() -> int:
-    try:  # Linux says it without changing it (changing it, even for a moment, races other threads)
-        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    current = os.umask(0o022)
-    os.umask(current)
-    return current
 
 
 def _open_temp(folder: str, name: str, mode: int) -> tuple[int, str | None]:

@@ -16,12 +16,12 @@ import contextlib
 import io
 import os
 import shutil
-import stat
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from .errors import FORCE, OutputError
 from .io import _fsync_dir, _lock, _output_error, _OutputFile, _temp_name, _temp_pattern
+from .permissions import permission_bits
 
 
 # The temporary folders being written, and the target each stands for (errors name the target).
@@ -82,12 +82,12 @@ def _keep_modes(target: Path, folder_fd: int) -> dict[str, int]:
     return those of that folder's files by name (nothing when there is no such folder)."""
     if not target.is_dir():
         return {}
-    os.fchmod(folder_fd, stat.S_IMODE(os.stat(target).st_mode) & 0o777)
+    os.fchmod(folder_fd, permission_bits(os.stat(target)))
     modes = {}
     with contextlib.suppress(OSError):
         for entry in os.scandir(target):
             if entry.is_file(follow_symlinks=False):
-                modes[entry.name] = stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode) & 0o777
+                modes[entry.name] = permission_bits(entry.stat(follow_symlinks=False))
     return modes
 
 

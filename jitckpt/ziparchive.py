@@ -15,7 +15,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from .errors import FormatError
+from .errors import DamagedError, FormatError
 from .fastcrc import crc32
 
 ZIP_MAGIC = b"PK\x03\x04"  # a local file header: how every zip, and so every torch file, starts
@@ -57,8 +57,8 @@ class Archive:
         if len(data) != entry.size:
             raise FormatError(f"{self.path}: file is truncated (entry {name!r} ends early)")
         if crc32(data) != entry.crc:
-            raise FormatError(f"{self.path}: entry {name!r} is damaged (its CRC-32 does not match); "
-                              "the file is corrupt, use a good copy")
+            raise DamagedError(f"{self.path}: entry {name!r} is damaged (its CRC-32 does not match); "
+                               "the file is corrupt, use a good copy")
         return data
 
 

@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from ..errors import FormatError
+from ..errors import DamagedError, FormatError
 from ..fastcrc import crc32
 from ..tensors import Checksum, TensorRef
 
@@ -52,8 +52,8 @@ def attach(path: str, header: dict[str, Any], metadata: dict[str, str], tensors:
         raise FormatError(f"{path}: its checksum record ({KEY}) is damaged; the file is corrupt, use a good copy")
     stored, computed = int(record["header"], 16), header_crc({**header, "__metadata__": metadata})
     if stored != computed:
-        raise FormatError(f"{path}: its header is damaged: it does not match its CRC-32 (recorded {stored:08x}, "
-                          f"computed {computed:08x}); the file is corrupt, use a good copy")
+        raise DamagedError(f"{path}: its header is damaged: it does not match its CRC-32 "
+                           f"(recorded {stored:08x}, computed {computed:08x}); the file is corrupt, use a good copy")
     for key, ref in tensors.items():
         object.__setattr__(ref, "checksum", Checksum(ref.offset, ref.nbytes, int(values[key], 16)))
     return True
