@@ -84,3 +84,38 @@ def scalar_value(tensor: Any) -> float | int | bool:
     if tensor.dtype == "bfloat16":  # the top half of a float32
         return struct.unpack("<f", b"\0\0" + data)[0]
     return struct.unpack("<" + _STRUCT_CODES[tensor.dtype], data)[0]
+
+
+def concat_rows(parts: list[Any], name: str) -> Any:
+    """``parts`` stacked along dimension 0, as one tensor: lazily (a sharded reference) when all are TensorRefs.
+
+    The caller checks that every part has the same shape past dimension 0.
+    """
+    if all(isinstance(p, TensorRef) for p in parts):
+        from .sharded import Piece, assemble
+
+        rows = sum(p.shape[0] for p in parts)
+        offsets, start = [], 0
+        for part in parts:
+            offsets.append(Piece(part, (start,) + (0,) * (len(part.shape) - 1)))
+            start += part.shape[0]
+        return assemble(name, parts[0].dtype, (rows,) + tuple(parts[0].shape[1:]), offsets, parts[0].path)
+    import torch
+
+    return torch.cat([to_torch(p) for p in parts], dim=0)
+
+
+def split_rows(tensor: Any, count: int) -> list[Any]:
+    """``tensor`` cut into ``count`` equal slabs along dimension 0; a file-backed contiguous one stays lazy."""
+    rows = shape_of(tensor)[0]
+    if rows % count:
+        raise ValueError(f"{rows} rows do not split into {count} equal parts")
+    step = rows // count
+    if type(tensor) is TensorRef and tensor.is_contiguous:
+        import dataclasses
+
+        row_bytes = tensor.nbytes // rows if rows else 0
+        return [dataclasses.replace(tensor, offset=tensor.offset + i * step * row_bytes,
+                                    shape=(step,) + tensor.shape[1:], stride=tensor.stride) for i in range(count)]
+    full = to_torch(tensor)
+    return [full[i * step:(i + 1) * step] for i in range(count)]

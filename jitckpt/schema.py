@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .errors import DamagedError, SchemaError
-from .keys import normalize_keys
+from .layouts import recognise, to_canonical
 from .model.arch import Arch, check_shapes, infer_arch
 from .model.groupings import ORIGINAL, Grouping, UnmappedOptimizer, identify, regroup, to_named
 from .train_args import args_from_hparams
@@ -57,6 +57,8 @@ class JiTCheckpoint:
     warnings: list[str] = field(default_factory=list, compare=False, repr=False)
     source_version: int | None = field(default=None, compare=False, repr=False)  # as read from the file
     unmapped_optimizer: UnmappedOptimizer | None = field(default=None, compare=False, repr=False)
+    layout: str | None = field(default=None, compare=False, repr=False)  # the tree layout row it was read by
+    naming: str | None = field(default=None, compare=False, repr=False)  # the naming of the model's keys
 
     def sections(self) -> dict[str, StateDict]:
         """The weight sets present, by name: ``model`` and whichever EMAs exist."""
@@ -276,15 +278,18 @@ def _checked_optimizer(optimizer: Any) -> Mapping:
 # ----------------------------------------------------------------------------- building and migrating
 
 
-def _state(section: str, value: Any) -> StateDict | None:
+def _state(section: str, value: Any, namings: dict[str, str] | None = None) -> StateDict | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
         raise SchemaError(f"{section} is a {type(value).__name__}, not a state dict")
     bad = next((k for k, v in value.items() if not is_tensor(v)), None)
     if bad is not None:
-        raise SchemaError(f"{section}: {bad!r} is not a tensor")
-    return normalize_keys(value, section)
+        raise SchemaError(f"{section}: {bad!r:.80} is not a tensor")
+    state, naming = to_canonical(value, section)
+    if namings is not None:
+        namings[section] = naming.name
+    return state
 
 
 def from_payload(payload: Mapping[str, Any], arch: Arch | None = None) -> JiTCheckpoint:
@@ -294,7 +299,8 @@ def from_payload(payload: Mapping[str, Any], arch: Arch | None = None) -> JiTChe
     named through the one known grouping its evidence fits, or else kept aside
     in ``unmapped_optimizer``. ``arch`` defaults to ``payload['arch']`` or is inferred.
     """
-    model = _state("model", payload.get("model"))
+    namings: dict[str, str] = {}
+    model = _state("model", payload.get("model"), namings)
     if not model:
         raise SchemaError("checkpoint has no model weights")
     args = plain_args(payload.get("args"))
@@ -331,6 +337,8 @@ def from_payload(payload: Mapping[str, Any], arch: Arch | None = None) -> JiTChe
         extra=dict(payload.get("extra") or {}),
         warnings=warnings,
         unmapped_optimizer=unmapped,
+        layout=payload.get("layout"),
+        naming=namings.get("model"),
     )
     ckpt.validate()
     return ckpt
@@ -344,24 +352,25 @@ def from_file_payload(payload: dict, version: int) -> JiTCheckpoint:
 
 
 def _v0_to_v1(payload: dict) -> dict:
-    """The original ``misc.save_model`` dict (or a bare state dict) to version 1 fields.
+    """The original ``misc.save_model`` dict, or a relative of it, to version 1 fields.
 
-    Other tools' variants of that dict are read too: the seed port's has
-    ``global_step`` (taken as the field) and ``hyper_parameters`` instead of
-    ``args`` (mapped onto the original args; kept whole in ``extra``).
+    Which relative it is, and where its parts are, comes from the layout table
+    (:data:`jitckpt.layouts.TREE_LAYOUTS`): a bare state dict is weights only; the seed port's dict has
+    ``global_step`` (taken as the field) and ``hyper_parameters`` instead of ``args`` (mapped onto the
+    original args; kept whole in ``extra``). What no part claims is kept in ``extra['original']``.
     """
-    if "model" not in payload and payload and all(is_tensor(v) for v in payload.values()):
-        return {"model": payload}  # a plain state dict: weights only
-    if "model" not in payload:
-        keys = ", ".join(map(repr, list(payload)[:6]))
+    match = recognise(payload)
+    if match is None or match.layout.family != "original":
+        keys = ", ".join(repr(k)[:60] for k in list(payload)[:6])
         raise SchemaError(f"not a JiT checkpoint: no 'model' entry (top-level keys: {keys})")
-    fields = {k: payload[k] for k in ORIGINAL_KEYS if k in payload}
-    extra = {k: v for k, v in payload.items() if k not in ORIGINAL_KEYS}
-    if "global_step" in extra:
-        fields["global_step"] = extra.pop("global_step")
-    if "args" not in fields and isinstance(extra.get("hyper_parameters"), Mapping):
-        fields["args"] = args_from_hparams(extra["hyper_parameters"])
-    return {**fields, "extra": {"original": extra} if extra else {}}
+    if match.layout.flat_tensors:
+        return {"model": payload, "layout": match.layout.name}
+    fields = {part: match.get(part) for part in match.found if part != "hparams"}
+    claimed = {path[0] for part, path in match.found.items() if path and part != "hparams"}
+    extra = {k: v for k, v in payload.items() if k not in claimed}
+    if "args" not in fields and isinstance(match.get("hparams"), Mapping):
+        fields["args"] = args_from_hparams(match.get("hparams"))
+    return {**fields, "layout": match.layout.name, "extra": {"original": extra} if extra else {}}
 
 
 # (from_version, function to from_version + 1), applied in order

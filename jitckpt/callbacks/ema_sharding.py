@@ -5,7 +5,7 @@ Lightning's ``ModelParallelStrategy`` writes the module and optimizers with
 into ``meta.pt`` from rank zero alone: EMAs kept on local shards would be rank
 zero's shards only. So under sharding EMACallback puts its EMAs beside the
 parameters in the checkpoint's ``state_dict``, as DTensors with the parameters'
-mesh and placements (keys under :data:`jitckpt.keys.SHARDED_EMA_PREFIXES`), and
+mesh and placements (keys under :data:`jitckpt.layouts.SHARDED_EMA_PREFIXES`), and
 loads them back with ``torch.distributed.checkpoint.load``, which reshards to any
 number of ranks. A full (gathered) checkpoint gets the gathered EMAs instead.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import JiTCheckpointError
-from ..keys import SHARDED_EMA_PREFIXES
+from ..layouts import SHARDED_EMA_PREFIXES
 
 
 def is_dtensor(tensor: Any) -> bool:

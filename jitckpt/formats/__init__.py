@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import torchread
 from ..errors import FormatError, JiTCheckpointError, UnsafePickleError, naming
+from ..layouts import recognise
 from ..schema import JiTCheckpoint
 from . import dcp, export, lightning, original, safetensors
 
@@ -49,10 +50,10 @@ def _sniff(path: str) -> tuple[str, Any]:
         return safetensors.NAME, None
     if torchread.is_torch_zip(head):
         tree = torchread.read_tree(path)
-        for module in (lightning, original):
-            if module.detect_tree(tree):
-                return module.NAME, tree
-        raise FormatError(f"{path}: a torch file holding a {type(tree).__name__}, not a checkpoint")
+        if not isinstance(tree, dict):
+            raise FormatError(f"{path}: a torch file holding a {type(tree).__name__}, not a checkpoint")
+        match = recognise(tree)  # a dict no row fits goes to the original's reader, which says what it lacks
+        return (lightning.NAME if match is not None and match.layout.family == "lightning" else original.NAME), tree
     if head.startswith(_LEGACY_TORCH_HEAD):
         raise FormatError(f"{path}: legacy (pre-1.6) torch.save format; re-save it with a current torch")
     raise FormatError(

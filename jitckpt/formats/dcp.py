@@ -7,11 +7,11 @@ piece a :class:`~jitckpt.tensors.TensorRef` with its entry's CRC-32), and, when
 Lightning wrote it, ``meta.pt`` with everything but the module and optimizer.
 
 Two layouts are understood. Lightning's: ``state_dict`` (the module; the EMAs
-beside it under :data:`jitckpt.keys.SHARDED_EMA_PREFIXES` when EMACallback
+beside it under :data:`jitckpt.layouts.SHARDED_EMA_PREFIXES` when EMACallback
 saved them sharded), ``optimizer_0`` (AdamW by parameter name) and ``meta.pt``
 (epoch, global step, loops, callbacks), mapped like a Lightning ``.ckpt``. And a
-plain ``dcp.save`` of a model state dict with an optional optimizer state dict
-under the names of :data:`PLAIN_KEYS`. Tensors split across shards are
+plain ``dcp.save`` of a training loop's state, read where the layout table
+(:mod:`jitckpt.layouts`) locates its parts. Tensors split across shards are
 assembled by :func:`jitckpt.sharded.assemble`, which checks that they tile.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import torchread
 from ..errors import NOT_CONVERTED, FormatError
-from ..keys import SHARDED_EMA_PREFIXES, canonical_key
+from ..layouts import SHARDED_EMA_PREFIXES, TREE_LAYOUTS, Match, canonical_key, recognise
 from ..schema import JiTCheckpoint, from_file_payload
 from ..sharded import Piece, assemble
 from ..tensors import TensorRef, iter_refs, stored_pieces
@@ -39,14 +39,6 @@ DESCRIPTION = "torch.distributed.checkpoint directory (FSDP2 / ModelParallelStra
 LIGHTNING_META = "meta.pt"  # Lightning's file for everything but the module and optimizers
 MAX_LIST_INDEX = 1 << 16  # a list position in an item's path (param_groups, ...)
 
-# A plain dcp.save: which top-level names hold what, in order of preference.
-PLAIN_KEYS = {
-    "model": ("model", "state_dict", "module", "net", "app.model"),
-    "optimizer": ("optimizer", "optim", "optimizer_0", "app.optimizer", "app.optim"),
-    "epoch": ("epoch",),
-    "global_step": ("global_step", "step"),
-    "args": ("args",),
-}
 
 
 def is_dcp_dir(path: str | os.PathLike) -> bool:
@@ -155,9 +147,10 @@ def _set(node: Any, step: Any, value: Any, where: str, key: str) -> None:
 
 
 def from_tree(tree: dict, path: str) -> JiTCheckpoint:
-    if isinstance(tree.get("state_dict"), dict) and (LIGHTNING_META in os.listdir(path) or "optimizer_0" in tree):
+    match = recognise(tree)
+    if match is not None and match.layout.family == "lightning":
         return _from_lightning(tree, path)
-    return _from_plain(tree, path)
+    return _from_plain(tree, match, path)
 
 
 def _from_lightning(tree: dict, path: str) -> JiTCheckpoint:
@@ -167,7 +160,10 @@ def _from_lightning(tree: dict, path: str) -> JiTCheckpoint:
             for version, prefix in SHARDED_EMA_PREFIXES.items()}
     tree["state_dict"] = state
     optimizers = sorted(k for k in tree if isinstance(k, str) and k.startswith("optimizer_") and k[10:].isdigit())
-    tree["optimizer_states"] = [_named_optimizer(tree.pop(k), path) for k in optimizers]
+    if optimizers:  # Lightning's own layout; a whole Lightning-shaped dict already has optimizer_states
+        tree["optimizer_states"] = [_named_optimizer(tree.pop(k), path) for k in optimizers]
+    elif isinstance(tree.get("optimizer_states"), list):
+        tree["optimizer_states"] = [_named_optimizer(o, path) for o in tree["optimizer_states"]]
     callbacks = dict(tree.get("callbacks") or {})
     entry = lightning.ema_entry(callbacks)
     if any(emas.values()):
@@ -209,42 +205,29 @@ def _named_optimizer(optimizer: Any, path: str) -> Any:
     return {**optimizer, "state": state, "param_groups": groups}
 
 
-def _from_plain(tree: dict, path: str) -> JiTCheckpoint:
-    payload: dict[str, Any] = {}
-    for field, names in PLAIN_KEYS.items():
-        for name in names:
-            value = _lookup(tree, name)
-            if value is not None:
-                payload[field] = value
-                break
-    if "model" not in payload and tree and all(isinstance(v, TensorRef) for v in tree.values()):
-        payload["model"] = tree  # dcp.save of a bare model state dict
-    if "model" not in payload:
-        keys = ", ".join(map(repr, list(tree)[:6]))
+def _from_plain(tree: dict, match: Match | None, path: str) -> JiTCheckpoint:
+    """A plain ``dcp.save`` of a training loop's state or of a bare state dict, read where the layout row says."""
+    if match is None:
+        keys = ", ".join(repr(k)[:60] for k in list(tree)[:6])
         raise FormatError(f"{path}: a DCP checkpoint without a model state dict (top-level keys: {keys}); "
-                          f"jitckpt looks for one of {', '.join(PLAIN_KEYS['model'])}")
+                          f"jitckpt reads the layouts {', '.join(r.name for r in TREE_LAYOUTS)}")
+    payload: dict[str, Any] = {part: match.get(part) for part in match.found if part != "hparams"}
+    payload["layout"] = match.layout.name
     if "optimizer" in payload:
         payload["optimizer"] = _named_optimizer(payload["optimizer"], path)
-    used = {id(v) for v in payload.values()}
     payload["extra"] = {"dcp": {k: v for k, v in tree.items() if not _holds_tensors(v)}}
     ckpt = from_file_payload(payload, 1)
-    dropped = [k for k, v in tree.items() if id(v) not in used and _holds_tensors(v)]
+    dropped = [] if match.layout.flat_tensors else [
+        k for k, v in tree.items() if k not in match.used_keys and _holds_tensors(v)]
     if dropped:
-        ckpt.warnings.append(f"{path}: tensors under {', '.join(map(repr, dropped))} are not part of a JiT "
-                             f"checkpoint jitckpt knows; they are {NOT_CONVERTED}")
+        ckpt.warnings.append(f"{path}: tensors under {', '.join(repr(k)[:60] for k in dropped)} are not part of a "
+                             f"JiT checkpoint jitckpt knows; they are {NOT_CONVERTED}")
     return ckpt
 
 
 def stored_tensors(path: str) -> list[TensorRef]:
     """Every tensor piece the directory stores, mapped or not (what ``verify DIR`` checks)."""
     return [piece for ref in iter_refs(read_tree(path)) for piece in stored_pieces(ref)]
-
-
-def _lookup(tree: dict, dotted: str) -> Any:
-    node: Any = tree
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
 
 
 def _holds_tensors(value: Any) -> bool:

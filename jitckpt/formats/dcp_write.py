@@ -1,7 +1,7 @@
 """Writing a checkpoint as a ``torch.distributed.checkpoint`` directory in Lightning's layout.
 
 What ``ModelParallelStrategy`` writes and reads: ``state_dict.*`` (the module,
-and the two EMAs beside it under :data:`jitckpt.keys.SHARDED_EMA_PREFIXES`, where
+and the two EMAs beside it under :data:`jitckpt.layouts.SHARDED_EMA_PREFIXES`, where
 EMACallback loads them from under sharding), ``optimizer_0.*`` (AdamW by
 parameter name, in the groups ``JiTLightningModule`` builds), ``.metadata``, and
 ``meta.pt`` with the rest of a Lightning checkpoint (epoch, global step, loops,
@@ -19,7 +19,7 @@ from typing import Any
 from .. import torchzip
 from ..errors import FormatError
 from ..io_folder import durable_file
-from ..keys import SHARDED_EMA_PREFIXES
+from ..layouts import SHARDED_EMA_PREFIXES
 from ..model.groupings import ORIGINAL, regroup
 from ..schema import JiTCheckpoint
 from ..anytensor import dtype_name, is_tensor, nbytes_of, shape_of

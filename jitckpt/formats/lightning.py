@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 from .. import torchread, torchzip
 from ..errors import FormatError
+from ..layouts import recognise
 from ..schema import META_KEY, JiTCheckpoint, checked_int, from_file_payload, original_positional
 from ..train_args import args_from_hparams, hparams_from_args  # noqa: F401 (hparams_from_args: re-exported)
 
@@ -28,10 +29,6 @@ DESCRIPTION = "Lightning .ckpt (trainer.fit(..., ckpt_path=...) resumes from it)
 
 EMA_CALLBACK = "EMACallback"
 _MAPPED = ("state_dict", "optimizer_states", "epoch", "global_step", META_KEY)
-
-
-def detect_tree(tree: Any) -> bool:
-    return isinstance(tree, dict) and "state_dict" in tree
 
 
 def ema_entry(callbacks: dict) -> str | None:
@@ -72,6 +69,8 @@ def from_tree(tree: Any, path: str) -> JiTCheckpoint:
             payload[unknown] = None
     payload["args"] = meta["args"] if "args" in meta else args_from_hparams(tree.get("hyper_parameters"))
     payload["extra"] = {**(meta.get("extra") or {}), "lightning": rest}
+    match = recognise(tree)
+    payload["layout"] = match.layout.name if match is not None else None
     return from_file_payload(payload, meta.get("schema_version", 1))
 
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from .. import torchread, torchzip
 from ..errors import FormatError
+from ..layouts import recognise
 from ..schema import META_KEY, ORIGINAL_KEYS, JiTCheckpoint, from_file_payload, original_positional
 
 NAME = "pth"
@@ -27,8 +29,7 @@ LABEL = "original JiT .pth"
 DESCRIPTION = "original JiT .pth (torch.save of model, optimizer, epoch, args, model_ema1, model_ema2)"
 
 
-def detect_tree(tree: Any) -> bool:
-    return isinstance(tree, dict) and "state_dict" not in tree
+WEIGHTS_ONLY = "weights_only"  # in the jitckpt key: model_ema1 and model_ema2 are copies of model
 
 
 def from_tree(tree: Any, path: str) -> JiTCheckpoint:
@@ -42,7 +43,12 @@ def from_tree(tree: Any, path: str) -> JiTCheckpoint:
     if rest:
         extra["original"] = rest
     payload = {k: tree[k] for k in ORIGINAL_KEYS if k in tree}
-    payload.update(global_step=meta.get("global_step"), arch=meta.get("arch"), extra=extra)
+    if meta.get(WEIGHTS_ONLY) is True:  # the copies are there for the original's resume code, not data of ours
+        payload.pop("model_ema1", None)
+        payload.pop("model_ema2", None)
+    match = recognise(tree)
+    payload.update(global_step=meta.get("global_step"), arch=meta.get("arch"), extra=extra,
+                   layout=match.layout.name if match else None)
     return from_file_payload(payload, meta.get("schema_version", 1))
 
 
@@ -51,7 +57,14 @@ def read(path: str) -> JiTCheckpoint:
 
 
 def to_tree(ckpt: JiTCheckpoint) -> dict:
-    """The dict the original ``misc.save_model`` would have saved, plus the ``jitckpt`` key."""
+    """The dict the original ``misc.save_model`` would have saved, plus the ``jitckpt`` key.
+
+    A checkpoint of one set of weights (no EMAs, no optimizer) is written as the released files are: the
+    weights as ``model``, ``model_ema1`` and ``model_ema2`` (one storage, shared), so that the original's
+    resume block, which reads both EMAs even to evaluate, takes it.
+    """
+    if ckpt.is_weights_only:
+        ckpt = dataclasses.replace(ckpt, model_ema1=ckpt.model, model_ema2=ckpt.model)
     tree: dict[str, Any] = {"model": collections.OrderedDict(ckpt.model)}
     if ckpt.optimizer is not None:  # always the original grouping: what the original resume code builds
         tree["optimizer"] = original_positional(ckpt)
@@ -69,11 +82,17 @@ def to_tree(ckpt: JiTCheckpoint) -> dict:
         "arch": ckpt.arch.to_dict() if ckpt.arch else None,
         "extra": extra,
     }
+    if ckpt.model_ema1 is ckpt.model and ckpt.model_ema2 is ckpt.model:
+        tree[META_KEY][WEIGHTS_ONLY] = True
     return tree
 
 
 def write(ckpt: JiTCheckpoint, handle: BinaryIO, path: Path, progress: torchzip.Progress | None = None,
           weights: str | None = None) -> None:
-    """The original layout; with ``weights`` ('raw', 'ema1', 'ema2') a plain state dict of those weights."""
-    tree = collections.OrderedDict(ckpt.weights(weights)) if weights else to_tree(ckpt)
+    """The original layout; with ``weights`` ('raw', 'ema1', 'ema2') those weights alone (see :func:`to_tree`)."""
+    if weights:
+        chosen = ckpt.weights(weights)
+        ckpt = dataclasses.replace(ckpt, model=chosen, model_ema1=None, model_ema2=None, optimizer=None,
+                                   unmapped_optimizer=None, extra={**ckpt.extra, "weights": weights})
+    tree = to_tree(ckpt)
     torchzip.write_tree(tree, handle, archive=torchzip.archive_name(path), progress=progress)

@@ -1,7 +1,7 @@
 import pytest
 
 from jitckpt.errors import KeyMappingError
-from jitckpt.keys import canonical_key, normalize_keys
+from jitckpt.layouts import canonical_key, normalize_keys
 
 
 @pytest.mark.parametrize(
