@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .errors import DamagedError, SchemaError
-from .layouts import recognise, to_canonical
+from .layouts import recognise, to_canonical, wrapper_of
 from .model.arch import Arch, check_shapes, infer_arch
 from .model.groupings import ORIGINAL, Grouping, UnmappedOptimizer, identify, regroup, to_named
 from .train_args import args_from_hparams
@@ -59,6 +59,7 @@ class JiTCheckpoint:
     unmapped_optimizer: UnmappedOptimizer | None = field(default=None, compare=False, repr=False)
     layout: str | None = field(default=None, compare=False, repr=False)  # the tree layout row it was read by
     naming: str | None = field(default=None, compare=False, repr=False)  # the naming of the model's keys
+    key_prefix: str | None = field(default=None, compare=False, repr=False)  # a wrapper's, before the names
 
     def sections(self) -> dict[str, StateDict]:
         """The weight sets present, by name: ``model`` and whichever EMAs exist."""
@@ -339,6 +340,7 @@ def from_payload(payload: Mapping[str, Any], arch: Arch | None = None) -> JiTChe
         unmapped_optimizer=unmapped,
         layout=payload.get("layout"),
         naming=namings.get("model"),
+        key_prefix=wrapper_of(payload.get("model") or {}),
     )
     ckpt.validate()
     return ckpt

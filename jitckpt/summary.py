@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from . import formats
+from .layouts import describe
 from .model.arch import count_params
 from .model.protocol import resolve_sampling
 from .model.groupings import grouping_of
@@ -42,6 +43,10 @@ def summarize(path: str | os.PathLike) -> dict[str, Any]:
         "epoch": ckpt.epoch,
         "global_step": ckpt.global_step,
         "variant": arch.variant if arch else None,
+        "layout": ckpt.layout,
+        "naming": ckpt.naming,
+        "key_prefix": ckpt.key_prefix,
+        "layout_description": describe(ckpt.layout, ckpt.naming, ckpt.key_prefix),
     }
     info.update({f: getattr(arch, f) if arch else None for f in ARCH_FIELDS})
     info["num_params"] = count_params({k: shape_of(v) for k, v in ckpt.model.items()})

@@ -31,11 +31,14 @@ def inspect(
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column(overflow="fold")  # a long path wraps rather than losing its end to an ellipsis
         schema = f"{info['schema_version']}" + (" (original, unversioned)" if info["schema_version"] == 0 else "")
-        epoch = f"{info['epoch']} (resumes at {info['epoch'] + 1})" if info["epoch"] is not None else "-"
+        resumable = info["optimizer"] is not None  # weights alone start a new run, they resume nothing
+        epoch = ("-" if info["epoch"] is None else
+                 f"{info['epoch']} (resumes at {info['epoch'] + 1})" if resumable else str(info["epoch"]))
         raw_note = f" (the source's {info['weights']} weights)" if info["weights"] else ""
         rows: list[tuple[str, Text]] = [
             ("file", text(f"{info['path']} ({size(info['file_size'])})")),
             ("format", text(info["format_description"])),
+            ("layout", text(info["layout_description"] or "-")),
             ("schema version", text(schema)),
             ("epoch", text(epoch)),
             ("global step", text(str(info["global_step"]) if info["global_step"] is not None else "-")),

@@ -19,9 +19,9 @@ from .. import torchread
 from ..errors import FormatError, JiTCheckpointError, UnsafePickleError, naming
 from ..layouts import recognise
 from ..schema import JiTCheckpoint
-from . import dcp, export, lightning, original, safetensors
+from . import dcp, diffusers, export, lightning, original, safetensors
 
-FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (original, lightning, safetensors, dcp, export)}
+FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (original, lightning, safetensors, dcp, export, diffusers)}
 _LEGACY_TORCH_HEAD = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8"  # pickled magic number
 
 
@@ -30,7 +30,8 @@ def _check_readable(path: str) -> int:
         raise FormatError(f"{path}: no such file")
     if os.path.isdir(path):
         raise FormatError(f"{path}: is a folder, but not a torch.distributed.checkpoint directory (no "
-                          f"{dcp.METADATA_FILE} in it)")
+                          f"{dcp.METADATA_FILE} in it), a jitckpt export folder or a diffusers folder "
+                          f"({diffusers.MODEL_INDEX} with {diffusers.TRANSFORMER}/)")
     size = os.path.getsize(path)
     if size == 0:
         raise FormatError(f"{path}: file is empty")
@@ -43,6 +44,8 @@ def _sniff(path: str) -> tuple[str, Any]:
         return dcp.NAME, None
     if export.is_export_dir(path):
         return export.NAME, None
+    if diffusers.is_diffusers_dir(path):
+        return diffusers.NAME, None
     size = _check_readable(path)
     with open(path, "rb") as f:
         head = f.read(16)
@@ -69,10 +72,18 @@ def is_torch_file(path: str | os.PathLike) -> bool:
 
 
 def size_on_disk(path: str | os.PathLike) -> int:
-    """Bytes of a checkpoint: the file's size, or the sum of a DCP directory's files."""
-    if os.path.isdir(path):
-        return sum(e.stat().st_size for e in os.scandir(path) if e.is_file(follow_symlinks=False))
-    return os.path.getsize(path)
+    """Bytes of a checkpoint: the file's size, or the sum of a folder's regular files (one level of
+    subfolders deep, as a diffusers folder's transformer/ and scheduler/)."""
+    if not os.path.isdir(path):
+        return os.path.getsize(path)
+    total = 0
+    for entry in os.scandir(path):
+        if entry.is_file(follow_symlinks=False):
+            total += entry.stat(follow_symlinks=False).st_size
+        elif entry.is_dir(follow_symlinks=False):
+            total += sum(e.stat(follow_symlinks=False).st_size for e in os.scandir(entry.path)
+                         if e.is_file(follow_symlinks=False))
+    return total
 
 
 def detect_format(path: str | os.PathLike) -> str:

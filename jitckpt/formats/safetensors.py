@@ -117,22 +117,31 @@ def read_header(path: str) -> tuple[dict[str, TensorRef], dict[str, str]]:
     return tensors, metadata
 
 
+def _field(meta: dict[str, str], tensors: dict[str, TensorRef], name: str, default: Any = None) -> Any:
+    text = meta.get(f"jitckpt.{name}")
+    return default if text is None else _jsontree.decode(text, tensors)
+
+
+def weights_payload(tensors: dict[str, TensorRef], meta: dict[str, str], path: str) -> dict[str, Any]:
+    """The schema payload of one set of weights (a weights-only export, ours or anyone's), with what its
+    metadata says of where they came from."""
+    if not tensors:
+        raise FormatError(f"{path}: safetensors file holds no tensors")
+    which = meta.get("jitckpt.weights")
+    return {"model": tensors, "epoch": _field(meta, tensors, "epoch"), "args": _field(meta, tensors, "args", {}),
+            "arch": _field(meta, tensors, "arch"), "global_step": _field(meta, tensors, "global_step"),
+            "extra": {"weights": which} if which else {}}
+
+
 def read(path: str) -> JiTCheckpoint:
     tensors, meta = read_header(path)
     kind = meta.get(KIND_KEY)
 
     def field(name: str, default: Any = None) -> Any:
-        text = meta.get(f"jitckpt.{name}")
-        return default if text is None else _jsontree.decode(text, tensors)
+        return _field(meta, tensors, name, default)
 
-    if kind != "training-state":  # a weights-only export, ours or anyone's
-        if not tensors:
-            raise FormatError(f"{path}: safetensors file holds no tensors")
-        which = meta.get("jitckpt.weights")
-        extra = {"weights": which} if which else {}
-        payload = {"model": tensors, "epoch": field("epoch"), "args": field("args", {}),
-                   "arch": field("arch"), "global_step": field("global_step"), "extra": extra}
-        return from_file_payload(payload, _version(path, meta))
+    if kind != "training-state":
+        return from_file_payload(weights_payload(tensors, meta, path), version(path, meta))
     payload: dict[str, Any] = {name: _section(tensors, name + "/") for name in SECTIONS}
     optimizer = field("optimizer")
     if optimizer is not None:
@@ -142,10 +151,11 @@ def read(path: str) -> JiTCheckpoint:
         optimizer=optimizer, epoch=field("epoch"), global_step=field("global_step"),
         arch=field("arch"), args=field("args", {}), extra=field("extra", {}),
     )
-    return from_file_payload(payload, _version(path, meta))
+    return from_file_payload(payload, version(path, meta))
 
 
-def _version(path: str, meta: dict[str, str]) -> int:
+def version(path: str, meta: dict[str, str]) -> int:
+    """The schema version a file's metadata records (1 when it records none)."""
     text = meta.get("jitckpt.schema_version", "1")
     if not (text.isascii() and text.isdigit() and len(text) < 10):
         raise FormatError(f"{path}: schema version {text[:40]!r} is not a whole number")

@@ -11,8 +11,17 @@ May import: :mod:`jitckpt.errors` and the lazy-tensor modules (``tensors``, ``sh
 Knows nothing of bytes, files or formats.
 """
 
-from .names import NAMINGS, Naming, canonical_key, from_canonical, naming_of, normalize_keys, to_canonical
+from .names import NAMINGS, Naming, canonical_key, from_canonical, naming_of, normalize_keys, to_canonical, wrapper_of
+from .names import get as get_naming
 from .trees import SHARDED_EMA_PREFIXES, TREE_LAYOUTS, Match, TreeLayout, get_path, recognise
 
-__all__ = ["NAMINGS", "Naming", "SHARDED_EMA_PREFIXES", "TREE_LAYOUTS", "Match", "TreeLayout", "canonical_key",
-           "from_canonical", "get_path", "naming_of", "normalize_keys", "recognise", "to_canonical"]
+
+def describe(layout: str | None, naming: str | None, wrapper: str | None = None) -> str | None:
+    """One line naming a tree layout row and a naming row (either may be unknown), for ``inspect``."""
+    labels = [row.label for row in TREE_LAYOUTS if row.name == layout]
+    if naming is not None:
+        labels.append("keys in " + get_naming(naming).label + (f" under {wrapper!r}" if wrapper else ""))
+    return "; ".join(labels) or None
+
+__all__ = ["describe", "get_naming", "NAMINGS", "Naming", "SHARDED_EMA_PREFIXES", "TREE_LAYOUTS", "Match", "TreeLayout", "canonical_key",
+           "from_canonical", "get_path", "naming_of", "normalize_keys", "recognise", "to_canonical", "wrapper_of"]

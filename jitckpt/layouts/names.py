@@ -115,6 +115,17 @@ def _bare(key: str) -> str:
     return stripped[len(CANONICAL_PREFIX):] if stripped.startswith(CANONICAL_PREFIX) else stripped
 
 
+def wrapper_of(keys: Any) -> str | None:
+    """The wrapper prefix the first key carries before the network's names (``transformer.``, ``module.net.``),
+    or None when it carries none but ``net.``."""
+    for key in keys:
+        if isinstance(key, str):
+            bare = _bare(key)
+            prefix = key[: len(key) - len(bare)] if key.endswith(bare) else ""
+            return prefix if prefix not in ("", CANONICAL_PREFIX) else None
+    return None
+
+
 def naming_of(keys: Any) -> Naming:
     """The most specific naming whose signature ``keys`` (any wrapping) all match; the original's otherwise."""
     bare = [_bare(k) for k in keys if isinstance(k, str)]

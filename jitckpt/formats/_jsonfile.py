@@ -1,0 +1,50 @@
+"""Small JSON files of checkpoint folders (``config.json``, ``model_index.json``, a shard index), read safely.
+
+Each must be a regular file inside its folder (no link, FIFO or device), at most :data:`MAX_JSON_BYTES`
+long, valid UTF-8 JSON nested at most as deep as Python's parser allows; anything else is one
+:class:`~jitckpt.errors.FormatError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from typing import Any
+
+from ..errors import FormatError
+
+MAX_JSON_BYTES = 16 << 20  # a shard index of a 10,000-tensor model is about 1 MB
+
+
+def is_regular_file(path: str | os.PathLike) -> bool:
+    """True for a regular file that is not a symbolic link."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def read_json(path: str | os.PathLike, limit: int = MAX_JSON_BYTES) -> Any:
+    """The JSON value in ``path``; a FormatError naming it when it is not a small regular file of JSON."""
+    if not is_regular_file(path):
+        what = "missing" if not os.path.lexists(path) else "not a regular file"
+        raise FormatError(f"{path}: {what} (the folder's layout needs it)")
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise FormatError(f"{path}: larger than {limit >> 20} MiB, too large for a JSON file of a checkpoint folder")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise FormatError(f"{path}: JSON nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FormatError(f"{path}: not valid JSON ({str(exc)[:120]})") from None
+
+
+def try_json(path: str | os.PathLike) -> Any:
+    """:func:`read_json`, or None when the file is absent or not JSON (for detection)."""
+    try:
+        return read_json(path)
+    except FormatError:
+        return None
