@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import DamagedError, SchemaError
 from .layouts import recognise, to_canonical, wrapper_of
-from .model.arch import Arch, check_shapes, infer_arch
+from .model.arch import Arch, check_shapes, expected_shapes, infer_arch
 from .model.groupings import ORIGINAL, Grouping, UnmappedOptimizer, identify, regroup, to_named
 from .train_args import args_from_hparams
 from .anytensor import is_tensor, scalar_value, shape_of
@@ -314,6 +314,7 @@ def from_payload(payload: Mapping[str, Any], arch: Arch | None = None) -> JiTChe
         arch, warnings = infer_arch({k: shape_of(v) for k, v in model.items()}, args.get("model"))
         if arch.variant is None:
             warnings.append(f"in_context_start is not stored in the weights; assumed depth // 3 = {arch.in_context_start}")
+    model = _in_original_order(model, arch)
     optimizer, unmapped = payload.get("optimizer"), None
     if optimizer is not None:
         groups = _checked_optimizer(optimizer)["param_groups"]
@@ -328,8 +329,8 @@ def from_payload(payload: Mapping[str, Any], arch: Arch | None = None) -> JiTChe
         global_step = optimizer_step(optimizer if unmapped is None else unmapped.positional)
     ckpt = JiTCheckpoint(
         model=model,
-        model_ema1=_state("model_ema1", payload.get("model_ema1")),
-        model_ema2=_state("model_ema2", payload.get("model_ema2")),
+        model_ema1=_in_original_order(_state("model_ema1", payload.get("model_ema1")), arch),
+        model_ema2=_in_original_order(_state("model_ema2", payload.get("model_ema2")), arch),
         optimizer=optimizer,
         epoch=checked_int("epoch", payload.get("epoch"), MAX_EPOCH),
         global_step=checked_int("global_step", global_step),
@@ -344,6 +345,17 @@ def from_payload(payload: Mapping[str, Any], arch: Arch | None = None) -> JiTChe
     )
     ckpt.validate()
     return ckpt
+
+
+def _in_original_order(state: StateDict | None, arch: Arch) -> StateDict | None:
+    """``state`` in the order of the original ``Denoiser.state_dict()`` (a safetensors file sorts its keys);
+    keys the architecture does not have follow, for validation to name."""
+    if state is None:
+        return None
+    order = expected_shapes(arch)
+    if list(state) == [k for k in order if k in state]:
+        return state
+    return {**{k: state[k] for k in order if k in state}, **{k: v for k, v in state.items() if k not in order}}
 
 
 def from_file_payload(payload: dict, version: int) -> JiTCheckpoint:
