@@ -7,15 +7,46 @@ import torch only when a torch tensor is really there.
 
 from __future__ import annotations
 
+import math
 import sys
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator
 
 from .fastcrc import crc32
-from .tensors import CHUNK_BYTES, TensorRef, torch_bytes, write_chunks
+from .tensors import CHUNK_BYTES, DTYPES, TensorRef, torch_bytes, write_chunks
+
+
+@dataclass(frozen=True)
+class Cast:
+    """``source`` (a tensor of either kind) converted to ``dtype`` only when its bytes are asked for, so that
+    a writer holds one converted tensor at a time. Rounds as ``torch.Tensor.to`` does (to nearest, even)."""
+
+    source: Any
+    dtype: str
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return shape_of(self.source)
+
+    def to_torch(self) -> Any:
+        import torch
+
+        return to_torch(self.source).to(getattr(torch, self.dtype))
+
+
+def cast(tensor: Any, dtype: str | None) -> Any:
+    """``tensor`` as ``dtype`` (lazily), or unchanged when it already is, or ``dtype`` is None."""
+    if dtype is None or dtype_name(tensor) == dtype:
+        return tensor
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}")
+    return Cast(tensor, dtype)
 
 
 def write_tensor(tensor: Any, handle: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
     """Append a TensorRef's or torch tensor's row-major bytes to ``handle``."""
+    if isinstance(tensor, Cast):
+        tensor = tensor.to_torch()
     if isinstance(tensor, TensorRef):
         tensor.copy_to(handle, progress)
     else:
@@ -24,7 +55,7 @@ def write_tensor(tensor: Any, handle: BinaryIO, progress: Callable[[int], None] 
 
 def dtype_name(tensor: Any) -> str:
     """``'float32'`` for a TensorRef or a torch tensor."""
-    if isinstance(tensor, TensorRef):
+    if isinstance(tensor, (TensorRef, Cast)):
         return tensor.dtype
     return str(tensor.dtype).removeprefix("torch.")
 
@@ -36,12 +67,14 @@ def shape_of(tensor: Any) -> tuple[int, ...]:
 def nbytes_of(tensor: Any) -> int:
     if isinstance(tensor, TensorRef):
         return tensor.nbytes
+    if isinstance(tensor, Cast):
+        return math.prod(tensor.shape) * DTYPES[tensor.dtype][0]
     return tensor.numel() * tensor.element_size()
 
 
 def is_tensor(value: Any) -> bool:
     """True for TensorRefs and torch tensors, without importing torch."""
-    if isinstance(value, TensorRef):
+    if isinstance(value, (TensorRef, Cast)):
         return True
     torch = sys.modules.get("torch")  # a torch tensor exists only if torch was imported
     return torch is not None and isinstance(value, torch.Tensor)
@@ -49,6 +82,8 @@ def is_tensor(value: Any) -> bool:
 
 def iter_tensor_bytes(tensor: Any, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
     """Row-major bytes of a TensorRef or a torch tensor, in chunks."""
+    if isinstance(tensor, Cast):
+        tensor = tensor.to_torch()
     if isinstance(tensor, TensorRef):
         yield from tensor.iter_bytes(chunk)
         return
@@ -59,13 +94,15 @@ def iter_tensor_bytes(tensor: Any, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
 
 def crc_of(tensor: Any) -> int:
     """The CRC-32 of a TensorRef's (verified) or a torch tensor's row-major bytes."""
+    if isinstance(tensor, Cast):
+        tensor = tensor.to_torch()
     if isinstance(tensor, TensorRef):
         return tensor.crc32()
     return crc32(torch_bytes(tensor))
 
 
 def to_torch(tensor: Any) -> Any:
-    return tensor.to_torch() if isinstance(tensor, TensorRef) else tensor
+    return tensor.to_torch() if isinstance(tensor, (TensorRef, Cast)) else tensor
 
 
 _STRUCT_CODES = {"float64": "d", "float32": "f", "float16": "e", "int64": "q", "int32": "i", "int16": "h",

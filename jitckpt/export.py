@@ -20,6 +20,9 @@ from . import __version__
 from .errors import JiTCheckpointError
 from .formats import export as export_format
 from .formats import read
+from .anytensor import cast, dtype_name
+from .export_options import DIFFUSERS_NAMES, EXPORT_DTYPES, EXPORT_LAYOUTS
+from .formats.diffusers_write import write_folder as write_diffusers
 from .formats.safetensors import weights_export, write_tensors
 from .io_folder import atomic_folder, durable_file
 from .model.protocol import resolve_sampling
@@ -30,16 +33,29 @@ EXPORT_VERSION = 1
 SAMPLE_CLASSES = (207, 360, 387, 974, 88, 979, 417, 279)  # ImageNet classes shown in the grid (mod num_classes)
 
 
+
+
 def export(src: str | os.PathLike, out: str | os.PathLike, weights: str = "ema1", *, all_emas: bool = False,
            eval_json: str | os.PathLike | None = None, license: str | None = None, samples: bool = True,
-           force: bool = False, on_warning: Callable[[str], None] | None = None) -> list[Path]:
+           force: bool = False, on_warning: Callable[[str], None] | None = None, layout: str = "hf",
+           dtype: str = "float32", diffusers_names: str = "fused",
+           class_names: str | os.PathLike | None = None) -> list[Path]:
     """Write the export folder ``out`` (or ``out/ema1``, ``out/ema2``, ``out/raw`` with ``all_emas``) from ``src``.
 
     Returns the folders written. ``eval_json`` is the JSON ``jitckpt eval --json``
     wrote for these weights: its scores and protocol go into the model card.
+    ``layout`` is a key of :data:`EXPORT_LAYOUTS`; ``dtype`` (``float32``, ``bf16``, ``fp16``) the stored
+    precision (float32 keeps the source's); ``diffusers_names`` (``fused`` or ``split`` attention) and
+    ``class_names`` (a text file, one class name a line: ``id2label``) are for the diffusers layout.
     """
     from .evaluation.provenance import sha256_file
 
+    for name, value, choices in (("layout", layout, EXPORT_LAYOUTS), ("dtype", dtype, EXPORT_DTYPES),
+                                 ("diffusers names", diffusers_names, DIFFUSERS_NAMES)):
+        if value not in choices:
+            raise JiTCheckpointError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+    id2label = _class_names(class_names) if class_names is not None else None
+    options = {"layout": layout, "dtype": EXPORT_DTYPES[dtype], "names": diffusers_names, "id2label": id2label}
     _, ckpt = read(src)
     sets = [w for w in WEIGHT_SETS if _has(ckpt, w)] if all_emas else [weights]
     for which in sets:
@@ -54,7 +70,7 @@ def export(src: str | os.PathLike, out: str | os.PathLike, weights: str = "ema1"
             target = folder / which if all_emas else folder
             target.mkdir(exist_ok=True)
             scores = result if result is not None and result.get("weights") == which else None
-            _write_one(ckpt, which, target, source, scores, license, samples, on_warning)
+            _write_one(ckpt, which, target, source, scores, license, samples, on_warning, options)
             written.append(Path(out) / which if all_emas else Path(out))
     return written
 
@@ -67,21 +83,52 @@ def _has(ckpt: JiTCheckpoint, which: str) -> bool:
     return True
 
 
+def _class_names(path: str | os.PathLike) -> dict[int, str]:
+    """``id2label`` from a text file of class names, one a line (blank lines end nothing: they are names too)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CLASS_NAMES_BYTES + 1)
+    except OSError as exc:
+        raise JiTCheckpointError(f"{path}: cannot read the class names ({exc.strerror})") from None
+    if len(data) > MAX_CLASS_NAMES_BYTES:
+        raise JiTCheckpointError(f"{path}: larger than {MAX_CLASS_NAMES_BYTES >> 20} MiB; one class name a line")
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise JiTCheckpointError(f"{path}: not UTF-8 text; one class name a line") from None
+    return dict(enumerate(lines))
+
+
+MAX_CLASS_NAMES_BYTES = 1 << 20
+
+
 def _write_one(ckpt: JiTCheckpoint, which: str, folder: Path, source: dict, scores: dict | None,
-               license: str | None, samples: bool, on_warning: Callable[[str], None] | None) -> None:
+               license: str | None, samples: bool, on_warning: Callable[[str], None] | None,
+               options: dict[str, Any]) -> None:
     plan = resolve_sampling(ckpt.arch, ckpt.args)
     for message in plan.warnings:
         if on_warning is not None:
             on_warning(message)
+    if options["id2label"] is not None and len(options["id2label"]) != ckpt.arch.num_classes:
+        raise JiTCheckpointError(f"the class-name file names {len(options['id2label'])} classes; the model has "
+                                 f"{ckpt.arch.num_classes}")
     args = {**ckpt.args, **plan.as_args()}  # the protocol travels with the weights: eval and sample use it
     exported = dataclasses.replace(ckpt, args=args)
     tensors, meta = weights_export(exported, which)
-    tensors = {k.removeprefix("net."): v for k, v in tensors.items()}  # the network's own keys
-    with durable_file(folder / export_format.WEIGHTS_FILE) as handle:
-        write_tensors(tensors, meta, handle)
+    tensors = {k: cast(v, options["dtype"]) for k, v in tensors.items()}
     config = config_of(ckpt, which, plan.settings(), source)
-    with durable_file(folder / export_format.CONFIG_FILE) as handle:
-        handle.write((json.dumps(config, indent=2) + "\n").encode())
+    config["torch_dtype"] = dtype_name(next(iter(tensors.values())))
+    if options["layout"] == "diffusers":
+        provenance = {"source_checkpoint": source["file"], "source_sha256": source["sha256"], "weights": which,
+                      "epoch": ckpt.epoch, "global_step": ckpt.global_step, "torch_dtype": config["torch_dtype"],
+                      "jitckpt_version": __version__}
+        write_diffusers(exported, tensors, meta, folder, options["names"], options["id2label"], provenance)
+    else:
+        tensors = {k.removeprefix("net."): v for k, v in tensors.items()}  # the network's own keys
+        with durable_file(folder / export_format.WEIGHTS_FILE) as handle:
+            write_tensors(tensors, meta, handle)
+        with durable_file(folder / export_format.CONFIG_FILE) as handle:
+            handle.write((json.dumps(config, indent=2) + "\n").encode())
     if samples:
         _write_samples(folder, which, ckpt.arch.num_classes)
     with durable_file(folder / "README.md") as handle:

@@ -64,7 +64,7 @@ def check_file(path: str | os.PathLike, limit: int = 10,
     name, ckpt = formats.read(path)
     tensors = list(_tensor_refs(ckpt))
     refs = [piece for ref in tensors for piece in stored_pieces(ref)]
-    if os.path.isdir(path):  # every piece the directory stores, also those the schema does not map
+    if name == "dcp":  # every piece the directory stores, also those the schema does not map
         from .formats.dcp import stored_tensors
 
         refs = stored_tensors(path)

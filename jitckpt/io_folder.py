@@ -64,6 +64,7 @@ def atomic_folder(path: str | os.PathLike, force: bool = False) -> Iterator[Path
             raise _output_error(shown, exc) from exc
         yield temp
         try:
+            _fsync_subfolders(temp)
             os.fsync(lock)
             put_folder_in_place(temp, target)
             committed = True
@@ -75,6 +76,22 @@ def atomic_folder(path: str | os.PathLike, force: bool = False) -> Iterator[Path
         if not committed:
             shutil.rmtree(temp, ignore_errors=True)
         os.close(lock)
+
+
+def _fsync_subfolders(temp: Path) -> None:
+    """fsync every folder below ``temp`` (a diffusers folder's transformer/, export's ema1/): their entries
+    must be on disk before the rename publishes them."""
+    for root, dirs, _ in os.walk(temp):
+        for name in dirs:
+            _fsync_dir(os.path.join(root, name))
+
+
+def _shown(folder: Path) -> str:
+    """The target a folder being written stands for (itself, or the temporary folder it is inside)."""
+    for candidate in (folder, *folder.parents):
+        if str(candidate) in _TARGETS:
+            return _TARGETS[str(candidate)] + str(folder)[len(str(candidate)):]
+    return str(folder)
 
 
 def _keep_modes(target: Path, folder_fd: int) -> dict[str, int]:
@@ -114,7 +131,7 @@ def durable_file(path: Path) -> Iterator[BinaryIO]:
 
     OSErrors of its own writes and of the fsync are OutputErrors naming the target folder.
     """
-    shown = _TARGETS.get(str(path.parent), str(path.parent))
+    shown = _shown(path.parent)
     try:
         handle = _OutputFile(io.FileIO(path, "x+"), shown)
     except OSError as exc:

@@ -24,19 +24,20 @@ from .train_args import ORIGINAL_DEFAULTS
 
 
 def resolve_resume(path: str | os.PathLike) -> Path:
-    """A checkpoint file or DCP directory, or the original's ``--resume`` folder holding ``checkpoint-last.pth``
-    (or ``.ckpt``, ``.safetensors``, ``.dcp``)."""
-    from .formats.dcp import is_dcp_dir
+    """A checkpoint file or folder, or the original's ``--resume`` folder holding ``checkpoint-last`` with any
+    suffix a format claims (``.pth`` first, then ``.ckpt``, ``.safetensors``, a ``.dcp`` directory)."""
+    from .formats import folder_format, named_in_folder
 
     path = Path(path)
-    if is_dcp_dir(path):
+    if folder_format(path) is not None:
         return path
     if path.is_dir():
-        for name in ("checkpoint-last.pth", "checkpoint-last.ckpt", "checkpoint-last.safetensors",
-                     "checkpoint-last.dcp"):
-            if (path / name).is_file():
-                return path / name
-        raise JiTCheckpointError(f"{str(path)!r} holds no checkpoint-last.pth (or .ckpt / .safetensors) to resume from")
+        candidates = named_in_folder(path)
+        for candidate in candidates:
+            if candidate.is_file() or folder_format(candidate) is not None:
+                return candidate
+        raise JiTCheckpointError(f"{str(path)!r} holds no checkpoint to resume from (looked for "
+                                 f"{', '.join(c.name for c in candidates)})")
     if not path.exists():
         raise JiTCheckpointError(f"{str(path)!r}: no such checkpoint to resume from")
     return path

@@ -156,3 +156,23 @@ def test_train_resume_reads_the_source_in_place_and_writes_only_its_outputs(gold
     assert differ == {"output_dir"}
     runs["async"].args = runs["sync"].args
     assert jitckpt.compare(runs["sync"], runs["async"]) == []
+
+
+def test_train_resumes_from_a_run_folder_holding_only_a_dcp_directory(golden, image_folder, tmp_path):
+    """The candidates in a --resume folder come from the format registry, directories included."""
+    from jitckpt.training import resolve_resume
+
+    run = tmp_path / "run"
+    run.mkdir()
+    jitckpt.convert(golden, run / "checkpoint-last.dcp")
+    assert resolve_resume(run) == run / "checkpoint-last.dcp"
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["train", "--resume", str(run), "--data_path", str(image_folder), "--output-dir",
+                                 str(out), "--epochs", "3", "--batch_size", "4", "--num-workers", "0",
+                                 "--accelerator", "cpu", "--logger", "none"])
+    assert result.exit_code == 0, result.output
+    saved = jitckpt.load(out / "checkpoint-last.pth", lazy=True)
+    assert saved.epoch == 2 and saved.global_step == 9
+    (run / "checkpoint-last.dcp").rename(run / "other.dcp")
+    with pytest.raises(jitckpt.JiTCheckpointError, match="checkpoint-last.pth, .*checkpoint-last.dcp"):
+        resolve_resume(run)

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..export_options import EXPORT_DTYPES, EXPORT_LAYOUTS
 from .console import echo, errors, warn
 
 
@@ -21,6 +22,15 @@ def export(
     license: Optional[str] = typer.Option(None, "--license", help="The license named in the model card."),
     no_samples: bool = typer.Option(False, "--no-samples", help="Do not draw samples.png."),
     force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
+    layout: str = typer.Option("hf", "--layout", help="; ".join(f"{k}: {v}" for k, v in EXPORT_LAYOUTS.items())),
+    dtype: str = typer.Option("float32", "--dtype", help="Stored precision: " + ", ".join(EXPORT_DTYPES) +
+                                                        " (float32 keeps the source's; training files are float32)."),
+    diffusers_names: str = typer.Option("fused", "--diffusers-names",
+                                        help="diffusers layout: fused (attn.qkv) or split (attn.to_q/to_k/to_v) "
+                                             "attention weights."),
+    class_names: Optional[Path] = typer.Option(None, "--class-names",
+                                               help="diffusers layout: a text file of class names, one a line "
+                                                    "(model_index.json's id2label)."),
 ) -> None:
     """Export one set of weights for inference users: weights, config, model card and samples."""
     from ..evaluation.sampling import weights_name
@@ -28,7 +38,8 @@ def export(
 
     with errors():
         folders = run_export(ckpt, output, weights_name(ema), all_emas=all_emas, eval_json=eval_json,
-                             license=license, samples=not no_samples, force=force, on_warning=warn)
+                             license=license, samples=not no_samples, force=force, on_warning=warn, layout=layout,
+                             dtype=dtype, diffusers_names=diffusers_names, class_names=class_names)
+        files = EXPORT_LAYOUTS[layout].split(" (")[0]
         for folder in folders:
-            echo(f"wrote {folder} (model.safetensors, config.json, README.md"
-                 f"{', samples.png' if not no_samples else ''})")
+            echo(f"wrote {folder} ({files}{', samples.png' if not no_samples else ''})")

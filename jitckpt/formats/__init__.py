@@ -40,12 +40,9 @@ def _check_readable(path: str) -> int:
 
 def _sniff(path: str) -> tuple[str, Any]:
     """(format name, parsed torch tree or None) from the file's bytes (or the directory's .metadata)."""
-    if dcp.is_dcp_dir(path):
-        return dcp.NAME, None
-    if export.is_export_dir(path):
-        return export.NAME, None
-    if diffusers.is_diffusers_dir(path):
-        return diffusers.NAME, None
+    folder = folder_format(path)
+    if folder is not None:
+        return folder, None
     size = _check_readable(path)
     with open(path, "rb") as f:
         head = f.read(16)
@@ -63,6 +60,20 @@ def _sniff(path: str) -> tuple[str, Any]:
         f"{path}: not a checkpoint jitckpt knows (neither a torch zip nor safetensors; "
         f"first bytes {head[:8].hex()}); the file may be corrupt or truncated"
     )
+
+
+FOLDER_DETECTORS = ((dcp.NAME, dcp.is_dcp_dir), (export.NAME, export.is_export_dir),
+                    (diffusers.NAME, diffusers.is_diffusers_dir))
+
+
+def folder_format(path: str | os.PathLike) -> str | None:
+    """The format of a checkpoint that is a folder (DCP, export, diffusers), or None."""
+    return next((name for name, detect in FOLDER_DETECTORS if detect(path)), None)
+
+
+def named_in_folder(folder: str | os.PathLike, stem: str = "checkpoint-last") -> list[Path]:
+    """``stem`` with every suffix a format claims, in the registry's order: the candidates in ``folder``."""
+    return [Path(folder) / (stem + suffix) for module in FORMATS.values() for suffix in module.SUFFIXES]
 
 
 def is_torch_file(path: str | os.PathLike) -> bool:

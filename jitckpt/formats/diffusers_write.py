@@ -1,0 +1,60 @@
+"""Writing a diffusers folder: what ``JiTPipeline.from_pretrained`` and ``JiTTransformer2DModel`` load.
+
+``model_index.json`` (``JiTPipeline``, its scheduler, ``id2label`` when class names are given),
+``transformer/config.json`` (diffusers' config keys, :mod:`jitckpt.layouts.configs`),
+``transformer/diffusion_pytorch_model.safetensors`` (the weights under diffusers PR #13098's names, fused
+``attn.qkv`` or split ``to_q``/``to_k``/``to_v``, with jitckpt's checksums and the training args in its
+metadata), ``scheduler/scheduler_config.json`` and ``conversion_metadata.json`` (which weights, from what).
+The caller (``jitckpt export --layout diffusers``) places the folder atomically and adds the model card.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..export_options import DIFFUSERS_NAMES
+from ..layouts import from_canonical
+from ..layouts.configs import config_from_arch
+from ..io_folder import durable_file
+from ..schema import JiTCheckpoint
+from . import diffusers
+from .safetensors import write_tensors
+
+DIFFUSERS_VERSION = "0.36.0"  # the release the Hub re-hosts were written for
+PIPELINE_CLASS = "JiTPipeline"
+SCHEDULER = {  # diffusers' FlowMatchEulerDiscreteScheduler, as JiTPipeline's tests build it (its defaults)
+    "_class_name": "FlowMatchEulerDiscreteScheduler", "_diffusers_version": DIFFUSERS_VERSION,
+    "num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False, "base_shift": 0.5,
+    "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096, "invert_sigmas": False,
+    "shift_terminal": None, "use_karras_sigmas": False, "use_exponential_sigmas": False,
+    "use_beta_sigmas": False, "time_shift_type": "exponential", "stochastic_sampling": False,
+}
+
+
+def _json_file(path: Path, value: Any) -> None:
+    with durable_file(path) as handle:
+        handle.write((json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_folder(ckpt: JiTCheckpoint, tensors: Mapping[str, Any], metadata: dict[str, str], folder: Path,
+                 names: str = "fused", id2label: Mapping[int, str] | None = None,
+                 provenance: Mapping[str, Any] | None = None) -> None:
+    """Write the diffusers files of ``tensors`` (one set of weights, canonical ``net.`` keys) into ``folder``."""
+    transformer = folder / diffusers.TRANSFORMER
+    transformer.mkdir(exist_ok=True)
+    with durable_file(transformer / diffusers.WEIGHTS_FILE) as handle:
+        write_tensors(from_canonical(tensors, DIFFUSERS_NAMES[names]), metadata, handle)
+    config = config_from_arch(ckpt.arch.to_dict(), attention_dropout=ckpt.args.get("attn_dropout", 0.0),
+                              dropout=ckpt.args.get("proj_dropout", 0.0))
+    _json_file(transformer / diffusers.CONFIG_FILE, {**config, "_diffusers_version": DIFFUSERS_VERSION})
+    index: dict[str, Any] = {"_class_name": PIPELINE_CLASS, "_diffusers_version": DIFFUSERS_VERSION,
+                             "scheduler": ["diffusers", SCHEDULER["_class_name"]],
+                             "transformer": ["diffusers", config["_class_name"]]}
+    if id2label is not None:
+        index["id2label"] = {str(k): v for k, v in id2label.items()}
+    _json_file(folder / diffusers.MODEL_INDEX, index)
+    (folder / diffusers.SCHEDULER).mkdir(exist_ok=True)
+    _json_file(folder / diffusers.SCHEDULER / "scheduler_config.json", SCHEDULER)
+    _json_file(folder / diffusers.CONVERSION_METADATA, dict(provenance or {}))
