@@ -1,7 +1,7 @@
-"""The README, followed in order: every ``$ ...`` line of its blocks runs as shown, in a fresh folder.
+"""The README and the docs pages, followed in order: every ``$ ...`` line of their blocks runs as shown.
 
 After the set-up command (``jitckpt example``), each shell line of the README's
-output blocks runs in order in one temporary folder; its exit code and the first
+output blocks, then of each page of :data:`DOC_PAGES`, runs in order in one temporary folder; its exit code and the first
 line of its output (stdout and stderr together) must be what the README shows,
 up to the parts that change from run to run (times, sizes, hashes, temporary
 names). A line whose shown output starts with ``...`` is checked by exit code only.
@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# The pages replayed after the README, in this order (each may use what the ones before it wrote).
+DOC_PAGES = ("docs/layouts.md",)
 
 # The exit code a shown first line implies (see "Commands" in the README); anything else is 0.
 EXIT_BY_PREFIX = {"error:": 2, "damaged:": 1, "different:": 1}
@@ -93,11 +95,13 @@ def test_every_readme_command_runs_as_shown_in_order(example_run):
     assert setup.returncode == 0, setup.stdout + setup.stderr
     shown = shown_commands((ROOT / "README.md").read_text())
     assert len(shown) > 20 and any(s.command.startswith("jitckpt train") for s in shown)
+    pages = [("README.md", step) for step in shown]
+    pages += [(page, step) for page in DOC_PAGES for step in shown_commands((ROOT / page).read_text())]
     env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
            "PYTHONPATH": str(ROOT), "COLUMNS": "100", "TORCH_HOME": str(folder / "empty-torch-home")}
     env.pop("JITCKPT_INCEPTION_WEIGHTS", None)
     failures = []
-    for step in shown:
+    for page, step in pages:
         if missing_package(step.command):
             continue
         run = subprocess.run(["bash", "-c", step.command], cwd=folder, env=env, text=True,
@@ -106,10 +110,10 @@ def test_every_readme_command_runs_as_shown_in_order(example_run):
         first = lines[0] if lines else ""
         want_code = expected_exit(step.first_line)
         if run.returncode != want_code:
-            failures.append(f"README line {step.line_number}: `{step.command}` exited {run.returncode}, "
+            failures.append(f"{page} line {step.line_number}: `{step.command}` exited {run.returncode}, "
                             f"expected {want_code}:\n{run.stdout[-2000:]}")
         elif not step.first_line.startswith("...") and normalise(first) != normalise(step.first_line):
-            failures.append(f"README line {step.line_number}: `{step.command}` printed\n  {first}\nthe README shows\n"
+            failures.append(f"{page} line {step.line_number}: `{step.command}` printed\n  {first}\nthe page shows\n"
                             f"  {step.first_line}")
     assert not failures, "\n\n".join(failures)
 

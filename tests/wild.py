@@ -111,3 +111,22 @@ def plain_ema_pth(path: Path) -> Path:
     """azula's / ByteDance-Seed's ``jit.pth``: ``state["model_ema1"]`` with ``net.`` removed, ``torch.save``d."""
     torch.save({k.replace("net.", ""): v for k, v in ema1().items()}, path)
     return path
+
+
+def main(argv: list[str]) -> None:
+    """``python -m tests.wild diffusers OUT [--split] [--shards N]``, ``python -m tests.wild split-qkv OUT``,
+    ``python -m tests.wild transformer-prefixed OUT`` or ``python -m tests.wild plain-ema OUT``: write such a
+    file or folder of the golden example's EMA 1 (the docs' examples use them)."""
+    kind, out, *rest = argv
+    if kind == "diffusers":
+        shards = int(rest[rest.index("--shards") + 1]) if "--shards" in rest else 1
+        diffusers_folder(Path(out), split="--split" in rest, shards=shards)
+    else:
+        {"split-qkv": split_qkv_file, "transformer-prefixed": transformer_prefixed_file,
+         "plain-ema": plain_ema_pth}[kind](Path(out))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

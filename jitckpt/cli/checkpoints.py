@@ -135,8 +135,9 @@ def _contents(target: Path, weights: Optional[str]) -> str:
     written = api.load(target, lazy=True)
     if written.optimizer is not None:
         return "full training state"
-    emas = written.model_ema1 is not None or written.model_ema2 is not None
-    return "training state without the optimizer" if emas or written.epoch is not None else "model weights only"
+    if written.is_weights_only:
+        return f"{written.extra['weights']} weights only" if written.extra.get("weights") else "model weights only"
+    return "training state without the optimizer"
 
 
 def verify(

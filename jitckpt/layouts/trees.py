@@ -73,10 +73,10 @@ _LOOP_PARTS: dict[str, tuple[Path, ...]] = {
 }
 
 TREE_LAYOUTS: tuple[TreeLayout, ...] = (
-    TreeLayout("original", "the original JiT dict (misc.save_model: model, optimizer, epoch, args, EMAs)",
-               "original", requires=(("model",), ("args",)), parts=_ORIGINAL_PARTS),
     TreeLayout("released", "released weights (model and two EMAs, no optimizer)", "original",
                requires=(("model",), ("model_ema1",)), excludes=(("optimizer",),), parts=_ORIGINAL_PARTS),
+    TreeLayout("original", "the original JiT dict (misc.save_model: model, optimizer, epoch, args, EMAs)",
+               "original", requires=(("model",), ("args",)), parts=_ORIGINAL_PARTS),
     TreeLayout("seed-port", "the seed port's dict (hyper_parameters and global_step instead of args)", "original",
                requires=(("model",), ("hyper_parameters",)),
                parts={**_ORIGINAL_PARTS, "global_step": (("global_step",),), "hparams": (("hyper_parameters",),)}),
