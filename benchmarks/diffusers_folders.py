@@ -12,7 +12,8 @@ command a fresh process, median of ``--repeats`` interleaved rounds, ``sync`` be
   the .pth holds the weights once, shared by model and both EMAs) and against the naive route a careful
   user writes today (``safetensors.torch.load_file``, rename the keys, ``torch.save`` the three sections);
 - ``jitckpt export CKPT --layout diffusers --diffusers-names split`` (``qkv`` split per tensor, streamed)
-  against a durable copy of a file the size of what it writes (the EMA 1 weights).
+  against a durable copy of its source (the export reads all of it: it records the source's SHA-256 in
+  the folder), and against a durable copy of a file the size of what it writes (the EMA 1 weights).
 
 Wall time, peak RSS, and each wall time as a ratio to its baseline.
 
@@ -107,11 +108,13 @@ def main() -> None:
         subprocess.run(jit + ["--help"], check=True, stdout=subprocess.DEVNULL)
         for path in (weights, ckpt):
             subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
-        out_pth, out_dir, copy = work / "out.pth", work / "out-diffusers", work / "copy.bin"
+        out_pth, out_dir, copy, copy_src = work / "out.pth", work / "out-diffusers", work / "copy.bin", work / "src.bin"
         rows = [
             ("inspect one safetensors file", lambda: jit + ["inspect", str(single)], None),
             ("inspect the diffusers folder", lambda: jit + ["inspect", str(folder)], None),
             ("durable copy of the weights file", lambda: ["sh", "-c", f"cp {weights} {copy} && sync {copy}"], copy),
+            ("durable copy of the training ckpt", lambda: ["sh", "-c", f"cp {ckpt} {copy_src} && sync {copy_src}"],
+             copy_src),
             ("naive load_file + torch.save", lambda: [py, "-c", NAIVE, str(folder), str(out_pth)], out_pth),
             ("jitckpt convert FOLDER -> .pth", lambda: jit + ["convert", str(folder), "-o", str(out_pth)], out_pth),
             ("jitckpt export .pth -> split", lambda: ["sh", "-c", f"rm -rf {out_dir} && " + " ".join(
@@ -128,13 +131,15 @@ def main() -> None:
         baselines = {"inspect the diffusers folder": "inspect one safetensors file",
                      "naive load_file + torch.save": "durable copy of the weights file",
                      "jitckpt convert FOLDER -> .pth": "durable copy of the weights file",
-                     "jitckpt export .pth -> split": "durable copy of the weights file"}
+                     "jitckpt export .pth -> split": "durable copy of the training ckpt"}
         print(f"{'command':36} {'wall s':>8} {'peak RSS':>10}  ratio to its baseline; each round")
         for name, (wall, peak, walls) in results.items():
             base = baselines.get(name)
             ratio = f"{wall / results[base][0]:.2f}x {base}" if base else ""
             rounds = " ".join(f"{w:.2f}" for w in walls)
             print(f"{name:36} {wall:8.2f} {peak / 1e6:7.0f} MB  {ratio}; {rounds}")
+        export, weights_copy = results["jitckpt export .pth -> split"][0], results["durable copy of the weights file"][0]
+        print(f"jitckpt export .pth -> split / durable copy of the weights file: {export / weights_copy:.2f}x")
         naive = results["naive load_file + torch.save"][0]
         print(f"jitckpt convert FOLDER -> .pth / naive: {results['jitckpt convert FOLDER -> .pth'][0] / naive:.2f}x")
     finally:

@@ -33,7 +33,7 @@ def export(
                                                     "(model_index.json's id2label)."),
 ) -> None:
     """Export one set of weights for inference users: weights, config, model card and samples."""
-    from ..evaluation.sampling import weights_name
+    from ..evaluation import weights_name
     from ..export import export as run_export
 
     with errors():

@@ -23,8 +23,7 @@ from ..model.denoiser import DiffusionConfig, Denoiser
 from ..model.protocol import SamplingPlan, resolve_sampling
 from ..schema import JiTCheckpoint
 from ..anytensor import to_torch
-
-WEIGHT_CHOICES = {"1": "ema1", "2": "ema2", "raw": "raw", "ema1": "ema1", "ema2": "ema2"}
+from . import WEIGHT_CHOICES, weights_name  # noqa: F401 (re-exported: where callers found them)
 
 
 @dataclass
@@ -52,13 +51,6 @@ class SamplingSettings:
         given = {"method": self.method, "steps": self.steps, "cfg": self.cfg, "interval_min": self.interval_min,
                  "interval_max": self.interval_max, "noise_scale": self.noise_scale}
         return {k: v for k, v in given.items() if v is not None}
-
-
-def weights_name(ema: str) -> str:
-    """``'1'``/``'2'``/``'raw'`` (the CLI's ``--ema``) to the schema's ``'ema1'``/``'ema2'``/``'raw'``."""
-    if str(ema) not in WEIGHT_CHOICES:
-        raise JiTCheckpointError(f"--ema {ema!r}: choose 1, 2 or raw")
-    return WEIGHT_CHOICES[str(ema)]
 
 
 def sampling_plan(ckpt: JiTCheckpoint, settings: SamplingSettings) -> SamplingPlan:
