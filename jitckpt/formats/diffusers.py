@@ -97,8 +97,8 @@ def read_weights(folder: str) -> tuple[dict[str, TensorRef], dict[str, str], str
     if not os.path.lexists(index_path):
         if not is_regular_file(single):
             raise FormatError(f"{single}: missing or not a regular file")
-        tensors, meta = safetensors.read_header(single)
-        return tensors, meta, single
+        found, meta = safetensors.read_header(single)
+        return found, meta, single
     weight_map = _weight_map(read_json(index_path), index_path)
     shards: dict[str, list[str]] = {}
     for key, name in weight_map.items():

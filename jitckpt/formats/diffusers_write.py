@@ -18,6 +18,7 @@ from ..export_options import DIFFUSERS_NAMES
 from ..layouts import from_canonical
 from ..layouts.configs import config_from_arch
 from ..io_folder import durable_file
+from ..errors import SchemaError
 from ..schema import JiTCheckpoint
 from . import diffusers
 from .safetensors import write_tensors
@@ -42,6 +43,8 @@ def write_folder(ckpt: JiTCheckpoint, tensors: Mapping[str, Any], metadata: dict
                  names: str = "fused", id2label: Mapping[int, str] | None = None,
                  provenance: Mapping[str, Any] | None = None) -> None:
     """Write the diffusers files of ``tensors`` (one set of weights, canonical ``net.`` keys) into ``folder``."""
+    if ckpt.arch is None:
+        raise SchemaError("checkpoint has no architecture")
     transformer = folder / diffusers.TRANSFORMER
     transformer.mkdir(exist_ok=True)
     with durable_file(transformer / diffusers.WEIGHTS_FILE) as handle:

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 from .. import torchread, torchzip
 from ..errors import FormatError
 from ..layouts import recognise
+from ..layouts.trees import EMA_CALLBACK, key_for
 from ..schema import META_KEY, JiTCheckpoint, checked_int, from_file_payload, original_positional
 from ..train_args import args_from_hparams, hparams_from_args  # noqa: F401 (hparams_from_args: re-exported)
 
@@ -27,16 +28,12 @@ SUFFIXES = (".ckpt",)
 LABEL = "Lightning .ckpt"
 DESCRIPTION = "Lightning .ckpt (trainer.fit(..., ckpt_path=...) resumes from it)"
 
-EMA_CALLBACK = "EMACallback"
 _MAPPED = ("state_dict", "optimizer_states", "epoch", "global_step", META_KEY)
 
 
 def ema_entry(callbacks: dict) -> str | None:
     """The key of EMACallback's state among a checkpoint's callbacks (None if it has none)."""
-    names = [k for k in callbacks if isinstance(k, str) and k.split("{")[0] == EMA_CALLBACK]
-    if len(names) > 1:
-        raise FormatError(f"checkpoint holds {len(names)} EMACallback states; expected one")
-    return names[0] if names else None
+    return key_for(callbacks, EMA_CALLBACK + "*")
 
 
 def from_tree(tree: Any, path: str) -> JiTCheckpoint:

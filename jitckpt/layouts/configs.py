@@ -61,7 +61,8 @@ def arch_fields(config: Mapping[str, Any]) -> dict[str, Any]:
     if full.get("num_classes") in (None, 0):
         raise SchemaError("config.json: num_classes is 0 or null: an unconditional variant jitckpt's model cannot "
                           "represent (the original JiT has a class embedding)")
-    out = {field: _whole(key, full[key], 0 if field.startswith("in_context") else 1) for field, key in DIFFUSERS.fields}
+    out: dict[str, Any] = {field: _whole(key, full[key], 0 if field.startswith("in_context") else 1)
+                           for field, key in DIFFUSERS.fields}
     ratio = full.get("mlp_ratio")
     if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 < ratio < 64:
         raise SchemaError(f"config.json: mlp_ratio must be a positive number, not {str(ratio)[:40]!r}")

@@ -95,12 +95,19 @@ TREE_LAYOUTS: tuple[TreeLayout, ...] = (
 LAYOUT_NAMES = tuple(row.name for row in TREE_LAYOUTS)
 
 
+def key_for(node: dict, step: str) -> Any:
+    """The key of ``node`` a ``Name*`` step names (``Name`` or ``Name{...}``, as Lightning keys a callback's
+    state), or None; more than one is a FormatError."""
+    found = [k for k in node if isinstance(k, str) and k.split("{")[0] == step[:-1]]
+    if len(found) > 1:
+        raise FormatError(f"checkpoint holds {len(found)} {step[:-1]} states; expected one")
+    return found[0] if found else None
+
+
 def _step(node: Any, step: Any) -> tuple[bool, Any]:
     if isinstance(step, str) and step.endswith("*") and isinstance(node, dict):
-        found = [k for k in node if isinstance(k, str) and k.split("{")[0] == step[:-1]]
-        if len(found) > 1:
-            raise FormatError(f"checkpoint holds {len(found)} {step[:-1]} states; expected one")
-        return (True, node[found[0]]) if found else (False, None)
+        key = key_for(node, step)
+        return (True, node[key]) if key is not None else (False, None)
     if isinstance(node, dict):
         return (step in node, node.get(step))
     if isinstance(node, (list, tuple)) and isinstance(step, int):

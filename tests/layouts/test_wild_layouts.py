@@ -76,7 +76,7 @@ def test_the_transformer_prefix_is_named(tmp_path):
     assert info["key_prefix"] == "transformer." and "'transformer.'" in info["layout_description"]
 
 
-@pytest.mark.parametrize("name", ["diffusers folder", "diffusers split folder", "split-qkv file"])
+@pytest.mark.parametrize("name", BUILDERS)
 def test_converting_to_pth_is_bitwise_and_the_original_resume_block_takes_it(tmp_path, name):
     from tests.helpers import original_resume
 
