@@ -12,6 +12,7 @@ own terms.
 from __future__ import annotations
 
 import re
+import reprlib
 
 # Ends every warning about data of a source that a conversion does not carry over (convert shows those).
 NOT_CONVERTED = "not read, converted or written"
@@ -69,3 +70,25 @@ class KeyMappingError(SchemaError):
 
 class OutputError(JiTCheckpointError):
     """The output path cannot be written: it exists (and no force), or its folder is missing."""
+
+
+def render(value: object, limit: int = 80) -> str:
+    """A bounded rendering of a value from a file, for messages: at most ``limit`` characters, built in time
+    bounded by the rendering (``reprlib`` stops at a few levels and items), never the whole ``repr()``."""
+    try:
+        text = _RENDER.repr(value)
+    except Exception:  # a value whose repr fails (an integer past Python's digit limit): name its type
+        text = f"<a {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bounded_repr() -> "reprlib.Repr":
+    shown = reprlib.Repr()
+    shown.maxlevel = 3
+    shown.maxtuple = shown.maxlist = shown.maxdict = shown.maxset = shown.maxfrozenset = 6
+    shown.maxstring = shown.maxother = 80
+    shown.maxlong = 40
+    return shown
+
+
+_RENDER = _bounded_repr()

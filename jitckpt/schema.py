@@ -14,7 +14,7 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .errors import DamagedError, SchemaError
+from .errors import DamagedError, SchemaError, render
 from .layouts import recognise, to_canonical, wrapper_of
 from .model.arch import Arch, check_shapes, expected_shapes, infer_arch
 from .model.groupings import ORIGINAL, Grouping, UnmappedOptimizer, identify, regroup, to_named
@@ -286,7 +286,7 @@ def _state(section: str, value: Any, namings: dict[str, str] | None = None) -> S
         raise SchemaError(f"{section} is a {type(value).__name__}, not a state dict")
     bad = next((k for k, v in value.items() if not is_tensor(v)), None)
     if bad is not None:
-        raise SchemaError(f"{section}: {bad!r:.80} is not a tensor")
+        raise SchemaError(f"{section}: {render(bad, 80)} is not a tensor")
     state, naming = to_canonical(value, section)
     if namings is not None:
         namings[section] = naming.name

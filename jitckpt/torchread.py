@@ -15,13 +15,11 @@ import collections
 import pathlib
 from typing import Any
 
-from .errors import FormatError
+from .errors import FormatError, render
 from .tensors import DTYPES, STORAGE_TO_DTYPE, Checksum, TensorRef
-from .unpickler import DICT_TYPES, Unpickler
+from .unpickler import DICT_TYPES, Unpickler, build_fields, cheap_to_hash
 from .ziparchive import ZIP_MAGIC, Archive, read_archive
 
-MAX_DEPTH = 100  # containers inside containers; a Lightning checkpoint needs about 8
-MAX_EXPANDED = 10_000_000  # objects counted with repetitions (shared references)
 MAX_DIMS = 64
 _SMALL_ENTRY = 64
 
@@ -81,21 +79,94 @@ def _encode(text: Any, encoding: Any = "latin1") -> bytes:
     return _codecs.encode(text, encoding)
 
 
+MAX_PATH_CHARS = 4096
+
+
+def _ordered_dict(*args: Any) -> collections.OrderedDict:
+    """``collections.OrderedDict()`` (its items follow by SETITEMS), or of a list of key/value pairs."""
+    if not args:
+        return collections.OrderedDict()
+    if len(args) == 1 and type(args[0]) is list and all(type(p) in (list, tuple) and len(p) == 2 for p in args[0]):
+        return collections.OrderedDict((cheap_to_hash(k), v) for k, v in args[0])
+    raise ValueError("OrderedDict takes no arguments or a list of pairs")
+
+
+def _counter(*args: Any) -> dict:
+    """``collections.Counter`` read as the plain dict of its counts."""
+    if not args:
+        return {}
+    if len(args) == 1 and type(args[0]) is dict:
+        return dict(args[0])
+    raise ValueError("Counter takes no arguments or a dict")
+
+
+def _members(args: tuple, what: str) -> list[Any]:
+    if not args:
+        return []
+    if len(args) == 1 and type(args[0]) in (list, tuple):
+        return [cheap_to_hash(member) for member in args[0]]
+    raise ValueError(f"{what} takes no arguments or a list")
+
+
+def _set(*args: Any) -> set:
+    return set(_members(args, "set"))
+
+
+def _frozenset(*args: Any) -> frozenset:
+    return frozenset(_members(args, "frozenset"))
+
+
+def _slice(*args: Any) -> slice:
+    if not 1 <= len(args) <= 3 or not all(a is None or type(a) in (int, float) for a in args):
+        raise ValueError("slice takes one to three numbers or None")
+    return slice(*args)
+
+
+def _complex(*args: Any) -> complex:
+    if len(args) > 2 or not all(type(a) in (int, float) for a in args):
+        raise ValueError("complex takes two numbers")
+    return complex(*args)
+
+
+def _bytearray(*args: Any) -> bytearray:
+    """``bytearray`` of the bytes the pickle holds (never of a size: ``bytearray(n)`` would allocate n bytes)."""
+    if not args:
+        return bytearray()
+    if len(args) == 1 and type(args[0]) is bytes:
+        return bytearray(args[0])
+    if len(args) == 2 and type(args[0]) is str and args[1] in ("latin-1", "latin1"):
+        return bytearray(_codecs.encode(args[0], "latin1"))
+    raise ValueError("bytearray takes the bytes it holds")
+
+
+def _path(flavour: type) -> Any:
+    def build(*parts: Any) -> str:
+        """A path read as its text (``pathlib`` objects are never built from a file's arguments)."""
+        if not all(type(p) is str for p in parts) or sum(map(len, parts)) > MAX_PATH_CHARS:
+            raise ValueError(f"a path is made of at most {MAX_PATH_CHARS} characters of text")
+        return str(flavour(*parts))
+    return build
+
+
+def _defaultdict(*_factory: Any) -> dict:
+    return {}  # read as a plain dict: its factory is never kept
+
+
 ALLOWED: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("collections", "Counter"): collections.Counter,
-    ("collections", "defaultdict"): lambda *_factory: {},  # read as a plain dict: its factory is never kept
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "slice"): slice,
-    ("builtins", "complex"): complex,
-    ("builtins", "bytearray"): bytearray,
+    ("collections", "OrderedDict"): _ordered_dict,
+    ("collections", "Counter"): _counter,
+    ("collections", "defaultdict"): _defaultdict,
+    ("builtins", "set"): _set,
+    ("builtins", "frozenset"): _frozenset,
+    ("builtins", "slice"): _slice,
+    ("builtins", "complex"): _complex,
+    ("builtins", "bytearray"): _bytearray,
     ("_codecs", "encode"): _encode,
     ("argparse", "Namespace"): argparse.Namespace,
-    ("pathlib", "PosixPath"): pathlib.PurePosixPath,
-    ("pathlib", "WindowsPath"): pathlib.PureWindowsPath,
-    ("pathlib", "PurePosixPath"): pathlib.PurePosixPath,
-    ("pathlib", "PureWindowsPath"): pathlib.PureWindowsPath,
+    ("pathlib", "PosixPath"): _path(pathlib.PurePosixPath),
+    ("pathlib", "WindowsPath"): _path(pathlib.PureWindowsPath),
+    ("pathlib", "PurePosixPath"): _path(pathlib.PurePosixPath),
+    ("pathlib", "PureWindowsPath"): _path(pathlib.PureWindowsPath),
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
@@ -104,7 +175,22 @@ ALLOWED: dict[tuple[str, str], Any] = {
     ("pytorch_lightning.utilities.parsing", "AttributeDict"): AttributeDict,
 }
 ALLOWED.update({("torch", storage): _StorageType(dtype) for storage, dtype in STORAGE_TO_DTYPE.items()})
-_BUILDABLE = (argparse.Namespace, AttributeDict, collections.OrderedDict)  # state dicts carry `_metadata`
+
+
+def _state_dict_metadata(inst: Any, state: Any) -> None:
+    """A state dict's BUILD: ``{'_metadata': {...}}`` (module versions), which nothing of jitckpt uses:
+    checked and dropped, never set as an attribute."""
+    if type(state) is not dict or set(state) != {"_metadata"} or type(state["_metadata"]) not in DICT_TYPES:
+        raise ValueError("state other than _metadata")
+
+
+def _no_state(inst: Any, state: Any) -> None:
+    raise ValueError("state")
+
+
+# The record types NEWOBJ may create and how BUILD completes each (see Unpickler).
+_BUILDABLE = {argparse.Namespace: build_fields, AttributeDict: _no_state,
+              collections.OrderedDict: _state_dict_metadata}
 
 
 def is_torch_zip(head: bytes) -> bool:
@@ -137,11 +223,10 @@ def read_tree(path: str, start: int = 0, length: int | None = None) -> Any:
             raise FormatError(f"{path}: malformed storage reference in pickle")
         storage = storages.setdefault(key, _Storage(storage_type.dtype, key, numel))
         if (storage.dtype, storage.numel) != (storage_type.dtype, numel):
-            raise FormatError(f"{path}: storage {key!r:.40} is named with two different types or sizes")
+            raise FormatError(f"{path}: storage {render(key, 40)} is named with two different types or sizes")
         return storage
 
     tree = Unpickler(data, path, ALLOWED, persistent_load, _BUILDABLE, DICT_TYPES + (AttributeDict,)).load()
-    _check_shape_of_tree(path, tree)
     return _Resolver(path, prefix, archive).resolve(tree, "")
 
 
@@ -154,7 +239,7 @@ def _archive_folder(archive: Archive) -> str:
     prefix = pickles[0][: -len("data.pkl")]
     stray = next((n for n in archive.entries if not n.startswith(prefix)), None)
     if stray is not None:
-        raise FormatError(f"{archive.path}: entry {stray!r:.80} lies outside the archive folder {prefix!r}")
+        raise FormatError(f"{archive.path}: entry {render(stray, 80)} lies outside the archive folder {prefix!r}")
     return prefix
 
 
@@ -172,39 +257,6 @@ def _children(obj: Any) -> list[Any]:
     return list(obj)
 
 
-def _check_shape_of_tree(path: str, root: Any) -> None:
-    """Refuse cycles, nesting deeper than MAX_DEPTH and shared-reference blow-ups, without recursion.
-
-    After this, code that walks the tree recursively is safe: its depth and the
-    number of nodes it visits (repetitions included) are bounded.
-    """
-    sizes: dict[int, int] = {}  # id -> size counted with repetitions, of finished containers
-    on_path: set[int] = set()  # the containers being walked: the current one's ancestors
-    stack: list[tuple[Any, list[Any] | None]] = [(root, None)]
-    while stack:
-        obj, children = stack[-1]
-        if not isinstance(obj, _CONTAINERS) or (children is None and id(obj) in sizes):
-            stack.pop()
-            continue
-        if children is None:
-            if id(obj) in on_path:
-                raise FormatError(f"{path}: the pickle holds a structure that contains itself")
-            on_path.add(id(obj))
-            if len(on_path) > MAX_DEPTH:
-                raise FormatError(f"{path}: the pickle nests containers more than {MAX_DEPTH} levels deep")
-            children = _children(obj)
-            stack[-1] = (obj, children)
-            stack.extend((child, None) for child in children if isinstance(child, _CONTAINERS))
-            continue
-        size = 1 + sum(sizes[id(c)] if isinstance(c, _CONTAINERS) else 1 for c in children)
-        if size > MAX_EXPANDED:
-            raise FormatError(f"{path}: the pickle's structure expands to more than {MAX_EXPANDED} objects "
-                              "through shared references")
-        sizes[id(obj)] = size
-        on_path.discard(id(obj))
-        stack.pop()
-
-
 class _Resolver:
     """Replaces pending tensors by TensorRefs named by their place in the tree."""
 
@@ -216,7 +268,7 @@ class _Resolver:
         if isinstance(obj, _PendingTensor):
             return self._tensor(obj, where)
         if isinstance(obj, (_Storage, _StorageType)):
-            raise FormatError(f"{self.path}: a bare storage at {where or 'the top'!r:.80}; checkpoints hold tensors")
+            raise FormatError(f"{self.path}: a bare storage at {render(where or 'the top', 80)}; checkpoints hold tensors")
         if id(obj) in self.done:
             return self.done[id(obj)]
         if isinstance(obj, dict):
@@ -232,31 +284,31 @@ class _Resolver:
                 setattr(obj, k, self.resolve(v, _join(where, k)))
         elif isinstance(obj, _CONTAINERS) and any(isinstance(c, (_PendingTensor, _Storage, _StorageType))
                                                   for c in _children(obj)):
-            raise FormatError(f"{self.path}: a tensor inside a {type(obj).__name__} at {where!r:.80}")
+            raise FormatError(f"{self.path}: a tensor inside a {type(obj).__name__} at {render(where, 80)}")
         self.done[id(obj)] = obj
         return obj
 
     def _key(self, key: Any, where: str) -> Any:
         if isinstance(key, (_PendingTensor, _Storage, _StorageType)):
-            raise FormatError(f"{self.path}: a tensor used as a dict key at {where or 'the top'!r:.80}")
+            raise FormatError(f"{self.path}: a tensor used as a dict key at {render(where or 'the top', 80)}")
         return key
 
     def _tensor(self, pending: _PendingTensor, where: str) -> TensorRef:
         storage = pending.storage
         entry = self.archive.entries.get(f"{self.prefix}data/{storage.key}")
         if entry is None:
-            raise FormatError(f"{self.path}: the data of tensor {where!r:.80} (entry data/{storage.key:.40}) "
+            raise FormatError(f"{self.path}: the data of tensor {render(where, 80)} (entry data/{storage.key:.40}) "
                               "is missing (truncated file?)")
         itemsize = DTYPES[storage.dtype][0]
         if entry.size != storage.numel * itemsize:
-            raise FormatError(f"{self.path}: entry {entry.name!r:.80} holds {entry.size} bytes, its storage "
+            raise FormatError(f"{self.path}: entry {render(entry.name, 80)} holds {entry.size} bytes, its storage "
                               f"needs {storage.numel * itemsize}")
         ref = TensorRef(self.path, entry.offset + pending.offset * itemsize, storage.dtype, pending.shape,
                         pending.stride, name=where, checksum=Checksum(entry.offset, entry.size, entry.crc))
         if pending.offset * itemsize + ref.span > entry.size:
-            raise FormatError(f"{self.path}: tensor {where!r:.80} reaches past the end of its storage")
+            raise FormatError(f"{self.path}: tensor {render(where, 80)} reaches past the end of its storage")
         if ref.nbytes > max(ref.span, itemsize):
-            raise FormatError(f"{self.path}: tensor {where!r:.80} repeats its storage's bytes (zero or "
+            raise FormatError(f"{self.path}: tensor {render(where, 80)} repeats its storage's bytes (zero or "
                               "overlapping strides); checkpoints never hold such views")
         return ref
 

@@ -1,12 +1,21 @@
-"""A bounded pickle interpreter that builds only allowlisted objects and runs nothing.
+"""A bounded pickle interpreter that builds plain data only and runs nothing.
 
 It understands the opcodes that torch's ``weights_only`` loader understands
 (protocol 2, as ``torch.save`` writes) and nothing more: the opcodes that
 import by computed name, call arbitrary classes or use the extension registry
 (STACK_GLOBAL, INST, OBJ, NEWOBJ_EX, EXT1/2/4, ...) are refused. A global is
-looked up in the caller's allowlist, never imported. Resources are bounded so
-that a small file cannot take much memory: the pickle's size, the number of
-objects it creates, the memo (entries and indices) and the MARK nesting.
+looked up in the caller's allowlist, never imported: REDUCE calls only the
+caller's own builder functions (each checks its arguments and returns inert
+data), NEWOBJ creates only the record types the caller declares, and BUILD
+applies only where a record type declares how (``buildable``), never on a
+container, never to a name the record's class defines.
+
+Resources are bounded so that a small file cannot take much memory or time: the
+pickle's size, the objects it creates, the memo (entries and indices), the MARK
+nesting, the size of anything hashed (a dict key, a set member), and, once
+loaded, the tree itself: no cycle, at most :data:`MAX_DEPTH` levels, and at most
+:data:`MAX_EXPANDED_BYTES` when every shared reference is counted each time it is
+used (what a consumer would materialise: a repr, a JSON text, a converted tree).
 """
 
 from __future__ import annotations
@@ -17,10 +26,13 @@ import pickle
 import struct
 from typing import Any, Callable, Mapping
 
-from .errors import FormatError, UnsafePickleError
+from .errors import FormatError, UnsafePickleError, render
 
 MAX_PICKLE_BYTES = 16 << 20  # a JiT-H/16 training checkpoint's pickle is a few hundred KB
-MAX_OBJECTS = 2_000_000  # objects the pickle may create (each opcode creates at most one)
+MAX_OBJECTS = 1_000_000  # objects the pickle may create (each opcode creates at most one): ~70 MB at most
+MAX_DEPTH = 100  # containers inside containers; a Lightning checkpoint needs about 8
+MAX_EXPANDED_BYTES = 64 << 20  # the tree with every shared reference expanded, in (approximate) bytes
+MAX_HASHED = 4096  # values inside one dict key or set member (shared references counted each time)
 MAX_MEMO = 1 << 20  # memo entries, and the largest memo index
 MAX_MARKS = 10_000  # MARKs open at once
 MAX_STRING = 1 << 24
@@ -35,9 +47,10 @@ class _Mark:
 class Unpickler:
     """Interpret ``data`` with the ``allowed`` globals ((module, name) -> object).
 
-    ``persistent_load`` resolves BINPERSID ids; ``buildable`` lists the types
-    whose instances BUILD may give plain attributes (``argparse.Namespace``), or,
-    for a type with a ``build_from_tuple`` method, a tuple state. ``protocol4``
+    ``persistent_load`` resolves BINPERSID ids; ``buildable`` maps each record type
+    whose instances BUILD may complete to the function that applies a state to one
+    (it checks the state and raises ValueError on a bad one); NEWOBJ creates only
+    instances of those types. ``protocol4``
     also accepts the opcodes ``pickle.dump`` writes at protocol 4 (FRAME, MEMOIZE,
     SHORT_BINUNICODE, and STACK_GLOBAL, whose names must be strings on the
     allowlist like GLOBAL's): ``torch.distributed.checkpoint`` writes its
@@ -46,7 +59,7 @@ class Unpickler:
     """
 
     def __init__(self, data: bytes, path: str, allowed: Mapping[tuple[str, str], Any],
-                 persistent_load: Callable[[Any], Any], buildable: tuple[type, ...] = (),
+                 persistent_load: Callable[[Any], Any], buildable: Mapping[type, Callable[[Any, Any], None]] = {},
                  dict_types: tuple[type, ...] = (dict,), protocol4: bool = False) -> None:
         if len(data) > MAX_PICKLE_BYTES:
             raise FormatError(f"{path}: its pickle is {len(data)} bytes, more than the {MAX_PICKLE_BYTES} "
@@ -127,7 +140,9 @@ class Unpickler:
             if handler is _stop:
                 if self.marks or len(self.stack) != 1:
                     raise FormatError(f"{self.path}: corrupt pickle (unbalanced stack at STOP)")
-                return self.stack.pop()
+                root = self.stack.pop()
+                check_tree(root, self.path)
+                return root
             handler(self)
 
 
@@ -166,37 +181,47 @@ def _is_allowed(u: Unpickler, obj: Any) -> bool:
 
 def _reduce(u: Unpickler) -> None:
     args, func = u._pop(), u._pop()
-    if not _is_allowed(u, func) or not callable(func):
+    if not _is_allowed(u, func) or not callable(func) or isinstance(func, type):
         raise u._refuse(f"a call of {type(func).__name__} object")
     if type(args) is not tuple:
         raise FormatError(f"{u.path}: corrupt pickle (REDUCE arguments are not a tuple)")
     try:
         result = func(*args)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise FormatError(f"{u.path}: corrupt pickle ({getattr(func, '__name__', func)!s:.60}: {exc!s:.200})") from None
+        raise FormatError(f"{u.path}: corrupt pickle ({getattr(func, '__name__', 'a builder')!s:.60}: "
+                          f"{str(exc)[:200]})") from None
     u._push(result)
 
 
 def _newobj(u: Unpickler) -> None:
     args, cls = u._pop(), u._pop()
-    if not (_is_allowed(u, cls) and isinstance(cls, type)) or args != ():
+    if not (_is_allowed(u, cls) and isinstance(cls, type) and cls in u.buildable) or type(args) is not tuple or args:
         raise u._refuse(f"the creation of a {getattr(cls, '__name__', type(cls).__name__)!s:.60} object")
     u._push(cls.__new__(cls))
 
 
 def _build(u: Unpickler) -> None:
     state, inst = u._pop(), u._top()
-    if state is None or state == {}:
+    if state is None or (type(state) is dict and not state):
         return
-    if isinstance(inst, u.buildable) and type(state) is tuple and hasattr(inst, "build_from_tuple"):
-        inst.build_from_tuple(state)
-        return
-    if not isinstance(inst, u.buildable) or type(state) is not dict:
+    apply = u.buildable.get(type(inst))
+    if apply is None:
         raise u._refuse(f"state for a {type(inst).__name__} object")
-    for key, value in state.items():
-        if type(key) is not str or key.startswith(_BUILDABLE_KEY_PREFIX):
-            raise u._refuse(f"the attribute {key!r:.60} of a {type(inst).__name__} object")
-        inst.__dict__[key] = value
+    try:
+        apply(inst, state)
+    except ValueError as exc:
+        raise u._refuse(f"{str(exc)[:120]} of a {type(inst).__name__} object") from None
+
+
+def build_fields(inst: Any, state: Any) -> None:
+    """The BUILD of a record with free fields (``argparse.Namespace``): a dict of string keys, none a dunder
+    and none a name its class defines (so no field shadows a method)."""
+    if type(state) is not dict:
+        raise ValueError(f"a {type(state).__name__} as the state")
+    for key in state:
+        if type(key) is not str or key.startswith(_BUILDABLE_KEY_PREFIX) or hasattr(type(inst), key):
+            raise ValueError(f"the attribute {render(key, 60)}")
+    inst.__dict__.update(state)
 
 
 def _extend(u: Unpickler, items: list[Any]) -> None:
@@ -222,7 +247,7 @@ def _set_items(u: Unpickler, items: list[Any]) -> None:
         raise FormatError(f"{u.path}: corrupt pickle (odd SETITEMS)")
     try:
         for i in range(0, len(items), 2):
-            target[items[i]] = items[i + 1]
+            target[small_key(items[i], u.path)] = items[i + 1]
     except TypeError:
         raise FormatError(f"{u.path}: corrupt pickle (unhashable dict key)") from None
 
@@ -359,3 +384,90 @@ _OPCODE_NAMES = {
 
 # Containers the CPython pickler builds with SETITEMS besides dict (an OrderedDict via REDUCE).
 DICT_TYPES: tuple[type, ...] = (dict, collections.OrderedDict, collections.Counter)
+
+
+def cheap_to_hash(value: Any) -> Any:
+    """``value``, once it is known to be cheap to hash (at most :data:`MAX_HASHED` values inside it, shared
+    references counted each time): Python hashes a tuple by walking all of it, so a shared tuple tree used
+    as a dict key or set member would take exponential time. A ValueError otherwise."""
+    seen, pending = 0, [value]
+    while pending:
+        item = pending.pop()
+        seen += 1
+        if seen > MAX_HASHED:
+            raise ValueError(f"a dict key or set member holding more than {MAX_HASHED} values")
+        if type(item) is tuple or type(item) is frozenset:
+            pending.extend(item)
+    return value
+
+
+def small_key(value: Any, path: str) -> Any:
+    """:func:`cheap_to_hash` as a FormatError naming ``path``."""
+    try:
+        return cheap_to_hash(value)
+    except ValueError as exc:
+        raise FormatError(f"{path}: corrupt pickle ({exc})") from None
+
+
+# ----------------------------------------------------------------------------- the loaded tree
+
+_LEAF_BYTES = {type(None): 16, bool: 28, int: 32, float: 24, complex: 32}
+
+
+def _children(obj: Any) -> list[Any] | None:
+    """The values a container or record holds (dict keys included); None for a leaf."""
+    if isinstance(obj, dict):
+        return [*dict.keys(obj), *dict.values(obj)]
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return list(obj)
+    if isinstance(obj, slice):
+        return [obj.start, obj.stop, obj.step]
+    if hasattr(obj, "__dict__") and not isinstance(obj, type):
+        return list(vars(obj).values())  # a record: its fields, read from its own dict (never shadowed)
+    return None
+
+
+def _own_bytes(obj: Any, children: list[Any] | None) -> int:
+    if children is not None:
+        return 64 + 16 * len(children)
+    if isinstance(obj, (str, bytes, bytearray)):
+        return 49 + len(obj)
+    return _LEAF_BYTES.get(type(obj), 64)
+
+
+def check_tree(root: Any, path: str) -> None:
+    """Refuse cycles, nesting deeper than :data:`MAX_DEPTH` and trees that expand, every shared reference
+    counted each time it is used, past :data:`MAX_EXPANDED_BYTES`; without recursion, each node once.
+
+    After this, code that walks the tree recursively (a repr, JSON, a conversion) is safe: its depth, and
+    the bytes it could materialise, are bounded.
+    """
+    sizes: dict[int, int] = {}  # id -> expanded bytes, of finished containers
+    on_path: set[int] = set()  # the containers being walked: the current one's ancestors
+    stack: list[tuple[Any, list[Any] | None]] = [(root, None)]
+    while stack:
+        obj, children = stack[-1]
+        if children is None:
+            if id(obj) in sizes:
+                stack.pop()
+                continue
+            found = _children(obj)
+            if found is None:
+                sizes[id(obj)] = _own_bytes(obj, None)
+                stack.pop()
+                continue
+            if id(obj) in on_path:
+                raise FormatError(f"{path}: the pickle holds a structure that contains itself")
+            on_path.add(id(obj))
+            if len(on_path) > MAX_DEPTH:
+                raise FormatError(f"{path}: the pickle nests containers more than {MAX_DEPTH} levels deep")
+            stack[-1] = (obj, found)
+            stack.extend((child, None) for child in found if id(child) not in sizes)
+            continue
+        size = _own_bytes(obj, children) + sum(sizes[id(c)] for c in children)
+        if size > MAX_EXPANDED_BYTES:
+            raise FormatError(f"{path}: the pickle's structure expands to more than {MAX_EXPANDED_BYTES >> 20} MiB "
+                              "through shared references; no checkpoint needs that")
+        sizes[id(obj)] = size
+        on_path.discard(id(obj))
+        stack.pop()

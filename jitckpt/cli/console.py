@@ -116,9 +116,15 @@ def _filename(name: object) -> str:
     return os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) else str(name)
 
 
+MAX_ERROR_CHARS = 2000  # a message quoting a key from a file (up to 16 MiB) is cut to this
+
+
 def print_error(message: object) -> None:
-    """Print ``error: MESSAGE`` on stderr, always one line."""
-    err.print(text(("error:", "red"), " ", str(message)))
+    """Print ``error: MESSAGE`` on stderr, always one line, at most :data:`MAX_ERROR_CHARS` characters."""
+    line = str(message)
+    if len(line) > MAX_ERROR_CHARS:
+        line = line[:MAX_ERROR_CHARS - 3] + "..."
+    err.print(text(("error:", "red"), " ", line))
 
 
 class Terminated(SystemExit):
@@ -141,6 +147,12 @@ def errors() -> Iterator[None]:
         if state["debug"]:
             raise
         print_error(error_message(exc))
+        raise typer.Exit(EXIT_ERROR) from None
+    except (RecursionError, MemoryError) as exc:  # a bound jitckpt missed: still one line, never a traceback
+        if state["debug"]:
+            raise
+        what = "nests deeper" if isinstance(exc, RecursionError) else "needs more memory"
+        print_error(f"the input {what} than jitckpt can handle; no checkpoint needs that (--debug for the trace)")
         raise typer.Exit(EXIT_ERROR) from None
     except KeyboardInterrupt:
         if state["debug"]:

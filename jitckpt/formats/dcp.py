@@ -22,12 +22,13 @@ import os
 from typing import Any
 
 from .. import torchread
-from ..errors import NOT_CONVERTED, FormatError
+from ..errors import NOT_CONVERTED, FormatError, render
 from ..layouts import SHARDED_EMA_PREFIXES, TREE_LAYOUTS, Match, canonical_key, recognise
 from ..schema import JiTCheckpoint, from_file_payload
 from ..sharded import Piece, assemble
 from ..tensors import TensorRef, iter_refs, stored_pieces
 from . import dcp_metadata, lightning
+from ._jsonfile import is_regular_file
 from .dcp_metadata import METADATA_FILE, Layout
 from .dcp_write import write_folder  # noqa: F401 (this format's writer)
 
@@ -59,15 +60,22 @@ def read_tree(path: str) -> dict:
     files = _ShardFiles(path)
     flat = {key: (_tensor(key, item, layout, files, path) if item is not None else _bytes(key, layout, files))
             for key, item in layout.items.items()}
+    dcp_metadata.no_shared_bytes(layout.locations, meta_path)  # after each piece was read within its file
     tree = _unflatten(flat, layout.paths, path)
     extra_meta = os.path.join(path, LIGHTNING_META)
-    if os.path.isfile(extra_meta):
+    if os.path.lexists(extra_meta) and not is_regular_file(extra_meta):
+        raise FormatError(f"{extra_meta}: not a regular file inside the checkpoint's folder (a link, FIFO or "
+                          "device); the epoch, step and callbacks Lightning keeps there cannot be read")
+    if not os.path.lexists(extra_meta) and any(isinstance(k, str) and k.startswith("optimizer_") for k in tree):
+        raise FormatError(f"{path}: a Lightning sharded checkpoint without its {LIGHTNING_META} (epoch, global "
+                          "step, loops, callbacks): the directory is incomplete")
+    if os.path.lexists(extra_meta):
         meta = torchread.read_tree(extra_meta)
         if not isinstance(meta, dict):
             raise FormatError(f"{extra_meta}: holds a {type(meta).__name__}, not Lightning's checkpoint metadata")
         clash = next((k for k in meta if k in tree), None)
         if clash is not None:
-            raise FormatError(f"{path}: {clash!r:.60} is both in the sharded state and in {LIGHTNING_META}")
+            raise FormatError(f"{path}: {render(clash, 60)} is both in the sharded state and in {LIGHTNING_META}")
         tree.update(meta)
     return tree
 
@@ -82,7 +90,7 @@ class _ShardFiles:
     def __call__(self, name: str) -> str:
         if name not in self.checked:
             full = os.path.join(self.folder, name)
-            if not os.path.isfile(full):
+            if not is_regular_file(full):
                 raise FormatError(f"{full}: shard file is missing or not a regular file (.metadata stores data "
                                   "there)")
             self.checked[name] = full
@@ -92,7 +100,7 @@ class _ShardFiles:
 def _piece(key: str, where: tuple, layout: Layout, files: _ShardFiles) -> Any:
     location = layout.locations.get(where)
     if location is None:
-        raise FormatError(f"{files.folder}: .metadata lists a piece of {key!r:.80} but not where it is stored")
+        raise FormatError(f"{files.folder}: .metadata lists a piece of {render(key, 80)} but not where it is stored")
     return torchread.read_tree(files(location.file), location.offset, location.length)
 
 
@@ -102,7 +110,7 @@ def _tensor(key: str, item: dcp_metadata.TensorItem, layout: Layout, files: _Sha
         ref = _piece(key, (key, chunk.offsets), layout, files)
         if not isinstance(ref, TensorRef) or ref.shape != chunk.sizes:
             what = f"shape {ref.shape}" if isinstance(ref, TensorRef) else f"a {type(ref).__name__}"
-            raise FormatError(f"{path}: a piece of {key!r:.80} holds {what}, .metadata says a tensor of {chunk.sizes}")
+            raise FormatError(f"{path}: a piece of {render(key, 80)} holds {what}, .metadata says a tensor of {chunk.sizes}")
         pieces.append(Piece(dataclasses.replace(ref, name=key), chunk.offsets))
     return assemble(key, item.dtype, item.size, pieces, path)
 
@@ -112,35 +120,47 @@ def _bytes(key: str, layout: Layout, files: _ShardFiles) -> Any:
 
 
 def _unflatten(flat: dict[str, Any], paths: dict[str, tuple], where: str) -> dict:
-    """Nest ``flat`` along each key's path (DCP's planner data; the key itself when it has none)."""
+    """Nest ``flat`` along each key's path (DCP's planner data; the key itself when it has none).
+
+    A list position pads the list with None up to it; all the padding together is bounded by the items
+    (a path may not make a few items into millions of empty slots).
+    """
     root: dict = {}
+    budget = [4 * len(flat) + 1024]
     for key, value in flat.items():
         route = paths.get(key, (key,))
         node: Any = root
         for step, following in zip(route, route[1:]):
-            node = _child(node, step, {} if isinstance(following, str) else [], where, key)
-        _set(node, route[-1], value, where, key)
+            node = _child(node, step, {} if isinstance(following, str) else [], where, key, budget)
+        _set(node, route[-1], value, where, key, budget)
     return root
 
 
-def _child(node: Any, step: Any, empty: Any, where: str, key: str) -> Any:
-    current = node.get(step) if isinstance(node, dict) else (node[step] if step < len(node) else None)
+def _child(node: Any, step: Any, empty: Any, where: str, key: str, budget: list[int]) -> Any:
+    if isinstance(node, dict):
+        current = node.get(step)
+    else:
+        current = node[step] if type(step) is int and 0 <= step < len(node) else None
     if current is None:
-        _set(node, step, empty, where, key)
+        _set(node, step, empty, where, key, budget)
         return empty
     if not isinstance(current, (dict, list)):
-        raise FormatError(f"{where}: item {key!r:.80} nests inside a value that is not a container")
+        raise FormatError(f"{where}: item {render(key, 80)} nests inside a value that is not a container")
     return current
 
 
-def _set(node: Any, step: Any, value: Any, where: str, key: str) -> None:
+def _set(node: Any, step: Any, value: Any, where: str, key: str, budget: list[int]) -> None:
     if isinstance(node, dict) and isinstance(step, str):
         node[step] = value
-    elif isinstance(node, list) and isinstance(step, int) and 0 <= step < MAX_LIST_INDEX:
+    elif isinstance(node, list) and type(step) is int and 0 <= step < MAX_LIST_INDEX:
+        budget[0] -= max(0, step + 1 - len(node))
+        if budget[0] < 0:
+            raise FormatError(f"{where}: item {render(key, 80)}'s path pads its lists with far more empty places "
+                              "than the directory has items")
         node.extend([None] * (step + 1 - len(node)))
         node[step] = value
     else:
-        raise FormatError(f"{where}: item {key!r:.80} has a path that does not fit its containers")
+        raise FormatError(f"{where}: item {render(key, 80)} has a path that does not fit its containers")
 
 
 # ----------------------------------------------------------------------------- to the schema

@@ -17,9 +17,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import FormatError
+from ..errors import FormatError, render
 from ..tensors import DTYPES
-from ..unpickler import DICT_TYPES, Unpickler
+from ..unpickler import DICT_TYPES, Unpickler, build_fields
 
 METADATA_FILE = ".metadata"
 MAX_METADATA_BYTES = 64 << 20  # JiT-H/16's full training state needs a few MB
@@ -82,11 +82,29 @@ class _StorageInfo(_Record): pass  # noqa: E701
 class _StorageMeta(_Record): pass  # noqa: E701
 
 
-class _TensorProperties(_Record):
-    def build_from_tuple(self, state: tuple) -> None:
-        """DCP pickles TensorProperties as (dtype, layout, requires_grad, memory_format, pin_memory)."""
-        self.__dict__["dtype"] = state[0] if state else None
-        self.__dict__["layout"] = state[1] if len(state) > 1 else None
+class _TensorProperties(_Record): pass  # noqa: E701
+
+
+def _build_properties(inst: Any, state: Any) -> None:
+    """DCP pickles TensorProperties as (dtype, layout, requires_grad, memory_format, pin_memory)."""
+    if type(state) is not tuple or len(state) > 8:
+        raise ValueError("TensorProperties state other than its tuple")
+    inst.__dict__["dtype"] = state[0] if state else None
+    inst.__dict__["layout"] = state[1] if len(state) > 1 else None
+
+
+def _size(dims: Any = ()) -> tuple:
+    if type(dims) not in (tuple, list) or len(dims) > MAX_DIMS:
+        raise ValueError(f"a size of at most {MAX_DIMS} dimensions")
+    return tuple(dims)
+
+
+def _path(separator: str) -> Any:
+    def build(*parts: Any) -> str:
+        if not all(type(p) is str for p in parts) or sum(map(len, parts)) > 4096:
+            raise ValueError("a path is made of at most 4096 characters of text")
+        return separator.join(parts)
+    return build
 
 
 _DCP = "torch.distributed.checkpoint.metadata"
@@ -101,12 +119,16 @@ ALLOWED: dict[tuple[str, str], Any] = {
     (_DCP, "_MEM_FORMAT_ENCODING"): lambda value: value,
     ("torch.distributed.checkpoint.filesystem", "_StorageInfo"): _StorageInfo,
     ("torch.serialization", "_get_layout"): lambda name: name,
-    ("torch", "Size"): lambda dims=(): tuple(dims),
-    ("pathlib", "PosixPath"): lambda *parts: "/".join(map(str, parts)),
-    ("pathlib", "WindowsPath"): lambda *parts: "\\".join(map(str, parts)),
+    ("torch", "Size"): _size,
+    ("pathlib", "PosixPath"): _path("/"),
+    ("pathlib", "WindowsPath"): _path("\\"),
 }
 ALLOWED.update({("torch", name): name for name in DTYPES})  # a dtype reads as its name
-_RECORDS = (_Record,)
+# The records NEWOBJ may create, and how BUILD fills each in (fields never named as the class's own).
+_RECORDS: dict[type, Any] = {cls: build_fields for cls in (_Metadata, _TensorStorageMetadata, _ChunkStorageMetadata,
+                                                          _BytesStorageMetadata, _MetadataIndex, _StorageInfo,
+                                                          _StorageMeta)}
+_RECORDS[_TensorProperties] = _build_properties
 
 
 def parse(data: bytes, path: str) -> Layout:
@@ -126,22 +148,36 @@ def parse(data: bytes, path: str) -> Layout:
         elif isinstance(record, _TensorStorageMetadata):
             items[key] = _tensor_item(key, record, path)
         else:
-            raise FormatError(f"{path}: item {key!r:.80} is a {type(record).__name__}, not tensor or bytes metadata")
+            raise FormatError(f"{path}: item {render(key, 80)} is a {type(record).__name__}, not tensor or bytes metadata")
     locations = {}
     for index, info in _mapping(root.field("storage_data"), "storage_data", path).items():
         if not isinstance(index, _MetadataIndex) or not isinstance(info, _StorageInfo):
             raise FormatError(f"{path}: storage_data holds a {type(index).__name__} -> {type(info).__name__}")
         key = index.field("fqn")
         if key not in items:
-            raise FormatError(f"{path}: stored bytes for {str(key)!r:.80}, which is not an item")
+            raise FormatError(f"{path}: stored bytes for {render(key, 80)}, which is not an item")
         offsets = index.field("offset")
-        where = (key, _dims(offsets, f"{key!r:.80}'s chunk offset", path) if offsets is not None else None)
+        where = (key, _dims(offsets, f"{render(key, 80)}'s chunk offset", path) if offsets is not None else None)
         locations[where] = _location(key, info, path)
     paths = {}
     for key, route in _mapping(root.field("planner_data") or {}, "planner_data", path).items():
         if key in items and isinstance(route, tuple) and route and all(type(p) in (str, int) for p in route):
             paths[key] = route
     return Layout(items, locations, paths)
+
+
+def no_shared_bytes(locations: dict[tuple[str, tuple[int, ...] | None], Location], path: str) -> None:
+    """Refuse two stored pieces whose bytes overlap: DCP writes each piece once, so a reused range could only
+    make a small directory expand into a large checkpoint (and hide which piece a damaged byte belongs to)."""
+    by_file: dict[str, list[tuple[int, int, str]]] = {}
+    for (key, _), where in locations.items():
+        by_file.setdefault(where.file, []).append((where.offset, where.length, key))
+    for name, spans in by_file.items():
+        spans.sort()
+        for (start, length, key), (following, _, other) in zip(spans, spans[1:]):
+            if start + length > following:
+                raise FormatError(f"{path}: the stored pieces of {render(key, 60)} and {render(other, 60)} share "
+                                  f"bytes of {render(name, 60)}; each piece must have its own")
 
 
 def _no_persistent_ids(path: str) -> Any:
@@ -158,7 +194,7 @@ def _mapping(value: Any, what: str, path: str) -> dict:
 
 def _dims(value: Any, what: str, path: str) -> tuple[int, ...]:
     if not isinstance(value, tuple) or len(value) > MAX_DIMS or not all(type(v) is int and v >= 0 for v in value):
-        raise FormatError(f"{path}: {what} must be at most {MAX_DIMS} non-negative integers, not {value!r:.80}")
+        raise FormatError(f"{path}: {what} must be at most {MAX_DIMS} non-negative integers, not {render(value, 80)}")
     return value
 
 
@@ -166,19 +202,19 @@ def _tensor_item(key: str, record: _TensorStorageMetadata, path: str) -> TensorI
     properties = record.field("properties")
     dtype = properties.field("dtype") if isinstance(properties, _TensorProperties) else None
     if dtype not in DTYPES:
-        raise FormatError(f"{path}: tensor {key!r:.80} has dtype {dtype!r:.40}, which jitckpt does not know")
+        raise FormatError(f"{path}: tensor {render(key, 80)} has dtype {render(dtype, 40)}, which jitckpt does not know")
     if properties.field("layout") not in (None, "torch.strided"):
-        raise FormatError(f"{path}: tensor {key!r:.80} is not a strided (dense) tensor")
-    size = _dims(record.field("size"), f"{key!r:.80}'s size", path)
+        raise FormatError(f"{path}: tensor {render(key, 80)} is not a strided (dense) tensor")
+    size = _dims(record.field("size"), f"{render(key, 80)}'s size", path)
     chunks = []
     for chunk in record.field("chunks") or []:
         if not isinstance(chunk, _ChunkStorageMetadata):
-            raise FormatError(f"{path}: tensor {key!r:.80} lists a {type(chunk).__name__} as a chunk")
-        offsets = _dims(chunk.field("offsets"), f"{key!r:.80}'s chunk offsets", path)
-        sizes = _dims(chunk.field("sizes"), f"{key!r:.80}'s chunk sizes", path)
+            raise FormatError(f"{path}: tensor {render(key, 80)} lists a {type(chunk).__name__} as a chunk")
+        offsets = _dims(chunk.field("offsets"), f"{render(key, 80)}'s chunk offsets", path)
+        sizes = _dims(chunk.field("sizes"), f"{render(key, 80)}'s chunk sizes", path)
         if len(offsets) != len(size) or len(sizes) != len(size) or any(
                 o + s > n for o, s, n in zip(offsets, sizes, size)):
-            raise FormatError(f"{path}: tensor {key!r:.80}: a chunk at {offsets} of {sizes} lies outside its "
+            raise FormatError(f"{path}: tensor {render(key, 80)}: a chunk at {offsets} of {sizes} lies outside its "
                               f"size {size}")
         chunks.append(Chunk(offsets, sizes))
     return TensorItem(dtype, size, tuple(chunks))
@@ -187,12 +223,12 @@ def _tensor_item(key: str, record: _TensorStorageMetadata, path: str) -> TensorI
 def _location(key: str, info: _StorageInfo, path: str) -> Location:
     name, offset, length = info.field("relative_path"), info.field("offset"), info.field("length")
     if type(name) is not str or not _FILE_NAME.fullmatch(name) or name == METADATA_FILE:
-        raise FormatError(f"{path}: {key!r:.80} is stored in {str(name)!r:.80}, which is not a file name in the "
+        raise FormatError(f"{path}: {render(key, 80)} is stored in {render(name, 80)}, which is not a file name in the "
                           "checkpoint's directory")
     if type(offset) is not int or type(length) is not int or offset < 0 or length < 0:
-        raise FormatError(f"{path}: {key!r:.80} has a bad offset or length ({offset!r:.40}, {length!r:.40})")
+        raise FormatError(f"{path}: {render(key, 80)} has a bad offset or length ({render(offset, 40)}, {render(length, 40)})")
     if info.field("transform_descriptors"):
-        raise FormatError(f"{path}: {key!r:.80} is stored transformed (compressed or encrypted), which jitckpt "
+        raise FormatError(f"{path}: {render(key, 80)} is stored transformed (compressed or encrypted), which jitckpt "
                           "does not read")
     return Location(name, offset, length)
 

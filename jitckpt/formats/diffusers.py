@@ -17,7 +17,7 @@ import os
 import re
 from typing import Any
 
-from ..errors import FormatError, SchemaError
+from ..errors import FormatError, SchemaError, render
 from ..layouts import to_canonical
 from ..layouts.configs import arch_fields, is_transformer_config
 from ..model.arch import Arch, infer_arch, variant_name
@@ -113,10 +113,10 @@ def read_weights(folder: str) -> tuple[dict[str, TensorRef], dict[str, str], str
         first_meta = meta if first_meta is None else first_meta
         absent = [k for k in keys if k not in found]
         if absent:
-            raise FormatError(f"{shard}: holds no tensor {absent[0]!r:.80}, which {INDEX_FILE} places there")
+            raise FormatError(f"{shard}: holds no tensor {render(absent[0], 80)}, which {INDEX_FILE} places there")
         stray = [k for k in found if weight_map.get(k) != name]
         if stray:
-            raise FormatError(f"{shard}: holds {stray[0]!r:.80}, which {INDEX_FILE} does not place there")
+            raise FormatError(f"{shard}: holds {render(stray[0], 80)}, which {INDEX_FILE} does not place there")
         tensors.update(found)
     return {k: tensors[k] for k in weight_map}, first_meta or {}, index_path
 
@@ -128,7 +128,7 @@ def _weight_map(index: Any, where: str) -> dict[str, str]:
     names = set()
     for key, name in weight_map.items():
         if not isinstance(name, str) or not SHARD_NAME.fullmatch(name):
-            raise FormatError(f"{where}: tensor {key!r:.80} is placed in {str(name)[:80]!r}, not a shard file "
+            raise FormatError(f"{where}: tensor {render(key, 80)} is placed in {str(name)[:80]!r}, not a shard file "
                               "name (diffusion_pytorch_model-0000K-of-0000N.safetensors)")
         names.add(name)
     if len(names) > MAX_SHARDS:

@@ -17,7 +17,7 @@ from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO, Callable
 
-from ..errors import FormatError
+from ..errors import FormatError, render
 from ..schema import SECTIONS, JiTCheckpoint, from_file_payload
 from ..anytensor import crc_of, dtype_name, is_tensor, nbytes_of, shape_of, write_tensor
 from ..tensors import DTYPES, SAFETENSORS_TO_DTYPE, TensorRef, contiguous_strides
@@ -44,7 +44,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(out) != len(pairs):
         seen: set[str] = set()
         twice = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise ValueError(f"the key {twice!r:.80} appears twice")
+        raise ValueError(f"the key {render(twice, 80)} appears twice")
     return out
 
 

@@ -1,0 +1,261 @@
+"""The second outside audit's classes of hostile files, rebuilt here: every case reads correctly or exits 2 with
+one line, under 150 MB of peak memory and within 10 s, runs nothing, and leaves no output behind.
+
+Each case runs ``inspect``, ``verify`` and ``convert`` as separate processes; the peak memory is the child's own
+(``os.wait4``), so the figure is what the command cost, not the test's.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import jitckpt
+from tests.craft import opcodes, write_torch_zip
+from tests.helpers import GOLDEN
+
+MAX_PEAK_BYTES = 150 << 20
+MAX_SECONDS = 10.0
+
+
+def s(text: str) -> bytes:
+    data = text.encode()
+    return pickle.BINUNICODE + struct.pack("<I", len(data)) + data
+
+
+def long(n: int) -> bytes:
+    data = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
+    return pickle.LONG1 + bytes([len(data)]) + data
+
+
+def put(i: int) -> bytes:
+    return pickle.LONG_BINPUT + struct.pack("<I", i)
+
+
+def get(i: int) -> bytes:
+    return pickle.LONG_BINGET + struct.pack("<I", i)
+
+
+def dag(levels: int, memo: int = 900) -> bytes:
+    """A tuple tree of 2**levels leaves in a few bytes: each level is (previous, previous), shared."""
+    return pickle.EMPTY_TUPLE + b"".join(put(memo) + get(memo) + pickle.TUPLE2 for _ in range(levels))
+
+
+GLOBAL = {name: pickle.GLOBAL + name.replace(".", "\n", 1).encode() + b"\n" for name in (
+    "builtins.bytearray", "collections.OrderedDict", "builtins.slice", "argparse.Namespace", "pathlib.PosixPath")}
+
+# Each gadget pushes one value (what the audit found, by class).
+GADGETS = {
+    "bytearray of a size": GLOBAL["builtins.bytearray"] + long(3_000_000_000) + pickle.TUPLE1 + pickle.REDUCE,
+    "a 1 MiB string used 3000 times": pickle.EMPTY_LIST + s("x" * (1 << 20)) + put(1) + pickle.APPEND
+    + (get(1) + pickle.APPEND) * 2999,
+    "a tuple tree of 2**40 leaves": dag(40),
+    "OrderedDict state shadowing its methods": GLOBAL["collections.OrderedDict"] + pickle.EMPTY_TUPLE + pickle.REDUCE
+    + pickle.EMPTY_DICT + s("keys") + s("x") + pickle.SETITEM + s("items") + s("y") + pickle.SETITEM + pickle.BUILD,
+    "a list that holds itself": pickle.EMPTY_LIST + put(1) + get(1) + pickle.APPEND,
+    "NEWOBJ of slice": GLOBAL["builtins.slice"] + pickle.EMPTY_TUPLE + pickle.NEWOBJ,
+    "Namespace state shadowing the build hook": GLOBAL["argparse.Namespace"] + pickle.EMPTY_TUPLE + pickle.NEWOBJ
+    + pickle.EMPTY_DICT + s("build_from_tuple") + pickle.NONE + pickle.SETITEM + pickle.BUILD
+    + pickle.NEWTRUE + pickle.TUPLE1 + pickle.BUILD,
+    "a dict keyed by a tuple tree": pickle.EMPTY_DICT + dag(40) + pickle.NONE + pickle.SETITEM,
+    "tuples nested 200,000 deep": pickle.EMPTY_TUPLE + pickle.TUPLE1 * 200_000,
+    "a path of a tuple tree": GLOBAL["pathlib.PosixPath"] + dag(40) + pickle.TUPLE1 + pickle.REDUCE,
+}
+
+
+def ckpt_pickle(gadget: bytes) -> bytes:
+    """A Lightning-checkpoint-shaped dict with the gadget under one more key."""
+    return opcodes(pickle.EMPTY_DICT, pickle.MARK, s("state_dict"), pickle.EMPTY_DICT, s("epoch"),
+                   pickle.BININT1 + b"\x01", s("x"), gadget, pickle.SETITEMS)
+
+
+def meta_pickle(gadget: bytes) -> bytes:
+    """Lightning's meta.pt of a DCP directory, with the gadget under one more key."""
+    return opcodes(pickle.EMPTY_DICT, pickle.MARK, s("epoch"), pickle.BININT1 + b"\x01", s("global_step"),
+                   pickle.BININT1 + b"\x06", s("x"), gadget, pickle.SETITEMS)
+
+
+@pytest.fixture(scope="module")
+def golden_dcp(tmp_path_factory) -> Path:
+    return jitckpt.convert(GOLDEN, tmp_path_factory.mktemp("dcp") / "golden.dcp")
+
+
+# A small launcher forks and execs the command and reports its peak RSS: a child forked straight from this
+# test process would count this process's memory (torch's) in its own peak, as Linux carries it over exec.
+LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.execv(sys.executable, [sys.executable, "-m", "jitckpt", *sys.argv[1:]])
+_, status, usage = os.wait4(pid, 0)
+print(usage.ru_maxrss * 1024)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run(args: list[str], cwd: Path) -> tuple[int, str, float, int]:
+    """(exit code, stderr, seconds, peak RSS bytes) of one jitckpt command in a fresh process."""
+    started = time.perf_counter()
+    try:
+        done = subprocess.run([sys.executable, "-c", LAUNCHER, *args], cwd=cwd, capture_output=True, timeout=60,
+                              env={**os.environ, "COLUMNS": "200"})
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"jitckpt {' '.join(args)} ran past 60 s")
+    peak = int(done.stdout.decode().strip().splitlines()[-1])
+    return done.returncode, done.stderr.decode(errors="replace"), time.perf_counter() - started, peak
+
+
+def assert_contained(path: Path, workdir: Path, allowed_exit: tuple[int, ...] = (2,)) -> None:
+    """inspect, verify and convert on ``path``: the exit codes allowed, one error line, bounded, nothing left."""
+    before = sorted(p.name for p in workdir.iterdir())
+    out = workdir / "out.pth"
+    for args in (["inspect", str(path)], ["verify", str(path)], ["convert", str(path), "-o", str(out)]):
+        code, err, seconds, peak = run(args, workdir)
+        where = f"jitckpt {args[0]} {path.name}"
+        assert code in allowed_exit, f"{where}: exit {code}\n{err[-2000:]}"
+        assert "Traceback" not in err, f"{where}: {err[-2000:]}"
+        if code == 2:
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: "), f"{where}: {err[-2000:]}"
+        assert seconds < MAX_SECONDS, f"{where}: {seconds:.1f} s"
+        assert peak < MAX_PEAK_BYTES, f"{where}: {peak / 1e6:.0f} MB"
+    assert sorted(p.name for p in workdir.iterdir()) == before, "output or temporary files left behind"
+
+
+@pytest.mark.parametrize("name", GADGETS)
+def test_a_gadget_in_a_checkpoint_is_one_bounded_error(tmp_path, name):
+    path = write_torch_zip(tmp_path / "x.ckpt", ckpt_pickle(GADGETS[name]))
+    assert_contained(path, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["bytearray of a size", "a 1 MiB string used 3000 times",
+                                  "a tuple tree of 2**40 leaves", "OrderedDict state shadowing its methods"])
+def test_a_gadget_in_a_dcp_meta_pt_is_one_bounded_error(tmp_path, golden_dcp, name):
+    folder = tmp_path / "run.dcp"
+    shutil.copytree(golden_dcp, folder)
+    (folder / "meta.pt").unlink()
+    write_torch_zip(folder / "meta.pt", meta_pickle(GADGETS[name]))
+    assert_contained(folder, tmp_path)
+
+
+@pytest.mark.parametrize("how", ["missing", "fifo", "link to /dev/zero", "link to a file outside"])
+def test_an_incomplete_dcp_directory_is_an_error_not_a_silent_conversion(tmp_path, golden_dcp, how):
+    folder = tmp_path / "run.dcp"
+    shutil.copytree(golden_dcp, folder)
+    meta = folder / "meta.pt"
+    outside = tmp_path / "elsewhere.pt"
+    shutil.copyfile(meta, outside)
+    meta.unlink()
+    if how == "fifo":
+        os.mkfifo(meta)
+    elif how == "link to /dev/zero":
+        meta.symlink_to("/dev/zero")
+    elif how == "link to a file outside":
+        meta.symlink_to(outside)
+    assert_contained(folder, tmp_path)
+
+
+def _metadata_with(folder: Path, change) -> None:
+    """Rewrite a DCP directory's .metadata with torch's own classes, ``change(metadata)`` applied."""
+    with open(folder / ".metadata", "rb") as f:
+        metadata = pickle.load(f)  # our own file, written a moment ago
+    change(metadata)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(50_000)
+    try:
+        with open(folder / ".metadata", "wb") as f:
+            pickle.dump(metadata, f)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _huge_tuple(levels: int = 40) -> tuple:
+    t: tuple = ()
+    for _ in range(levels):
+        t = (t, t)
+    return t
+
+
+def _first_tensor(metadata):
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    return next(k for k, v in metadata.state_dict_metadata.items() if isinstance(v, TensorStorageMetadata))
+
+
+def _chunk_offsets_tree(metadata):
+    key = _first_tensor(metadata)
+    metadata.state_dict_metadata[key].chunks[0].offsets = _huge_tuple()
+
+
+def _deep_chunk_sizes(metadata):
+    key = _first_tensor(metadata)
+    deep: tuple = ()
+    for _ in range(5_000):  # as deep as pickle.dump goes here (the 200,000-deep case is a gadget above)
+        deep = (deep,)
+    metadata.state_dict_metadata[key].chunks[0].sizes = deep
+
+
+def _shadowing_field(metadata):
+    metadata.__dict__["field"] = 1  # BUILD of a name the record's class defines
+
+
+def _one_piece_for_two_tensors(metadata):
+    """EMA 2's copy of a tensor stored where EMA 1's is: the same bytes would be read for both."""
+    by_key = {index.fqn: index for index in metadata.storage_data}
+    ema1 = next(k for k in by_key if "jitckpt:ema1/" in k and k.endswith("mlp.w12.weight"))
+    twin = by_key[ema1.replace("jitckpt:ema1/", "jitckpt:ema2/")]
+    metadata.storage_data[twin] = metadata.storage_data[by_key[ema1]]
+
+
+def _path_of_a_tree(metadata):
+    index = next(iter(metadata.storage_data))
+    metadata.storage_data[index].relative_path = _PathGadget()
+
+
+class _PathGadget:
+    """Pickles as ``pathlib.PosixPath(<a tuple tree of 2**40 leaves>)``."""
+
+    def __reduce__(self):
+        import pathlib
+
+        return pathlib.PosixPath, (_huge_tuple(),)
+
+
+@pytest.mark.parametrize("change", [_chunk_offsets_tree, _deep_chunk_sizes, _shadowing_field, _one_piece_for_two_tensors,
+                                    _path_of_a_tree])
+def test_a_hostile_dcp_metadata_is_one_bounded_error(tmp_path, golden_dcp, change):
+    folder = tmp_path / "run.dcp"
+    shutil.copytree(golden_dcp, folder)
+    _metadata_with(folder, change)
+    assert_contained(folder, tmp_path)
+
+
+def test_an_honest_checkpoint_stays_well_under_the_bounds(tmp_path):
+    for args in (["inspect", str(GOLDEN)], ["verify", str(GOLDEN)], ["convert", str(GOLDEN), "-o", "o.ckpt"]):
+        code, err, seconds, peak = run(args, tmp_path)
+        assert code == 0 and peak < MAX_PEAK_BYTES and seconds < MAX_SECONDS, (args, err, peak)
+    assert torch.equal(jitckpt.load(tmp_path / "o.ckpt").model["net.pos_embed"],
+                       jitckpt.load(GOLDEN).model["net.pos_embed"])
+
+
+def test_list_positions_in_item_paths_cannot_pad_lists_without_bound():
+    from jitckpt.errors import FormatError
+    from jitckpt.formats.dcp import _unflatten
+
+    flat = {f"pad{i}": b"" for i in range(2000)}
+    paths = {key: ("pad", 65535, 65535, i) for i, key in enumerate(flat)}
+    started = time.perf_counter()
+    with pytest.raises(FormatError, match="pads its lists"):
+        _unflatten(flat, paths, "run.dcp")
+    assert time.perf_counter() - started < 1.0
