@@ -20,6 +20,7 @@ from . import __version__
 from .errors import JiTCheckpointError
 from .formats import export as export_format
 from .formats import read
+from .formats._jsonfile import is_regular_file, read_json
 from .anytensor import cast, dtype_name
 from .export_options import DIFFUSERS_NAMES, EXPORT_DTYPES, EXPORT_LAYOUTS
 from .formats.diffusers_write import write_folder as write_diffusers
@@ -38,14 +39,14 @@ SAMPLE_CLASSES = (207, 360, 387, 974, 88, 979, 417, 279)  # ImageNet classes sho
 def export(src: str | os.PathLike, out: str | os.PathLike, weights: str = "ema1", *, all_emas: bool = False,
            eval_json: str | os.PathLike | None = None, license: str | None = None, samples: bool = True,
            force: bool = False, on_warning: Callable[[str], None] | None = None, layout: str = "hf",
-           dtype: str = "float32", diffusers_names: str = "fused",
+           dtype: str = "keep", diffusers_names: str = "fused",
            class_names: str | os.PathLike | None = None) -> list[Path]:
     """Write the export folder ``out`` (or ``out/ema1``, ``out/ema2``, ``out/raw`` with ``all_emas``) from ``src``.
 
     Returns the folders written. ``eval_json`` is the JSON ``jitckpt eval --json``
     wrote for these weights: its scores and protocol go into the model card.
-    ``layout`` is a key of :data:`EXPORT_LAYOUTS`; ``dtype`` (``float32``, ``bf16``, ``fp16``) the stored
-    precision (float32 keeps the source's); ``diffusers_names`` (``fused`` or ``split`` attention) and
+    ``layout`` is a key of :data:`EXPORT_LAYOUTS`; ``dtype`` (``keep``, ``float32``, ``bf16``, ``fp16``) the
+    stored precision (``keep``: the source's); ``diffusers_names`` (``fused`` or ``split`` attention) and
     ``class_names`` (a text file, one class name a line: ``id2label``) are for the diffusers layout.
     """
     from .evaluation.provenance import sha256_file
@@ -54,13 +55,17 @@ def export(src: str | os.PathLike, out: str | os.PathLike, weights: str = "ema1"
                                  ("diffusers names", diffusers_names, DIFFUSERS_NAMES)):
         if value not in choices:
             raise JiTCheckpointError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+    if layout != "diffusers" and (class_names is not None or diffusers_names != "fused"):
+        raise JiTCheckpointError("class names and diffusers names are for --layout diffusers")
     id2label = _class_names(class_names) if class_names is not None else None
     options = {"layout": layout, "dtype": EXPORT_DTYPES[dtype], "names": diffusers_names, "id2label": id2label}
     _, ckpt = read(src)
     sets = [w for w in WEIGHT_SETS if _has(ckpt, w)] if all_emas else [weights]
     for which in sets:
         ckpt.weights(which)  # an absent set fails before anything is written
-    result = json.loads(Path(eval_json).read_text()) if eval_json else None
+    result = read_json(eval_json) if eval_json else None
+    if result is not None and not isinstance(result, dict):
+        raise JiTCheckpointError(f"{eval_json}: not the JSON object `jitckpt eval --json` writes")
     if result is not None and not all_emas and result.get("weights") not in (None, weights):
         raise JiTCheckpointError(f"{eval_json} scores the {result.get('weights')} weights, not {weights}")
     source = {"file": Path(src).name, "sha256": sha256_file(src) if Path(src).is_file() else None}
@@ -84,7 +89,10 @@ def _has(ckpt: JiTCheckpoint, which: str) -> bool:
 
 
 def _class_names(path: str | os.PathLike) -> dict[int, str]:
-    """``id2label`` from a text file of class names, one a line (blank lines end nothing: they are names too)."""
+    """``id2label`` from a text file of class names, one a line (a UTF-8 byte-order mark and the newlines at the
+    end are not names; a blank line inside is)."""
+    if not is_regular_file(path):
+        raise JiTCheckpointError(f"{path}: not a regular file of class names")
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_CLASS_NAMES_BYTES + 1)
@@ -93,7 +101,7 @@ def _class_names(path: str | os.PathLike) -> dict[int, str]:
     if len(data) > MAX_CLASS_NAMES_BYTES:
         raise JiTCheckpointError(f"{path}: larger than {MAX_CLASS_NAMES_BYTES >> 20} MiB; one class name a line")
     try:
-        lines = data.decode("utf-8").splitlines()
+        lines = data.decode("utf-8-sig").rstrip("\r\n").splitlines()
     except UnicodeDecodeError:
         raise JiTCheckpointError(f"{path}: not UTF-8 text; one class name a line") from None
     return dict(enumerate(lines))
@@ -118,8 +126,12 @@ def _write_one(ckpt: JiTCheckpoint, which: str, folder: Path, source: dict, scor
     tensors = {k: cast(v, options["dtype"]) for k, v in tensors.items()}
     config = config_of(ckpt, which, plan.settings(), source)
     config["torch_dtype"] = dtype_name(next(iter(tensors.values())))
+    if ckpt.is_weights_only and ckpt.extra.get("weights") is None:  # the source does not say: neither do we
+        meta.pop("jitckpt.weights", None)
+        config["provenance"]["weights"] = None
     if options["layout"] == "diffusers":
-        provenance = {"source_checkpoint": source["file"], "source_sha256": source["sha256"], "weights": which,
+        provenance = {"source_checkpoint": source["file"], "source_sha256": source["sha256"],
+                      "weights": config["provenance"]["weights"],
                       "epoch": ckpt.epoch, "global_step": ckpt.global_step, "torch_dtype": config["torch_dtype"],
                       "jitckpt_version": __version__}
         write_diffusers(exported, tensors, meta, folder, options["names"], options["id2label"], provenance)
@@ -181,9 +193,9 @@ def model_card(config: dict, scores: dict | None, license: str | None, samples: 
               "tags:", "- jit", "- diffusion", "- image-generation", "- class-conditional", "- pixel-space",
               "pipeline_tag: unconditional-image-generation", "---", ""]
     lines = header + [
-        f"# {name}, {config['img_size']} px ({p['weights']} weights)", "",
+        f"# {name}, {config['img_size']} px ({p['weights'] or 'unrecorded'} weights)", "",
         "JiT (\"Just image Transformers\", Li & He 2025) is a pixel-space diffusion transformer. These are the "
-        f"{p['weights']} weights of a {config['depth']}-block, {config['hidden_size']}-wide JiT with patch size "
+        f"{p['weights'] or 'unrecorded'} weights of a {config['depth']}-block, {config['hidden_size']}-wide JiT with patch size "
         f"{config['patch_size']} over {config['num_classes']} classes, exported by jitckpt {p['jitckpt_version']}.",
         "", "## Load and sample", "", "```python", "import torch", "from jitckpt.model import from_pretrained",
         'model = from_pretrained(".")  # this folder: the Denoiser with these weights and the protocol below',

@@ -13,6 +13,7 @@ that replaces one of the same name; new ones get what the umask allows.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import shutil
@@ -36,7 +37,7 @@ def check_folder_target(path: str | os.PathLike, force: bool = False) -> Path:
     if not target.parent.is_dir():
         raise OutputError(f"output folder {str(target.parent)!r} does not exist; create it first")
     if target.exists() and not target.is_dir():
-        raise OutputError(f"{str(target)!r} is a file; a DCP checkpoint is a folder: give another name")
+        raise OutputError(f"{str(target)!r} is a file, and this output is a folder: give another name")
     if target.exists() and not force:
         raise OutputError(f"{str(target)!r} already exists; pass {FORCE} to overwrite it")
     return target
@@ -66,7 +67,7 @@ def atomic_folder(path: str | os.PathLike, force: bool = False) -> Iterator[Path
         try:
             _fsync_subfolders(temp)
             os.fsync(lock)
-            put_folder_in_place(temp, target)
+            put_folder_in_place(temp, target, replace=force)
             committed = True
         except OSError as exc:
             raise _output_error(shown, exc) from exc
@@ -113,16 +114,37 @@ def temporary_name(target: Path) -> Path:
     return target.parent / _temp_name(target.name)
 
 
-def put_folder_in_place(temp: Path, target: Path) -> None:
-    """Rename the complete folder ``temp`` to ``target`` (an existing one is moved aside, then removed)."""
+def put_folder_in_place(temp: Path, target: Path, replace: bool = True) -> None:
+    """Rename the complete folder ``temp`` to ``target`` (with ``replace``, an existing one is moved aside, then
+    removed; without, a folder that appeared at ``target`` meanwhile, from another writer, stays: an
+    :class:`OutputError`, since the rename cannot replace a folder that holds files)."""
+    if not replace:
+        try:
+            os.rename(temp, target)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise OutputError(f"{str(target)!r} already exists (written meanwhile by another process); pass "
+                                  f"{FORCE} to overwrite it") from None
+            raise
+        _fsync_dir(str(target.parent))
+        return
     old = None
-    if target.exists():
+    if target.exists() or target.is_symlink():
         old = temporary_name(target)
         os.rename(target, old)
     os.rename(temp, target)
     _fsync_dir(str(target.parent))
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
+
+
+def _remove(path: Path) -> None:
+    """Remove what stood at a target: a folder with its files, or a symbolic link itself (not what it names)."""
+    if path.is_symlink():
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -158,7 +180,14 @@ def remove_stale_folders(target: str | os.PathLike) -> list[str]:
     removed = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(target.parent):
-            if not pattern.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
+            if not pattern.fullmatch(entry.name):
+                continue
+            if entry.is_symlink():  # a link that stood at the target, moved aside by a writer that was killed
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(entry.path)
+                continue
+            if not entry.is_dir(follow_symlinks=False):
                 continue
             try:
                 fd = os.open(entry.path, os.O_RDONLY)

@@ -69,13 +69,17 @@ class JiTCheckpoint:
         """The weights ``'raw'``, ``'ema1'`` or ``'ema2'``; an error if that set is absent.
 
         A weights-only export of EMA 1 holds those weights as its ``model``:
-        asking it for ``'ema1'`` gives them, asking for anything else is an error.
+        asking it for ``'ema1'`` gives them, asking for anything else is an error. One set of weights that
+        does not record which it was (a plain state dict, a Hub folder without its conversion record) is
+        given for any of the three.
         """
         section = {"raw": "model", "ema1": "model_ema1", "ema2": "model_ema2"}.get(which)
         if section is None:
             raise SchemaError(f"unknown weights {which!r}; choose raw, ema1 or ema2")
         exported = self.extra.get("weights")
-        if exported is not None and self.is_weights_only:
+        if self.is_weights_only:
+            if exported is None:  # one set of weights that does not say which: the one there is (inspect says so)
+                return self.model
             if which != exported:
                 raise SchemaError(f"this file holds only the {exported} weights of its source, not {which}")
             return self.model

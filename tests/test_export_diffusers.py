@@ -81,7 +81,7 @@ def test_a_half_precision_export_is_the_source_rounded(golden, tmp_path, dtype, 
 
 def test_bad_export_choices_are_one_line_and_write_nothing(golden, tmp_path):
     for flags, message in ((["--layout", "onnx"], "unknown layout 'onnx'; choose one of: hf, diffusers"),
-                           (["--dtype", "int8"], "unknown dtype 'int8'; choose one of: float32, bf16, fp16")):
+                           (["--dtype", "int8"], "unknown dtype 'int8'; choose one of: keep, float32, bf16, fp16")):
         result = run("export", golden, "-o", tmp_path / "x", *flags)
         assert result.exit_code == 2 and message in result.stderr and not (tmp_path / "x").exists()
     names = tmp_path / "three.txt"
@@ -144,3 +144,57 @@ def test_verify_finds_a_flipped_byte_in_a_split_diffusers_export(golden, tmp_pat
     weights.write_bytes(bytes(data))
     result = run("verify", out)
     assert result.exit_code == EXIT_DIFFERENT and "blocks.2.attn.to_k.weight" in result.stdout
+
+
+def test_class_names_are_read_as_people_write_them_and_a_fifo_is_refused(golden, tmp_path):
+    import os
+
+    names = tmp_path / "classes.txt"
+    names.write_bytes(b"\xef\xbb\xbf" + "\n".join(f"c{i}" for i in range(10)).encode() + b"\n\n\n")
+    assert run("export", golden, "-o", tmp_path / "d", "--layout", "diffusers", "--no-samples",
+               "--class-names", names).exit_code == 0
+    assert json.loads((tmp_path / "d" / "model_index.json").read_text())["id2label"]["0"] == "c0"
+    os.mkfifo(tmp_path / "fifo")
+    result = run("export", golden, "-o", tmp_path / "e", "--layout", "diffusers", "--class-names", tmp_path / "fifo")
+    assert result.exit_code == 2 and "not a regular file" in result.stderr
+    result = run("export", golden, "-o", tmp_path / "e", "--class-names", names)
+    assert result.exit_code == 2 and "for --layout diffusers" in result.stderr and not (tmp_path / "e").exists()
+
+
+def test_dtype_float32_means_float32(golden, tmp_path):
+    assert run("export", golden, "-o", tmp_path / "half", "--dtype", "bf16", "--no-samples").exit_code == 0
+    assert run("export", tmp_path / "half", "-o", tmp_path / "full", "--dtype", "float32",
+               "--no-samples").exit_code == 0
+    back = jitckpt.load(tmp_path / "full")
+    assert all(v.dtype == torch.float32 and torch.equal(v, GOLDEN["model_ema1"][k].to(torch.bfloat16).float())
+               for k, v in back.model.items())
+
+
+def test_force_over_a_link_to_a_folder_replaces_the_link_and_leaves_nothing(golden, tmp_path):
+    real = tmp_path / "real"
+    assert run("export", golden, "-o", real, "--no-samples").exit_code == 0
+    (tmp_path / "link").symlink_to(real)
+    assert run("export", golden, "-o", tmp_path / "link", "--layout", "diffusers", "--no-samples",
+               "--force").exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-last.pth", "link", "real"]
+    assert (tmp_path / "link").is_dir() and not (tmp_path / "link").is_symlink()
+    assert (real / "model.safetensors").exists()  # what the link named is untouched
+
+
+def test_a_folder_written_meanwhile_is_not_replaced_without_force(golden, tmp_path, monkeypatch):
+    from jitckpt import io_folder
+    from jitckpt.errors import OutputError
+
+    target = tmp_path / "out.dcp"
+    real_fsync = io_folder._fsync_subfolders
+
+    def another_writer_finishes_first(temp):
+        real_fsync(temp)
+        target.mkdir()
+        (target / "theirs").write_text("kept")
+
+    monkeypatch.setattr(io_folder, "_fsync_subfolders", another_writer_finishes_first)
+    with pytest.raises(OutputError, match="already exists .written meanwhile"):
+        jitckpt.convert(golden, target)
+    assert (target / "theirs").read_text() == "kept" and sorted(p.name for p in target.iterdir()) == ["theirs"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -34,7 +34,10 @@ def inspect(
         resumable = info["optimizer"] is not None  # weights alone start a new run, they resume nothing
         epoch = ("-" if info["epoch"] is None else
                  f"{info['epoch']} (resumes at {info['epoch'] + 1})" if resumable else str(info["epoch"]))
-        raw_note = f" (the source's {info['weights']} weights)" if info["weights"] else ""
+        raw_note = (f" (the source's {info['weights']} weights)" if info["weights"] else
+                    " (one set of weights; the file does not say whether raw or an EMA: eval and sample use "
+                    "them for any --ema)" if not any(info["sections"][s] for s in ("ema1", "ema2"))
+                    and info["optimizer"] is None else "")
         rows: list[tuple[str, Text]] = [
             ("file", text(f"{info['path']} ({size(info['file_size'])})")),
             ("format", text(info["format_description"])),

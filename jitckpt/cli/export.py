@@ -23,8 +23,8 @@ def export(
     no_samples: bool = typer.Option(False, "--no-samples", help="Do not draw samples.png."),
     force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
     layout: str = typer.Option("hf", "--layout", help="; ".join(f"{k}: {v}" for k, v in EXPORT_LAYOUTS.items())),
-    dtype: str = typer.Option("float32", "--dtype", help="Stored precision: " + ", ".join(EXPORT_DTYPES) +
-                                                        " (float32 keeps the source's; training files are float32)."),
+    dtype: str = typer.Option("keep", "--dtype", help="Stored precision: " + ", ".join(EXPORT_DTYPES) +
+                                                     " (keep: the source's; training files are float32)."),
     diffusers_names: str = typer.Option("fused", "--diffusers-names",
                                         help="diffusers layout: fused (attn.qkv) or split (attn.to_q/to_k/to_v) "
                                              "attention weights."),

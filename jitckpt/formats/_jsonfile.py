@@ -1,6 +1,7 @@
 """Small JSON files of checkpoint folders (``config.json``, ``model_index.json``, a shard index), read safely.
 
-Each must be a regular file inside its folder (no link, FIFO or device), at most :data:`MAX_JSON_BYTES`
+Each must be a regular file (a symbolic link is followed to one: the Hugging Face cache's snapshot folders are
+links into its ``blobs/``; a FIFO, a device or a dangling link is refused), at most :data:`MAX_JSON_BYTES`
 long, valid UTF-8 JSON nested at most as deep as Python's parser allows; anything else is one
 :class:`~jitckpt.errors.FormatError` naming the file.
 """
@@ -18,17 +19,17 @@ MAX_JSON_BYTES = 16 << 20  # a shard index of a 10,000-tensor model is about 1 M
 
 
 def is_regular_file(path: str | os.PathLike) -> bool:
-    """True for a regular file that is not a symbolic link."""
+    """True for a regular file, directly or through symbolic links (never a FIFO, a device or a folder)."""
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
         return False
 
 
 def read_json(path: str | os.PathLike, limit: int = MAX_JSON_BYTES) -> Any:
     """The JSON value in ``path``; a FormatError naming it when it is not a small regular file of JSON."""
     if not is_regular_file(path):
-        what = "missing" if not os.path.lexists(path) else "not a regular file"
+        what = "missing" if not os.path.lexists(path) else "not a regular file (a FIFO, device, folder or dangling link)"
         raise FormatError(f"{path}: {what} (the folder's layout needs it)")
     with open(path, "rb") as f:
         data = f.read(limit + 1)

@@ -64,9 +64,10 @@ def read_tree(path: str) -> dict:
     tree = _unflatten(flat, layout.paths, path)
     extra_meta = os.path.join(path, LIGHTNING_META)
     if os.path.lexists(extra_meta) and not is_regular_file(extra_meta):
-        raise FormatError(f"{extra_meta}: not a regular file inside the checkpoint's folder (a link, FIFO or "
-                          "device); the epoch, step and callbacks Lightning keeps there cannot be read")
-    if not os.path.lexists(extra_meta) and any(isinstance(k, str) and k.startswith("optimizer_") for k in tree):
+        raise FormatError(f"{extra_meta}: not a regular file (a FIFO, device, folder or dangling link); the epoch, "
+                          "step and callbacks Lightning keeps there cannot be read")
+    if not os.path.lexists(extra_meta) and any(isinstance(k, str) and k.startswith("optimizer_") and k[10:].isdigit()
+                                               for k in tree):
         raise FormatError(f"{path}: a Lightning sharded checkpoint without its {LIGHTNING_META} (epoch, global "
                           "step, loops, callbacks): the directory is incomplete")
     if os.path.lexists(extra_meta):

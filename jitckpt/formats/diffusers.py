@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import FormatError, SchemaError, render
 from ..layouts import to_canonical
-from ..layouts.configs import arch_fields, is_transformer_config
+from ..layouts.configs import TRANSFORMER_CLASS, arch_fields, is_transformer_config
 from ..model.arch import Arch, infer_arch, variant_name
 from ..schema import JiTCheckpoint, from_file_payload
 from ..anytensor import shape_of
@@ -69,6 +69,8 @@ def read(path: str) -> JiTCheckpoint:
     if folder is None:
         raise FormatError(f"{path}: not a diffusers folder (no model_index.json with transformer/, nor a "
                           f"transformer folder with {CONFIG_FILE} and {WEIGHTS_FILE})")
+    if folder != path:
+        _check_model_index(os.path.join(path, MODEL_INDEX))
     config_path = os.path.join(folder, CONFIG_FILE)
     config = read_json(config_path)
     if not is_transformer_config(config):
@@ -88,6 +90,16 @@ def read(path: str) -> JiTCheckpoint:
     what = f"the {which} weights" if which else "one set of weights (which one its files do not say)"
     ckpt.warnings.append(f"{path} is a diffusers folder of {what} only: no optimizer, no other weights")
     return ckpt
+
+
+def _check_model_index(where: str) -> None:
+    """``model_index.json`` is a JSON object whose transformer, when named, is JiT's (``[library, class]``)."""
+    index = read_json(where)
+    if not isinstance(index, dict):
+        raise FormatError(f"{where}: not a JSON object (a pipeline's model index)")
+    entry = index.get(TRANSFORMER)
+    if entry is not None and not (isinstance(entry, list) and len(entry) == 2 and entry[1] == TRANSFORMER_CLASS):
+        raise FormatError(f"{where}: its transformer is {render(entry, 80)}, not diffusers' {TRANSFORMER_CLASS}")
 
 
 def read_weights(folder: str) -> tuple[dict[str, TensorRef], dict[str, str], str]:

@@ -63,6 +63,9 @@ def arch_fields(config: Mapping[str, Any]) -> dict[str, Any]:
                           "represent (the original JiT has a class embedding)")
     out: dict[str, Any] = {field: _whole(key, full[key], 0 if field.startswith("in_context") else 1)
                            for field, key in DIFFUSERS.fields}
+    if out["in_context_len"] and out["in_context_start"] >= out["depth"]:
+        raise SchemaError(f"config.json: in_context_start={out['in_context_start']} is not below "
+                          f"num_layers={out['depth']}: the in-context tokens would join no block")
     ratio = full.get("mlp_ratio")
     if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 < ratio < 64:
         raise SchemaError(f"config.json: mlp_ratio must be a positive number, not {str(ratio)[:40]!r}")
@@ -87,6 +90,6 @@ def is_transformer_config(config: Any) -> bool:
     """True for a config of diffusers' JiT transformer (by class name, or by its signature keys)."""
     if not isinstance(config, dict):
         return False
-    if config.get("_class_name") == TRANSFORMER_CLASS:
-        return True
+    if "_class_name" in config:
+        return config["_class_name"] == TRANSFORMER_CLASS
     return all(k in config for k in DIFFUSERS.signature) and "bottleneck_dim" in config

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, TypeVar
 
-from ..anytensor import concat_rows, shape_of, split_rows
+from ..anytensor import concat_rows, dtype_name, shape_of, split_rows
 from ..errors import KeyMappingError
 
 V = TypeVar("V")
@@ -166,30 +166,40 @@ def to_canonical(state: Mapping[str, V], what: str = "state dict") -> tuple[dict
         if fused is not None:
             match, index, fusion = fused
             new = CANONICAL_PREFIX + _fill(fusion.canonical, match) + bare[match.end():]
+            if new in out and new not in gathered:
+                _collision(what, origin[new], key, new)
             parts = gathered.setdefault(new, [None] * len(fusion.parts))
             if new not in out:
                 out[new], origin[new] = parts, key  # keeps the fused tensor where its first part stood
+            if parts[index] is not None:
+                _collision(what, parts[index][0], key, new)
             parts[index] = (key, value)
             continue
         new = canonical_key(_renamed(bare, renames)) if naming.renames else canonical_key(key)
         if new in out:
-            raise KeyMappingError(f"{what}: keys {origin[new]!r} and {key!r} both map to {new!r}; keep one of them "
-                                  "(is this a state dict saved from two wrappers at once?)")
+            _collision(what, origin[new], key, new)
         out[new], origin[new] = value, key
     for new, parts in gathered.items():
         if any(p is None for p in parts):
             have = ", ".join(repr(p[0]) for p in parts if p is not None)
             raise KeyMappingError(f"{what}: {have} without the rest of the tensors that make {new!r}")
-        out[new] = _fuse(new, [p[1] for p in parts], what)
+        out[new] = _fuse(new, parts, what)
     return out, naming
 
 
-def _fuse(name: str, parts: list[Any], what: str) -> Any:
-    tails = {shape_of(p)[1:] for p in parts}
-    if len(tails) != 1 or any(not shape_of(p) for p in parts):
-        raise KeyMappingError(f"{what}: the parts of {name!r} have shapes "
-                              f"{', '.join(str(shape_of(p)) for p in parts)}, which do not stack along dimension 0")
-    return concat_rows(parts, name)
+def _collision(what: str, first: str, second: str, new: str) -> None:
+    raise KeyMappingError(f"{what}: keys {first!r} and {second!r} both map to {new!r}; keep one of them (is this "
+                          "a state dict saved from two wrappers, or in two namings, at once?)")
+
+
+def _fuse(name: str, parts: list[tuple[str, Any]], what: str) -> Any:
+    """The parts (equal in shape and dtype: q, k and v are one width each) stacked along dimension 0."""
+    shapes = {shape_of(t) for _, t in parts}
+    dtypes = {dtype_name(t) for _, t in parts}
+    if len(shapes) != 1 or len(dtypes) != 1 or not next(iter(shapes)):
+        listed = ", ".join(f"{k!r} {dtype_name(t)} {shape_of(t)}" for k, t in parts)
+        raise KeyMappingError(f"{what}: {listed} must have one shape and dtype to make {name!r}")
+    return concat_rows([t for _, t in parts], name)
 
 
 def normalize_keys(state: Mapping[str, V], what: str = "state dict") -> dict[str, Any]:

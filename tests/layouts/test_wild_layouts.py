@@ -184,3 +184,72 @@ def test_a_split_attention_file_missing_a_part_is_one_line(tmp_path):
     save_file(state, str(tmp_path / "x.safetensors"))
     assert "without the rest of the tensors that make 'net.blocks.1.attn.qkv.bias'" in _one_line_error(
         tmp_path / "x.safetensors")
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"blocks.0.attn.qkv.weight": torch.zeros(144, 48)}, "both map to 'net.blocks.0.attn.qkv.weight'"),
+    ({"module.blocks.0.attn.to_q.weight": torch.zeros(48, 48)}, "both map to 'net.blocks.0.attn.qkv.weight'"),
+])
+def test_a_tensor_in_two_namings_at_once_is_an_error_not_a_silent_choice(tmp_path, extra, message):
+    from safetensors.torch import save_file
+
+    state = {**wild.diffusers_names(wild.ema1(), split=True), **extra}
+    save_file(state, str(tmp_path / "both.safetensors"))
+    assert message in _one_line_error(tmp_path / "both.safetensors")
+
+
+def test_parts_of_unequal_width_do_not_fuse(tmp_path):
+    from safetensors.torch import save_file
+
+    state = wild.diffusers_names(wild.ema1(), split=True)
+    state["blocks.0.attn.to_q.weight"] = state["blocks.0.attn.to_q.weight"][:40].contiguous()
+    state["blocks.0.attn.to_v.weight"] = torch.cat([state["blocks.0.attn.to_v.weight"]] * 2)[:56].contiguous()
+    save_file(state, str(tmp_path / "odd.safetensors"))
+    assert "must have one shape and dtype" in _one_line_error(tmp_path / "odd.safetensors")
+
+
+def test_a_hugging_face_cache_snapshot_of_links_reads(tmp_path):
+    """snapshot_download lays a repository out as links into blobs/: links to regular files are followed."""
+    source = wild.diffusers_folder(tmp_path / "source", shards=2)
+    blobs, snapshot = tmp_path / "hub" / "blobs", tmp_path / "hub" / "snapshots" / "abc123"
+    blobs.mkdir(parents=True)
+    for i, file in enumerate(p for p in sorted(source.rglob("*")) if p.is_file()):
+        blob = blobs / f"blob{i}"
+        file.rename(blob)
+        link = snapshot / file.relative_to(source)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    assert_golden_ema1(jitckpt.load(snapshot, lazy=True))
+    (snapshot / "model_index.json").unlink()
+    os.mkfifo(snapshot / "model_index.json")  # never opened: a FIFO is not a regular file
+    assert "not a torch.distributed.checkpoint directory" in _one_line_error(snapshot)
+
+
+def test_one_set_of_weights_that_does_not_say_which_serves_any_ema(tmp_path):
+    folder = wild.diffusers_folder(tmp_path / "unsaid", weights=None)
+    ckpt = jitckpt.load(folder, lazy=True)
+    assert ckpt.weights("ema1") is ckpt.model and ckpt.weights("raw") is ckpt.model
+    result = CliRunner().invoke(app, ["inspect", str(folder)])
+    assert "the file does not say whether raw or an EMA" in " ".join(result.stdout.split())
+    result = CliRunner().invoke(app, ["export", str(folder), "-o", str(tmp_path / "exp"), "--no-samples"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "exp" / "config.json").read_text())
+    assert config["provenance"]["weights"] is None  # not invented
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"_class_name": "UNet2DModel"}, "not a config of diffusers' JiTTransformer2DModel"),
+    ({"in_context_start": 3}, "in_context_start=3 is not below num_layers=3"),
+])
+def test_configs_of_other_models_or_impossible_ones_are_refused(tmp_path, change, message):
+    folder = wild.diffusers_folder(tmp_path / "odd", config={**wild.GOLDEN_CONFIG, **change})
+    assert message in _one_line_error(folder)
+
+
+def test_a_model_index_of_another_pipeline_is_refused(tmp_path):
+    folder = wild.diffusers_folder(tmp_path / "other")
+    wild.write_json(folder / "model_index.json", {"_class_name": "DiTPipeline",
+                                                  "transformer": ["diffusers", "DiTTransformer2DModel"]})
+    assert "not diffusers' JiTTransformer2DModel" in _one_line_error(folder)
+    (folder / "model_index.json").write_text("[1, 2]")
+    assert "not a JSON object" in _one_line_error(folder)
