@@ -11,6 +11,7 @@ built beside the target and renamed into place (:mod:`jitckpt.io_folder`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -137,10 +138,12 @@ def _write_one(ckpt: JiTCheckpoint, which: str, folder: Path, source: dict, scor
         write_diffusers(exported, tensors, meta, folder, options["names"], options["id2label"], provenance)
     else:
         tensors = {k.removeprefix("net."): v for k, v in tensors.items()}  # the network's own keys
+        text = (json.dumps(config, indent=2) + "\n").encode()
+        meta[export_format.CONFIG_DIGEST_KEY] = hashlib.sha256(text).hexdigest()  # verify checks config.json too
         with durable_file(folder / export_format.WEIGHTS_FILE) as handle:
             write_tensors(tensors, meta, handle)
         with durable_file(folder / export_format.CONFIG_FILE) as handle:
-            handle.write((json.dumps(config, indent=2) + "\n").encode())
+            handle.write(text)
     if samples:
         _write_samples(folder, which, ckpt.arch.num_classes)
     with durable_file(folder / "README.md") as handle:

@@ -79,6 +79,12 @@ def check_file(path: str | os.PathLike, limit: int = 10,
         if ref.checksum is not None:
             names[(ref.path, ref.checksum.start)].append(ref.name)
     report = IntegrityReport(path, name, tensors=len(tensors), checksummed=bool(regions) or not refs)
+    for file, recorded in getattr(formats.get(name), "recorded_files", lambda _: [])(path):
+        actual = _sha256(file)
+        if actual != recorded:
+            report.damaged_total += 1
+            report.damaged.append(f"{os.path.basename(file)}: SHA-256 mismatch (recorded {recorded[:16]}..., "
+                                  f"computed {actual[:16]}...)")
     for (file, start, length, crc, label), actual in zip(regions, computed):
         report.checked_bytes += length
         if actual == crc:
@@ -88,6 +94,16 @@ def check_file(path: str | os.PathLike, limit: int = 10,
             tensors_here = ", ".join(names.get((file, start), [])) or label
             report.damaged.append(f"{tensors_here}: CRC-32 mismatch (recorded {crc:08x}, computed {actual:08x})")
     return report
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(READ_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _crcs(regions: list[tuple[str, int, int, int, str]], progress: Callable[[int], None] | None) -> list[int]:

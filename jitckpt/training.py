@@ -88,12 +88,10 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
     (the resume source in place, no copy); ``async_save`` writes them in the
     background (:class:`~jitckpt.lightning.JiTAsyncCheckpointIO`). Under FSDP2 Lightning's DCP path applies.
     """
-    import lightning as L
-    from .callbacks import create_default_callbacks
-    from .lightning import JiTAsyncCheckpointIO, JiTCheckpointIO, JiTDataModule, JiTLightningModule
+    from .lightning import JiTDataModule
 
     check_logger(logger)
-    source, arch, args = None, None, dict(ORIGINAL_DEFAULTS)
+    source, arch, args, source_format, saved = None, None, dict(ORIGINAL_DEFAULTS), None, None
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if resume:
         source = resolve_resume(resume)
@@ -108,7 +106,34 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
     data = JiTDataModule(args["data_path"], arch.img_size, args["batch_size"], args["num_workers"], args["pin_mem"])
     data.check()  # inputs first: a failed start leaves no output folder behind
     output_dir = Path(args["output_dir"])
+    created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train(args, arch, source, source_format, saved, output_dir, trainer_options, logger, drop_optimizer,
+                      warn, fid_stats, inception_weights, async_save, data)
+    except BaseException:
+        if created:  # a run that failed before writing anything leaves no folder behind
+            _remove_empty_folders(output_dir)
+        raise
+
+
+def _remove_empty_folders(folder: Path) -> None:
+    """Remove ``folder`` and the folders in it, bottom up, as long as no file is anywhere in them."""
+    if any(files for _, _, files in os.walk(folder)):
+        return
+    for root, _, _ in sorted(os.walk(folder), key=lambda entry: -len(entry[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(root)
+
+
+def _train(args: dict, arch: Any, source: Path | None, source_format: str | None, saved: Any, output_dir: Path,
+           trainer_options: Mapping[str, Any] | None, logger: str, drop_optimizer: bool, warn: Callable[[str], None],
+           fid_stats: Any, inception_weights: Any, async_save: bool, data: Any) -> Any:
+    """The body of :func:`train` once its inputs are checked and ``output_dir`` exists."""
+    import lightning as L
+    from .callbacks import create_default_callbacks
+    from .lightning import JiTAsyncCheckpointIO, JiTCheckpointIO, JiTLightningModule
+
     L.seed_everything(args["seed"], workers=True, verbose=False)
 
     options = dict(trainer_options or {})

@@ -25,9 +25,10 @@ from ..errors import JiTCheckpointError
 WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_NAME}"
 WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
-WEIGHTS_BYTES = 95_628_359  # for the progress bar when the server sends no length
+WEIGHTS_BYTES = 95_628_359  # the file's size: the progress bar's total, and the most a download may send
 CHUNK = 1 << 20
-TIMEOUT_S = 60
+TIMEOUT_S = 60  # for the connection and for each read
+DEADLINE_S = 1800  # for the whole download: 95 MB at 53 kB/s
 
 
 def hub_dir() -> Path:
@@ -67,9 +68,14 @@ def fetch(url: str | None = None, force: bool = False,
     otherwise nothing is left behind. ``progress(total_bytes)`` may return an
     advance callback (the CLI's progress bar).
     """
+    import time
+    import urllib.parse
+
     from ..io import atomic_output
 
     url = url or WEIGHTS_URL
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise JiTCheckpointError(f"cannot download {url}: only http:// and https:// addresses are fetched")
     target = hub_weights_path()
     if target.is_file() and not force:
         if _sha256(target) == WEIGHTS_SHA256:
@@ -86,10 +92,20 @@ def fetch(url: str | None = None, force: bool = False,
             raise JiTCheckpointError(f"cannot download {url}: {reason}") from None
         with response, atomic_output(target, force=True) as handle:
             length = response.headers.get("Content-Length")
+            if length and length.isdigit() and int(length) > WEIGHTS_BYTES:
+                raise JiTCheckpointError(f"{url} would send {int(length)} bytes, more than the {WEIGHTS_BYTES} of "
+                                         "the weights; nothing was written")
             advance = progress(int(length) if length and length.isdigit() else WEIGHTS_BYTES) if progress else None
-            digest = hashlib.sha256()
+            digest, received, deadline = hashlib.sha256(), 0, time.monotonic() + DEADLINE_S
             try:
-                while chunk := response.read(CHUNK):
+                while chunk := response.read1(CHUNK):  # what has arrived: the deadline is checked as bytes come
+                    received += len(chunk)
+                    if received > WEIGHTS_BYTES:
+                        raise JiTCheckpointError(f"{url} sent more than the {WEIGHTS_BYTES} bytes of the weights; "
+                                                 "nothing was written")
+                    if time.monotonic() > deadline:
+                        raise JiTCheckpointError(f"download of {url} took more than {DEADLINE_S} s; nothing was "
+                                                 "written")
                     digest.update(chunk)
                     handle.write(chunk)
                     if advance is not None:

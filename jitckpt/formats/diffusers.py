@@ -24,7 +24,7 @@ from ..model.arch import Arch, infer_arch, variant_name
 from ..schema import JiTCheckpoint, from_file_payload
 from ..anytensor import shape_of
 from ..tensors import TensorRef
-from . import safetensors
+from . import export, safetensors
 from ._jsonfile import is_regular_file, read_json, try_json
 
 NAME = "diffusers"
@@ -160,6 +160,17 @@ def checked_arch(fields: dict[str, Any], tensors: dict[str, TensorRef], config_p
         raise SchemaError(f"{config_path} says {said}, but the tensors of {where} have {have}")
     arch = Arch(**fields)
     return Arch(**{**arch.to_dict(), "variant": variant_name(arch)})
+
+
+def recorded_files(path: str) -> list[tuple[str, str]]:
+    """(file, SHA-256 recorded for it) of the folder's JSON files whose digest its weights' metadata records
+    (what ``jitckpt export --layout diffusers`` writes: ``transformer/config.json``)."""
+    folder = transformer_dir(path)
+    if folder is None:
+        return []
+    _, meta, _ = read_weights(folder)
+    digest = meta.get(export.CONFIG_DIGEST_KEY)
+    return [(os.path.join(folder, CONFIG_FILE), digest)] if digest else []
 
 
 def _conversion_weights(path: str) -> str | None:

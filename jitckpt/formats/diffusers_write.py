@@ -10,6 +10,7 @@ The caller (``jitckpt export --layout diffusers``) places the folder atomically 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,6 +22,7 @@ from ..io_folder import durable_file
 from ..errors import SchemaError
 from ..schema import JiTCheckpoint
 from . import diffusers
+from .export import CONFIG_DIGEST_KEY
 from .safetensors import write_tensors
 
 DIFFUSERS_VERSION = "0.36.0"  # the release the Hub re-hosts were written for
@@ -34,9 +36,13 @@ SCHEDULER = {  # diffusers' FlowMatchEulerDiscreteScheduler, as JiTPipeline's te
 }
 
 
+def _json_text(value: Any) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+
+
 def _json_file(path: Path, value: Any) -> None:
     with durable_file(path) as handle:
-        handle.write((json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+        handle.write(_json_text(value))
 
 
 def write_folder(ckpt: JiTCheckpoint, tensors: Mapping[str, Any], metadata: dict[str, str], folder: Path,
@@ -47,11 +53,14 @@ def write_folder(ckpt: JiTCheckpoint, tensors: Mapping[str, Any], metadata: dict
         raise SchemaError("checkpoint has no architecture")
     transformer = folder / diffusers.TRANSFORMER
     transformer.mkdir(exist_ok=True)
-    with durable_file(transformer / diffusers.WEIGHTS_FILE) as handle:
-        write_tensors(from_canonical(tensors, DIFFUSERS_NAMES[names]), metadata, handle)
     config = config_from_arch(ckpt.arch.to_dict(), attention_dropout=ckpt.args.get("attn_dropout", 0.0),
                               dropout=ckpt.args.get("proj_dropout", 0.0))
-    _json_file(transformer / diffusers.CONFIG_FILE, {**config, "_diffusers_version": DIFFUSERS_VERSION})
+    text = _json_text({**config, "_diffusers_version": DIFFUSERS_VERSION})
+    metadata = {**metadata, CONFIG_DIGEST_KEY: hashlib.sha256(text).hexdigest()}  # verify checks config.json too
+    with durable_file(transformer / diffusers.WEIGHTS_FILE) as handle:
+        write_tensors(from_canonical(tensors, DIFFUSERS_NAMES[names]), metadata, handle)
+    with durable_file(transformer / diffusers.CONFIG_FILE) as handle:
+        handle.write(text)
     index: dict[str, Any] = {"_class_name": PIPELINE_CLASS, "_diffusers_version": DIFFUSERS_VERSION,
                              "scheduler": ["diffusers", SCHEDULER["_class_name"]],
                              "transformer": ["diffusers", config["_class_name"]]}

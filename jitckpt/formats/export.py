@@ -9,12 +9,12 @@ optimizer and no second EMA, and a checkpoint read from it says so.
 
 from __future__ import annotations
 
-import json
 import os
 
 from ..errors import FormatError
 from ..schema import JiTCheckpoint
 from . import safetensors
+from ._jsonfile import is_regular_file, try_json
 
 NAME = "export"
 SUFFIXES: tuple[str, ...] = ()
@@ -22,17 +22,19 @@ LABEL = "jitckpt export folder"
 DESCRIPTION = "jitckpt export folder (model.safetensors + config.json: one set of weights, for inference)"
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 MARK = "jitckpt_export"  # the config.json key that says jitckpt wrote the folder (its format version)
+CONFIG_DIGEST_KEY = "jitckpt.config_sha256"  # in the weights' metadata: the SHA-256 of config.json
 
 
 def is_export_dir(path: str | os.PathLike) -> bool:
-    config = os.path.join(path, CONFIG_FILE)
-    if not (os.path.isdir(path) and os.path.isfile(config) and os.path.isfile(os.path.join(path, WEIGHTS_FILE))):
-        return False
-    try:
-        with open(config, "rb") as f:
-            return MARK in json.loads(f.read(1 << 20))
-    except (OSError, ValueError):
-        return False
+    config = try_json(os.path.join(path, CONFIG_FILE)) if os.path.isdir(path) else None
+    return isinstance(config, dict) and MARK in config and is_regular_file(os.path.join(path, WEIGHTS_FILE))
+
+
+def recorded_files(path: str) -> list[tuple[str, str]]:
+    """(file, SHA-256 recorded for it) of the folder's JSON files whose digest its weights' metadata records."""
+    _, meta = safetensors.read_header(os.path.join(path, WEIGHTS_FILE))
+    digest = meta.get(CONFIG_DIGEST_KEY)
+    return [(os.path.join(path, CONFIG_FILE), digest)] if digest else []
 
 
 def read(path: str) -> JiTCheckpoint:

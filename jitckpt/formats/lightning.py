@@ -13,11 +13,12 @@ kept in ``extra['lightning']`` and written back unchanged.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from .. import torchread, torchzip
-from ..errors import FormatError
+from ..errors import FormatError, render
 from ..layouts import recognise
 from ..layouts.trees import EMA_CALLBACK, key_for
 from ..schema import META_KEY, JiTCheckpoint, checked_int, from_file_payload, original_positional
@@ -28,6 +29,8 @@ SUFFIXES = (".ckpt",)
 LABEL = "Lightning .ckpt"
 DESCRIPTION = "Lightning .ckpt (trainer.fit(..., ckpt_path=...) resumes from it)"
 
+VERSION_KEY = "pytorch-lightning_version"
+_VERSION = re.compile(r"\d{1,4}(\.\d{1,6}){0,3}([a-z0-9.+-]{0,40})")  # what packaging.version parses
 _MAPPED = ("state_dict", "optimizer_states", "epoch", "global_step", META_KEY)
 
 
@@ -40,6 +43,9 @@ def from_tree(tree: Any, path: str) -> JiTCheckpoint:
     if not isinstance(tree, dict) or not isinstance(tree.get("state_dict"), dict):
         raise FormatError(f"{path}: not a Lightning checkpoint (no state_dict)")
     meta = tree.get(META_KEY) if isinstance(tree.get(META_KEY), dict) else {}
+    version = tree.get(VERSION_KEY)
+    if version is not None and not (isinstance(version, str) and _VERSION.fullmatch(version)):
+        raise FormatError(f"{path}: {VERSION_KEY} is {render(version, 60)}, not a Lightning version")
     rest = {k: v for k, v in tree.items() if k not in _MAPPED}
     callbacks = dict(rest.get("callbacks") or {})
     payload: dict[str, Any] = {"model": tree["state_dict"]}
@@ -160,7 +166,7 @@ def to_tree(ckpt: JiTCheckpoint) -> dict:
     tree: dict[str, Any] = {
         "epoch": rest.pop("epoch", epoch),
         "global_step": step,
-        "pytorch-lightning_version": rest.pop("pytorch-lightning_version", None) or _lightning_version(),
+        VERSION_KEY: rest.pop(VERSION_KEY, None) or _lightning_version(),
         "state_dict": dict(ckpt.model),
         "loops": rest.pop("loops", None) or build_loops(epoch, step, steps_in_epoch),
         "callbacks": callbacks,

@@ -25,7 +25,7 @@ from typing import Any
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.plugins.io import AsyncCheckpointIO
 
-from .. import formats, torchread
+from .. import formats
 from ..formats import lightning as lightning_format
 from ..schema import JiTCheckpoint
 from ..tensors import TensorRef, iter_refs
@@ -47,10 +47,7 @@ class JiTCheckpointIO(CheckpointIO):
         """The dictionary Lightning restores from, for a file or directory of any format."""
         path = str(path)
         ckpt = self.prepared.get(os.path.abspath(path))
-        if ckpt is None:
-            name = formats.detect_format(path)
-            if name == lightning_format.NAME:  # Lightning's own dictionary, as it is
-                return _materialize(torchread.read_tree(path), map_location)
+        if ckpt is None:  # every format, Lightning's own included, through the schema's checks
             _, ckpt = formats.read(path)
         return _materialize(lightning_format.to_tree(ckpt), map_location)
 

@@ -181,18 +181,21 @@ class JiT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str, device: str = "cpu") -> "JiT":
-        """The network of a ``jitckpt export`` folder (``config.json`` + ``model.safetensors``), read locally,
-        as ``PyTorchModelHubMixin.from_pretrained`` would load a local folder; huggingface_hub is not needed."""
-        import json
-        import os
+        """The network of a ``jitckpt export`` folder (or of any checkpoint: its EMA 1), as
+        ``PyTorchModelHubMixin.from_pretrained`` would load a local folder; huggingface_hub is not needed.
 
-        from safetensors.torch import load_file
+        Read through jitckpt's one checked path (:func:`jitckpt.load`): the checksums, the bounds of every JSON
+        file, and the architecture against the weights' shapes, before anything is allocated.
+        Raises :class:`~jitckpt.errors.JiTCheckpointError` (one line) on a bad folder.
+        """
+        from ..api import load
+        from ..anytensor import to_torch
 
-        with open(os.path.join(folder, "config.json")) as f:
-            config = json.load(f)
-        fields = {k: config[k] for k in Arch.__dataclass_fields__ if k in config}
-        net = cls(Arch.from_dict(fields), config.get("attn_drop", 0.0), config.get("proj_drop", 0.0))
-        net.load_state_dict(load_file(os.path.join(folder, "model.safetensors"), device=device))
+        ckpt = load(folder, lazy=True)
+        assert ckpt.arch is not None  # every checkpoint read has one
+        state = ckpt.weights(ckpt.extra.get("weights") or "ema1")
+        net = cls(ckpt.arch, ckpt.args.get("attn_dropout", 0.0), ckpt.args.get("proj_dropout", 0.0))
+        net.load_state_dict({k.removeprefix("net."): to_torch(v) for k, v in state.items()})
         return net.to(device).eval()
 
     def __init__(self, arch: Arch, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:

@@ -169,3 +169,48 @@ def test_fetch_inception_wrong_checksum_leaves_nothing(server, empty_torch_home,
     assert not any(empty_torch_home.iterdir())  # the folders it made are gone as well
     result = run("fetch-inception", "--url", f"{base}/missing.pth")
     assert result.exit_code == 2 and "404" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def hostile_server():
+    """A server on 127.0.0.1 whose /endless never ends its body and whose /slow sends a byte a second."""
+    import time
+
+    class Hostile(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for _ in range(10_000 if self.path == "/endless" else 30):
+                    self.wfile.write(b"x" * 65536 if self.path == "/endless" else b"x")
+                    self.wfile.flush()
+                    if self.path == "/slow":
+                        time.sleep(1)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def test_fetch_inception_is_bounded_in_size_time_and_scheme(hostile_server, empty_torch_home, monkeypatch):
+    import time
+
+    monkeypatch.setattr(fetch_module, "WEIGHTS_BYTES", 1 << 20)
+    monkeypatch.setattr(fetch_module, "DEADLINE_S", 2)
+    for url, message in ((f"{hostile_server}/endless", "sent more than the 1048576 bytes"),
+                         (f"{hostile_server}/slow", "took more than 2 s"),
+                         ("file:///dev/zero", "only http:// and https:// addresses are fetched")):
+        started = time.monotonic()
+        result = run("fetch-inception", "--url", url)
+        assert result.exit_code == 2 and message in result.stderr, result.output
+        assert len(result.stderr.strip().splitlines()) == 1 and time.monotonic() - started < 10
+        assert not any(empty_torch_home.rglob("*"))  # no partial file, no folder it made

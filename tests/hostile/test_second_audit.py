@@ -92,9 +92,10 @@ def golden_dcp(tmp_path_factory) -> Path:
 # A small launcher forks and execs the command and reports its peak RSS: a child forked straight from this
 # test process would count this process's memory (torch's) in its own peak, as Linux carries it over exec.
 LAUNCHER = """
-import os, sys
+import os, signal, sys
 pid = os.fork()
 if pid == 0:
+    signal.alarm(60)  # kept across exec: the command ends itself even if this launcher is killed
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)
     os.execv(sys.executable, [sys.executable, "-m", "jitckpt", *sys.argv[1:]])
