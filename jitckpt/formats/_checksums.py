@@ -40,6 +40,9 @@ def attach(path: str, header: dict[str, Any], metadata: dict[str, str], tensors:
     """Check the header's CRC and give each TensorRef its recorded checksum; False when the file has none."""
     text = metadata.get(KEY)
     if text is None:
+        if "jitckpt.schema_version" in metadata:  # jitckpt writes both, always: the record was removed
+            raise DamagedError(f"{path}: its header says jitckpt wrote it, but its checksum record ({KEY}) is "
+                               "gone; the file is corrupt or was tampered with, use a good copy")
         return False
     try:
         record = json.loads(text)
