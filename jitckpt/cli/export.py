@@ -10,6 +10,8 @@ import typer
 from ..export_options import EXPORT_DTYPES, EXPORT_LAYOUTS
 from .console import echo, errors, warn
 
+LAYOUT_HELP = "; ".join(f"{name}: {what}" for name, what in EXPORT_LAYOUTS.items())  # from the one table
+
 
 def export(
     ckpt: Path = typer.Argument(..., help="Checkpoint to export (any format)."),
@@ -22,7 +24,7 @@ def export(
     license: Optional[str] = typer.Option(None, "--license", help="The license named in the model card."),
     no_samples: bool = typer.Option(False, "--no-samples", help="Do not draw samples.png."),
     force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
-    layout: str = typer.Option("hf", "--layout", help="; ".join(f"{k}: {v}" for k, v in EXPORT_LAYOUTS.items())),
+    layout: str = typer.Option("hf", "--layout", help=LAYOUT_HELP),
     dtype: str = typer.Option("keep", "--dtype", help="Stored precision: " + ", ".join(EXPORT_DTYPES) +
                                                      " (keep: the source's; training files are float32)."),
     diffusers_names: str = typer.Option("fused", "--diffusers-names",
