@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # The pages replayed after the README, in this order (each may use what the ones before it wrote).
-DOC_PAGES = ("docs/layouts.md",)
+DOC_PAGES = ("docs/commands.md", "docs/formats.md", "docs/layouts.md")
 
 # The exit code a shown first line implies (see "Commands" in the README); anything else is 0.
 EXIT_BY_PREFIX = {"error:": 2, "damaged:": 1, "different:": 1}
@@ -94,9 +94,9 @@ def test_every_readme_command_runs_as_shown_in_order(example_run):
     folder, setup = example_run  # the set-up command, `jitckpt example`, run in a fresh folder
     assert setup.returncode == 0, setup.stdout + setup.stderr
     shown = shown_commands((ROOT / "README.md").read_text())
-    assert len(shown) > 20 and any(s.command.startswith("jitckpt train") for s in shown)
     pages = [("README.md", step) for step in shown]
     pages += [(page, step) for page in DOC_PAGES for step in shown_commands((ROOT / page).read_text())]
+    assert len(pages) > 40 and any(s.command.startswith("jitckpt train") for _, s in pages)
     env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
            "PYTHONPATH": str(ROOT), "COLUMNS": "100", "TORCH_HOME": str(folder / "empty-torch-home")}
     env.pop("JITCKPT_INCEPTION_WEIGHTS", None)
@@ -121,4 +121,11 @@ def test_every_readme_command_runs_as_shown_in_order(example_run):
 @pytest.mark.parametrize("part,module", sorted(OPTIONAL.items()))
 def test_optional_lines_are_in_the_readme(part, module):
     """The skip list names only lines that exist, so it cannot silently skip more than it says."""
-    assert any(part in s.command for s in shown_commands((ROOT / "README.md").read_text()))
+    assert any(part in s.command for page in ("README.md", *DOC_PAGES)
+               for s in shown_commands((ROOT / page).read_text()))
+
+
+def test_every_docs_page_with_commands_is_replayed():
+    """A page of docs/ with a `$` line is in DOC_PAGES: none is skipped by forgetting it."""
+    with_commands = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md") if shown_commands(p.read_text())}
+    assert with_commands <= set(DOC_PAGES)

@@ -123,7 +123,7 @@ class JiTAsyncCheckpointIO(AsyncCheckpointIO):
     tensor is on a GPU), then goes on while a background thread writes from them.
     Lightning's own wrapper clones into fresh memory at every save, and on this
     CPU faulting in gigabytes of new pages is most of the time the training thread
-    waits (see the README's figures). A save waits for the previous write to finish
+    waits (see the figures in docs/performance.md). A save waits for the previous write to finish
     before reusing the buffers; a failed write is raised at the next save or at
     the end of training.
     """
