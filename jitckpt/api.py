@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import formats
-from .errors import DROP_OPTIMIZER, NOT_CONVERTED, TO_FORMAT, OutputError, SchemaError, naming
+from .errors import DROP_OPTIMIZER, NOT_CONVERTED, OutputError, SchemaError, naming
 from .io import atomic_output, check_output_path
 from .schema import JiTCheckpoint
 from .anytensor import dtype_name, is_tensor, iter_tensor_bytes, shape_of, to_torch
@@ -19,7 +19,7 @@ Progress = Callable[[int], None]
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """``'pth'`` (original), ``'ckpt'`` (Lightning) or ``'safetensors'``, from the file's bytes."""
+    """The format of ``path`` (``'pth'``, ``'ckpt'``, ...: a name of ``jitckpt.formats.FORMATS``), from its bytes."""
     return formats.detect_format(path)
 
 
@@ -81,9 +81,10 @@ def save(ckpt: JiTCheckpoint, path: str | os.PathLike, format: str | None = None
     target = Path(path)
     name = format or formats.format_for_suffix(target)
     if name is None:
-        raise OutputError(f"cannot tell the format from {target.name!r}; use a .pth, .ckpt or .safetensors name or pass a format")
+        raise OutputError(f"cannot tell the format from {target.name!r}; use a {formats.suffix_list()} name or pass "
+                          "a format")
     module = formats.get(name)
-    if not hasattr(module, "write") and not hasattr(module, "write_folder"):
+    if module.WRITES == "none":
         raise OutputError(f"{module.LABEL}s are written by `jitckpt export`, not by convert or save")
     if weights is not None:
         ckpt.weights(weights)  # an unknown or absent set fails here, before touching the disk
@@ -92,7 +93,7 @@ def save(ckpt: JiTCheckpoint, path: str | os.PathLike, format: str | None = None
     elif ckpt.unmapped_optimizer is not None:
         raise SchemaError(f"{ckpt.unmapped_optimizer.reason}; pass {DROP_OPTIMIZER} to write "
                           "the rest without it, or export weights only")
-    if getattr(module, "WRITES_FOLDER", False):
+    if module.WRITES == "folder":
         from .io_folder import atomic_folder
 
         with atomic_folder(target, force=force) as folder:
@@ -126,8 +127,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
     if to is None and dst is not None:
         to = formats.format_for_suffix(dst)
         if to is None:
-            raise OutputError(f"cannot tell the format to write from {Path(dst).name!r}: name it .pth, .ckpt, "
-                              f".safetensors or .dcp, or pass {TO_FORMAT}")
+            raise OutputError(f"cannot tell the format to write from {Path(dst).name!r}: name it "
+                              f"{formats.suffix_list()}, or pass {formats.to_remedy()}")
     src_format, ckpt = formats.read(source)
     if on_warning is not None:
         for line in ckpt.warnings:
@@ -138,7 +139,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
     target = Path(dst) if dst is not None else default_output(source, to)
     if target.resolve() == source.resolve():
         raise OutputError(f"output {str(target)!r} is the source file; give another name with -o")
-    if getattr(formats.get(to), "WRITES_FOLDER", False):
+    if formats.get(to).WRITES == "folder":
         from .io_folder import check_folder_target
 
         check_folder_target(target, force)

@@ -20,13 +20,11 @@ NOT_CONVERTED = "not read, converted or written"
 # The remedies messages offer, as the Python API spells them; CLI_TERMS maps each to the command line's spelling.
 FORCE = "force=True"
 DROP_OPTIMIZER = "drop_optimizer=True"
-TO_FORMAT = "to='pth', 'ckpt', 'safetensors' or 'dcp'"
+# (the format registry adds its ``to=...`` remedy, generated from the formats it writes)
 CLI_TERMS: dict[str, str] = {
     FORCE: "--force",
     DROP_OPTIMIZER: "--drop-optimizer",
-    TO_FORMAT: "--to pth, ckpt, safetensors or dcp",
 }
-_API_TERM = re.compile("|".join(re.escape(term) for term in sorted(CLI_TERMS, key=len, reverse=True)))
 
 
 def in_cli_terms(message: str) -> str:
@@ -36,7 +34,8 @@ def in_cli_terms(message: str) -> str:
         >>> in_cli_terms("'x.ckpt' already exists; pass force=True to overwrite it")
         "'x.ckpt' already exists; pass --force to overwrite it"
     """
-    return _API_TERM.sub(lambda match: CLI_TERMS[match.group()], message)
+    terms = re.compile("|".join(re.escape(term) for term in sorted(CLI_TERMS, key=len, reverse=True)))
+    return terms.sub(lambda match: CLI_TERMS[match.group()], message)
 
 
 class JiTCheckpointError(Exception):

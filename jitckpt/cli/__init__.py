@@ -15,6 +15,7 @@ import typer
 
 from .. import __version__
 from . import checkpoints, evaluation, example, export, train
+from ..format_table import FORMAT_TABLE, either
 from .console import EXIT_DIFFERENT, EXIT_ERROR, echo, install_signal_handlers, state
 
 # -h is --help for the group and, inherited through the context, for every command. The help is
@@ -24,7 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
-    help="Inspect, convert and verify JiT checkpoints: original .pth, Lightning .ckpt, safetensors.",
+    help="Inspect, convert and verify JiT checkpoints: " + either([row.label for row in FORMAT_TABLE]) + ".",
 )
 
 

@@ -11,11 +11,12 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from ..format_table import either, facts, file_suffixes, folder_labels, writable
 from .console import EXIT_DIFFERENT, echo, errors, out, present, progress, size, text, warn
 
 
 def inspect(
-    path: Path = typer.Argument(..., help="Checkpoint file (.pth, .ckpt or .safetensors) or DCP directory; detected "
+    path: Path = typer.Argument(..., help=f"Checkpoint file ({file_suffixes()}) or folder ({folder_labels()}); detected "
                                           "from its bytes."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of tables."),
 ) -> None:
@@ -97,7 +98,7 @@ def convert(
     src: Path = typer.Argument(..., help="Checkpoint to convert (any format)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file, or folder for dcp (default: SRC "
                                                                        "with the new suffix, beside it)."),
-    to: Optional[str] = typer.Option(None, "--to", help="pth, ckpt, safetensors or dcp (default: from -o, else .pth -> "
+    to: Optional[str] = typer.Option(None, "--to", help=f"{either(writable())} (default: from -o, else .pth -> "
                                                         ".ckpt, others -> .pth)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="raw, ema1 or ema2: which weights a --weights-only export keeps."),
     weights_only: bool = typer.Option(False, "--weights-only", help="Write only one set of weights (plain net. keys), for inference."),
@@ -107,7 +108,7 @@ def convert(
                                              "it is unmappable)."),
     shards: int = typer.Option(1, "--shards", help="dcp only: how many data files share the tensors."),
 ) -> None:
-    """Convert between the original .pth, Lightning .ckpt, safetensors and DCP directories, losslessly."""
+    """Convert between the formats, losslessly (the help lists them from the format table)."""
     from .. import api, formats
     from ..errors import JiTCheckpointError
 
@@ -141,6 +142,10 @@ def _contents(target: Path, weights: Optional[str]) -> str:
     if written.is_weights_only:
         return f"{written.extra['weights']} weights only" if written.extra.get("weights") else "model weights only"
     return "training state without the optimizer"
+
+
+convert.__doc__ = (f"Convert between {either([facts(n).label for n in writable()])}, losslessly; reads "
+                   f"{folder_labels()} as well.")
 
 
 def verify(

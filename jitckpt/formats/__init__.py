@@ -1,11 +1,12 @@
-"""The registry of file formats. Each module knows one layout and meets the others
-only in :class:`~jitckpt.schema.JiTCheckpoint`.
+"""The registry of formats. Each module knows one container and meets the others only in
+:class:`~jitckpt.schema.JiTCheckpoint`; each satisfies :class:`~.protocol.Format`.
 
-A format module has ``NAME``, ``SUFFIXES``, ``LABEL``, ``DESCRIPTION``, ``read(path)`` and
-``write(ckpt, handle, path, progress=None, weights=None)``; a format written as a
-folder (DCP) has ``write_folder(ckpt, folder, progress=None, weights=None)`` instead.
-Detection looks at the bytes: safetensors by its JSON header, torch zips by their
-pickle's keys, a DCP directory by its ``.metadata``.
+:data:`FORMATS` is the one list: detection tries the folder formats in its order, then looks at a file's
+bytes (safetensors by its JSON header, torch zips by their pickle's tree, routed by the layout table); the
+suffix table, the formats ``convert`` writes, and every message and help text that lists formats are
+derived from it (:func:`writable`, :func:`suffix_list`, :func:`to_remedy`).
+
+May import: storage and the torch-file machinery, tensors, layouts, schema, model (its architecture only).
 """
 
 from __future__ import annotations
@@ -16,12 +17,22 @@ from types import ModuleType
 from typing import Any
 
 from .. import torchread
-from ..errors import FormatError, JiTCheckpointError, UnsafePickleError, naming
+from ..errors import CLI_TERMS, FormatError, JiTCheckpointError, UnsafePickleError, naming
+from ..format_table import FORMAT_TABLE, either, suffix_list, writable  # noqa: F401 (suffix_list, writable: re-exported)
 from ..layouts import recognise
 from ..schema import JiTCheckpoint
 from . import dcp, diffusers, export, lightning, original, safetensors
 
-FORMATS: dict[str, ModuleType] = {m.NAME: m for m in (original, lightning, safetensors, dcp, export, diffusers)}
+_MODULES = {m.__name__.rsplit(".", 1)[1]: m for m in (original, lightning, safetensors, dcp, export, diffusers)}
+FORMATS: dict[str, ModuleType] = {row.name: _MODULES[row.module] for row in FORMAT_TABLE}
+
+
+def to_remedy() -> str:
+    """How the Python API names the format to write (``to='pth', ...``), its CLI spelling (``--to pth, ...``)
+    registered in :data:`jitckpt.errors.CLI_TERMS` as it is made."""
+    remedy = "to=" + either([repr(name) for name in writable()])
+    CLI_TERMS[remedy] = "--to " + either(writable())
+    return remedy
 _LEGACY_TORCH_HEAD = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8"  # pickled magic number
 
 
@@ -30,8 +41,8 @@ def _check_readable(path: str) -> int:
         raise FormatError(f"{path}: no such file")
     if os.path.isdir(path):
         raise FormatError(f"{path}: is a folder, but not a torch.distributed.checkpoint directory (no "
-                          f"{dcp.METADATA_FILE} in it), a jitckpt export folder or a diffusers folder "
-                          f"({diffusers.MODEL_INDEX} with {diffusers.TRANSFORMER}/)")
+                          f"{dcp.METADATA_FILE} in it) nor any folder format jitckpt reads ("
+                          + "; ".join(m.DESCRIPTION for m in FORMATS.values() if m.KIND == "folder") + ")")
     size = os.path.getsize(path)
     if size == 0:
         raise FormatError(f"{path}: file is empty")
@@ -62,13 +73,9 @@ def _sniff(path: str) -> tuple[str, Any]:
     )
 
 
-FOLDER_DETECTORS = ((dcp.NAME, dcp.is_dcp_dir), (export.NAME, export.is_export_dir),
-                    (diffusers.NAME, diffusers.is_diffusers_dir))
-
-
 def folder_format(path: str | os.PathLike) -> str | None:
-    """The format of a checkpoint that is a folder (DCP, export, diffusers), or None."""
-    return next((name for name, detect in FOLDER_DETECTORS if detect(path)), None)
+    """The format of a checkpoint that is a folder (DCP, export, diffusers: the registry's folder formats)."""
+    return next((name for name, m in FORMATS.items() if m.KIND == "folder" and m.detect_folder(path)), None)
 
 
 def named_in_folder(folder: str | os.PathLike, stem: str = "checkpoint-last") -> list[Path]:
@@ -98,7 +105,7 @@ def size_on_disk(path: str | os.PathLike) -> int:
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """``'pth'``, ``'ckpt'`` or ``'safetensors'``, from the file's bytes (not its name)."""
+    """The name of the format of ``path`` (a key of :data:`FORMATS`), from its bytes, not its name."""
     return _sniff(str(path))[0]
 
 
@@ -121,6 +128,7 @@ def read(path: str | os.PathLike) -> tuple[str, JiTCheckpoint]:
 
 
 def format_for_suffix(path: str | os.PathLike) -> str | None:
+    """The format an output name's suffix names, or None."""
     suffix = Path(path).suffix.lower()
     return next((n for n, m in FORMATS.items() if suffix in m.SUFFIXES), None)
 

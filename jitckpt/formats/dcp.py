@@ -22,6 +22,7 @@ import os
 from typing import Any
 
 from .. import torchread
+from ..format_table import facts
 from ..errors import NOT_CONVERTED, FormatError, render
 from ..layouts import SHARDED_EMA_PREFIXES, TREE_LAYOUTS, Match, canonical_key, recognise
 from ..schema import JiTCheckpoint, from_file_payload
@@ -32,17 +33,15 @@ from ._jsonfile import is_regular_file
 from .dcp_metadata import METADATA_FILE, Layout
 from .dcp_write import write_folder  # noqa: F401 (this format's writer)
 
-NAME = "dcp"
-SUFFIXES = (".dcp",)  # a folder's name: -o run.dcp, or any name with --to dcp
-WRITES_FOLDER = True
-LABEL = "DCP directory"
-DESCRIPTION = "torch.distributed.checkpoint directory (FSDP2 / ModelParallelStrategy sharded checkpoint)"
+FACTS = facts("dcp")
+NAME, SUFFIXES, LABEL, DESCRIPTION = FACTS.name, FACTS.suffixes, FACTS.label, FACTS.description
+KIND, WRITES = FACTS.kind, FACTS.writes
 LIGHTNING_META = "meta.pt"  # Lightning's file for everything but the module and optimizers
 MAX_LIST_INDEX = 1 << 16  # a list position in an item's path (param_groups, ...)
 
 
 
-def is_dcp_dir(path: str | os.PathLike) -> bool:
+def detect_folder(path: str | os.PathLike) -> bool:
     """True for a directory holding DCP's ``.metadata``."""
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, METADATA_FILE))
 
@@ -253,3 +252,6 @@ def stored_tensors(path: str) -> list[TensorRef]:
 
 def _holds_tensors(value: Any) -> bool:
     return next(iter_refs(value), None) is not None
+
+
+is_dcp_dir = detect_folder  # the name other modules know it by

@@ -17,6 +17,7 @@ import os
 import re
 from typing import Any
 
+from ..format_table import facts
 from ..errors import FormatError, SchemaError, render
 from ..layouts import to_canonical
 from ..layouts.configs import TRANSFORMER_CLASS, arch_fields, is_transformer_config
@@ -27,11 +28,9 @@ from ..tensors import TensorRef
 from . import export, safetensors
 from ._jsonfile import is_regular_file, read_json, try_json
 
-NAME = "diffusers"
-SUFFIXES: tuple[str, ...] = ()
-LABEL = "diffusers folder"
-DESCRIPTION = ("diffusers folder (model_index.json, transformer/config.json and diffusion_pytorch_model.safetensors: "
-               "one set of weights, for inference)")
+FACTS = facts("diffusers")
+NAME, SUFFIXES, LABEL, DESCRIPTION = FACTS.name, FACTS.suffixes, FACTS.label, FACTS.description
+KIND, WRITES = FACTS.kind, FACTS.writes  # written by jitckpt export --layout diffusers
 MODEL_INDEX, TRANSFORMER, SCHEDULER = "model_index.json", "transformer", "scheduler"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
@@ -60,8 +59,11 @@ def transformer_dir(path: str | os.PathLike) -> str | None:
     return None
 
 
-def is_diffusers_dir(path: str | os.PathLike) -> bool:
+def detect_folder(path: str | os.PathLike) -> bool:
     return transformer_dir(path) is not None
+
+
+is_diffusers_dir = detect_folder
 
 
 def read(path: str) -> JiTCheckpoint:

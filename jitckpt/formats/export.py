@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import os
 
+from ..format_table import facts
 from ..errors import FormatError
 from ..schema import JiTCheckpoint
 from . import safetensors
 from ._jsonfile import is_regular_file, try_json
 
-NAME = "export"
-SUFFIXES: tuple[str, ...] = ()
-LABEL = "jitckpt export folder"
-DESCRIPTION = "jitckpt export folder (model.safetensors + config.json: one set of weights, for inference)"
+FACTS = facts("export")
+NAME, SUFFIXES, LABEL, DESCRIPTION = FACTS.name, FACTS.suffixes, FACTS.label, FACTS.description
+KIND, WRITES = FACTS.kind, FACTS.writes
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 MARK = "jitckpt_export"  # the config.json key that says jitckpt wrote the folder (its format version)
 CONFIG_DIGEST_KEY = "jitckpt.config_sha256"  # in the weights' metadata: the SHA-256 of config.json
 
 
-def is_export_dir(path: str | os.PathLike) -> bool:
+def detect_folder(path: str | os.PathLike) -> bool:
     config = try_json(os.path.join(path, CONFIG_FILE)) if os.path.isdir(path) else None
     return isinstance(config, dict) and MARK in config and is_regular_file(os.path.join(path, WEIGHTS_FILE))
 
@@ -44,3 +44,6 @@ def read(path: str) -> JiTCheckpoint:
     ckpt.warnings.append(f"{path} is an export of the {ckpt.extra['weights']} weights only: no optimizer, "
                          "no other weights")
     return ckpt
+
+
+is_export_dir = detect_folder

@@ -18,16 +18,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .. import torchread, torchzip
+from ..format_table import facts
 from ..errors import FormatError, render
 from ..layouts import recognise
 from ..layouts.trees import EMA_CALLBACK, key_for
 from ..schema import META_KEY, JiTCheckpoint, checked_int, from_file_payload, original_positional
 from ..train_args import args_from_hparams, hparams_from_args  # noqa: F401 (hparams_from_args: re-exported)
 
-NAME = "ckpt"
-SUFFIXES = (".ckpt",)
-LABEL = "Lightning .ckpt"
-DESCRIPTION = "Lightning .ckpt (trainer.fit(..., ckpt_path=...) resumes from it)"
+FACTS = facts("ckpt")
+NAME, SUFFIXES, LABEL, DESCRIPTION = FACTS.name, FACTS.suffixes, FACTS.label, FACTS.description
+KIND, WRITES = FACTS.kind, FACTS.writes
 
 VERSION_KEY = "pytorch-lightning_version"
 _VERSION = re.compile(r"\d{1,4}(\.\d{1,6}){0,3}([a-z0-9.+-]{0,40})")  # what packaging.version parses

@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .. import torchread, torchzip
+from ..format_table import facts
 from ..errors import FormatError
 from ..layouts import recognise
 from ..schema import META_KEY, ORIGINAL_KEYS, JiTCheckpoint, from_file_payload, original_positional
 
-NAME = "pth"
-SUFFIXES = (".pth", ".pt")  # torch's conventional suffixes; .bin is not ours to claim
-LABEL = "original JiT .pth"
-DESCRIPTION = "original JiT .pth (torch.save of model, optimizer, epoch, args, model_ema1, model_ema2)"
+FACTS = facts("pth")
+NAME, SUFFIXES, LABEL, DESCRIPTION = FACTS.name, FACTS.suffixes, FACTS.label, FACTS.description
+KIND, WRITES = FACTS.kind, FACTS.writes
 
 
 WEIGHTS_ONLY = "weights_only"  # in the jitckpt key: model_ema1 and model_ema2 are copies of model

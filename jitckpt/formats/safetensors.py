@@ -17,16 +17,16 @@ from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO, Callable
 
+from ..format_table import facts
 from ..errors import FormatError, render
 from ..schema import SECTIONS, JiTCheckpoint, from_file_payload
 from ..anytensor import crc_of, dtype_name, is_tensor, nbytes_of, shape_of, write_tensor
 from ..tensors import DTYPES, SAFETENSORS_TO_DTYPE, TensorRef, contiguous_strides
 from . import _checksums, _jsontree
 
-NAME = "safetensors"
-SUFFIXES = (".safetensors",)
-LABEL = "safetensors"
-DESCRIPTION = "safetensors: full training state (pickle-free) or a weights-only export"
+FACTS = facts("safetensors")
+NAME, SUFFIXES, LABEL, DESCRIPTION = FACTS.name, FACTS.suffixes, FACTS.label, FACTS.description
+KIND, WRITES = FACTS.kind, FACTS.writes
 
 KIND_KEY = "jitckpt.kind"
 MAX_HEADER = 100 << 20  # the safetensors library's own limit on header size
