@@ -114,13 +114,15 @@ MAX_CLASS_NAMES_BYTES = 1 << 20
 def _write_one(ckpt: JiTCheckpoint, which: str, folder: Path, source: dict, scores: dict | None,
                license: str | None, samples: bool, on_warning: Callable[[str], None] | None,
                options: dict[str, Any]) -> None:
-    plan = resolve_sampling(ckpt.arch, ckpt.args)
+    arch = ckpt.arch
+    assert arch is not None  # every checkpoint read has one
+    plan = resolve_sampling(arch, ckpt.args)
     for message in plan.warnings:
         if on_warning is not None:
             on_warning(message)
-    if options["id2label"] is not None and len(options["id2label"]) != ckpt.arch.num_classes:
+    if options["id2label"] is not None and len(options["id2label"]) != arch.num_classes:
         raise JiTCheckpointError(f"the class-name file names {len(options['id2label'])} classes; the model has "
-                                 f"{ckpt.arch.num_classes}")
+                                 f"{arch.num_classes}")
     args = {**ckpt.args, **plan.as_args()}  # the protocol travels with the weights: eval and sample use it
     exported = dataclasses.replace(ckpt, args=args)
     tensors, meta = weights_export(exported, which)
@@ -145,7 +147,7 @@ def _write_one(ckpt: JiTCheckpoint, which: str, folder: Path, source: dict, scor
         with durable_file(folder / export_format.CONFIG_FILE) as handle:
             handle.write(text)
     if samples:
-        _write_samples(folder, which, ckpt.arch.num_classes)
+        _write_samples(folder, which, arch.num_classes)
     with durable_file(folder / "README.md") as handle:
         handle.write(model_card(config, scores, license, samples).encode())
 
@@ -153,6 +155,7 @@ def _write_one(ckpt: JiTCheckpoint, which: str, folder: Path, source: dict, scor
 def config_of(ckpt: JiTCheckpoint, which: str, sampling: dict, source: dict) -> dict[str, Any]:
     """``config.json``: the constructor arguments by the original's names, the protocol and the provenance."""
     arch = ckpt.arch
+    assert arch is not None  # every checkpoint read has one
     decay = {"ema1": ckpt.args.get("ema_decay1"), "ema2": ckpt.args.get("ema_decay2"), "raw": None}[which]
     return {
         export_format.MARK: EXPORT_VERSION,

@@ -80,11 +80,11 @@ def check_file(path: str | os.PathLike, limit: int = 10,
             names[(ref.path, ref.checksum.start)].append(ref.name)
     report = IntegrityReport(path, name, tensors=len(tensors), checksummed=bool(regions) or not refs)
     for file, recorded in getattr(formats.get(name), "recorded_files", lambda _: [])(path):
-        actual = _sha256(file)
-        if actual != recorded:
+        digest = _sha256(file)
+        if digest != recorded:
             report.damaged_total += 1
             report.damaged.append(f"{os.path.basename(file)}: SHA-256 mismatch (recorded {recorded[:16]}..., "
-                                  f"computed {actual[:16]}...)")
+                                  f"computed {digest[:16]}...)")
     for (file, start, length, crc, label), actual in zip(regions, computed):
         report.checked_bytes += length
         if actual == crc:

@@ -156,6 +156,7 @@ def _train(args: dict, arch: Any, source: Path | None, source_format: str | None
     with scratch as scratch_dir:
         plan = None
         if source is not None:  # without sharding read in place by JiTCheckpointIO: no copy
+            assert source_format is not None  # read with the source
             plan = plan_resume(saved, source, source_format, Path(scratch_dir) if scratch_dir else None, args,
                                drop_optimizer, sharded)
             for line in plan.warnings:

@@ -197,7 +197,8 @@ def _newobj(u: Unpickler) -> None:
     args, cls = u._pop(), u._pop()
     if not (_is_allowed(u, cls) and isinstance(cls, type) and cls in u.buildable) or type(args) is not tuple or args:
         raise u._refuse(f"the creation of a {getattr(cls, '__name__', type(cls).__name__)!s:.60} object")
-    u._push(cls.__new__(cls))
+    record_type: Any = cls
+    u._push(record_type.__new__(record_type))  # a record type of the caller's: no __init__ runs
 
 
 def _build(u: Unpickler) -> None:

@@ -95,7 +95,7 @@ def size_on_disk(path: str | os.PathLike) -> int:
     if not os.path.isdir(path):
         return os.path.getsize(path)
     total = 0
-    for entry in os.scandir(path):
+    for entry in os.scandir(os.fspath(path)):
         if entry.is_file(follow_symlinks=False):
             total += entry.stat(follow_symlinks=False).st_size
         elif entry.is_dir(follow_symlinks=False):
