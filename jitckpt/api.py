@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import formats
-from .errors import DROP_OPTIMIZER, NOT_CONVERTED, OutputError, SchemaError, naming
+from .errors import DROP_OPTIMIZER, NOT_CONVERTED, OutputError, SchemaError, naming, render
 from .io import atomic_output, check_output_path
 from .schema import JiTCheckpoint
 from .anytensor import dtype_name, is_tensor, iter_tensor_bytes, shape_of, to_torch
@@ -181,8 +181,13 @@ def compare(a: JiTCheckpoint, b: JiTCheckpoint, limit: int = 10) -> list[str]:
         diffs.append(text)
         return len(diffs) >= limit
 
-    for name in ("epoch", "global_step", "args"):
+    for name in ("epoch", "global_step"):
         if getattr(a, name) != getattr(b, name) and note(f"{name}: {getattr(a, name)!r} != {getattr(b, name)!r}"):
+            return diffs
+    missing = object()
+    for key in [k for k in {**a.args, **b.args} if a.args.get(k, missing) != b.args.get(k, missing)]:
+        shown = [render(args[key], 60) if key in args else "(absent)" for args in (a.args, b.args)]
+        if note(f"args.{render(key, 40)[1:-1]}: {shown[0]} != {shown[1]}"):  # the differing keys, bounded
             return diffs
     if (a.arch and a.arch.to_dict()) != (b.arch and b.arch.to_dict()) and note(f"arch: {a.arch} != {b.arch}"):
         return diffs

@@ -206,41 +206,50 @@ def plain_args(args: Any) -> dict:
         args = vars(args)
     if not isinstance(args, Mapping):
         raise SchemaError(f"args must be a Namespace or a mapping, not {_describe(args)}")
-    return {_arg_name(k, "args"): _plain(v, f"args.{k}") for k, v in args.items()}
+    return {_arg_name(k, ("args",)): _plain(v, ("args", k)) for k, v in args.items()}
 
 
 _MAX_INT = 1 << 64
+Where = tuple  # the path of a value inside args, rendered only when an error names it
 
 
-def _arg_name(key: Any, where: str) -> str:
+def _where(path: Where) -> str:
+    """``args.lr`` / ``args.sizes[2]``: a bounded rendering of a path (each part cut to 40 characters)."""
+    text = str(path[0])
+    for part in path[1:]:
+        text += f"[{part}]" if isinstance(part, int) else f".{render(part, 40)[1:-1] if isinstance(part, str) else part}"
+    return text
+
+
+def _arg_name(key: Any, where: Where) -> str:
     if not isinstance(key, str):
-        raise SchemaError(f"{where} has a key that is not a string: {_describe(key)}")
+        raise SchemaError(f"{_where(where)} has a key that is not a string: {_describe(key)}")
     return key
 
 
-def _plain(value: Any, where: str) -> Any:
+def _plain(value: Any, where: Where) -> Any:
     if value is None or isinstance(value, (bool, str, float)):
         return value
     if isinstance(value, int):
         if abs(value) >= _MAX_INT:
-            raise SchemaError(f"{where} holds an integer too large for a training setting")
+            raise SchemaError(f"{_where(where)} holds an integer too large for a training setting")
         return int(value)
     if isinstance(value, pathlib.PurePath):
         return str(value)
     if isinstance(value, (list, tuple)):
-        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_plain(v, (*where, i)) for i, v in enumerate(value)]
     if isinstance(value, (set, frozenset)):
-        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        items = [_plain(v, (*where, i)) for i, v in enumerate(value)]
         try:
             return sorted(items)
         except TypeError:  # mixed types: keep the order the file gave
             return items
     if isinstance(value, slice):
-        return [_plain(v, f"{where}.{part}") for part, v in
+        return [_plain(v, (*where, part)) for part, v in
                 (("start", value.start), ("stop", value.stop), ("step", value.step))]
     if isinstance(value, Mapping):
-        return {_arg_name(k, where): _plain(v, f"{where}.{k}") for k, v in value.items()}
-    raise SchemaError(f"{where} holds {_describe(value)}, not plain data")
+        return {_arg_name(k, where): _plain(v, (*where, k)) for k, v in value.items()}
+    raise SchemaError(f"{_where(where)} holds {_describe(value)}, not plain data")
 
 
 def _describe(value: Any) -> str:
@@ -250,7 +259,7 @@ def _describe(value: Any) -> str:
     if isinstance(value, int):
         return f"the integer {value}" if abs(value) < 10**30 else "a huge integer"
     if isinstance(value, str):
-        return f"the string {value[:60]!r}"
+        return f"the string {render(value, 60)}"
     return f"a {type(value).__name__}"
 
 

@@ -105,8 +105,30 @@ def assemble(name: str, dtype: str, shape: tuple[int, ...], pieces: list[Piece],
                       checksum=None, pieces=tuple(kept))
 
 
+MAX_GRID_PIECES = 256  # pieces of one tensor not cut along dimension 0 alone (tensor parallelism cuts in a few)
+
+
 def _check_tiling(name: str, shape: tuple[int, ...], pieces: list[Piece], where: str) -> None:
+    """The pieces (sorted by offsets) cover ``shape`` exactly: linear for slabs along dimension 0 (FSDP2's
+    sharding), pairwise, so for at most :data:`MAX_GRID_PIECES` pieces, otherwise."""
     covered = sum(p.ref.numel for p in pieces)
+    if shape and all(p.ref.shape[1:] == shape[1:] and not any(p.offsets[1:]) for p in pieces):
+        end = 0
+        for piece in pieces:
+            if piece.offsets[0] < end:
+                raise FormatError(f"{where}: tensor {name!r}: the pieces at {piece.offsets} and before overlap")
+            end = piece.offsets[0] + piece.ref.shape[0]
+    elif len(pieces) > MAX_GRID_PIECES:
+        raise FormatError(f"{where}: tensor {name!r} is cut into {len(pieces)} pieces along more than its first "
+                          f"dimension, more than the {MAX_GRID_PIECES} jitckpt checks")
+    else:
+        _check_no_overlap(name, shape, pieces, where)
+    if covered != math.prod(shape):
+        raise FormatError(f"{where}: tensor {name!r}: its pieces cover {covered} of its {math.prod(shape)} "
+                          "elements (a shard is missing)")
+
+
+def _check_no_overlap(name: str, shape: tuple[int, ...], pieces: list[Piece], where: str) -> None:
     for i, a in enumerate(pieces):
         end = a.offsets[0] + a.ref.shape[0] if shape else 0
         for b in pieces[i + 1:]:
@@ -115,6 +137,3 @@ def _check_tiling(name: str, shape: tuple[int, ...], pieces: list[Piece], where:
             if all(ao < bo + bn and bo < ao + an
                    for ao, an, bo, bn in zip(a.offsets, a.ref.shape, b.offsets, b.ref.shape)):
                 raise FormatError(f"{where}: tensor {name!r}: the pieces at {a.offsets} and {b.offsets} overlap")
-    if covered != math.prod(shape):
-        raise FormatError(f"{where}: tensor {name!r}: its pieces cover {covered} of its {math.prod(shape)} "
-                          "elements (a shard is missing)")

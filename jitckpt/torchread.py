@@ -269,16 +269,18 @@ class _Resolver:
             return self._tensor(obj, where)
         if isinstance(obj, (_Storage, _StorageType)):
             raise FormatError(f"{self.path}: a bare storage at {render(where or 'the top', 80)}; checkpoints hold tensors")
+        if not isinstance(obj, _CONTAINERS):
+            return obj  # a leaf: nothing to resolve, nothing to remember
         if id(obj) in self.done:
             return self.done[id(obj)]
         if isinstance(obj, dict):
-            items = [(self._key(k, where), self.resolve(v, _join(where, k))) for k, v in obj.items()]
+            items = [(self._key(k, where), self._child(v, where, k)) for k, v in obj.items()]
             obj.clear()
             obj.update(items)
         elif isinstance(obj, list):
-            obj[:] = [self.resolve(v, _join(where, i)) for i, v in enumerate(obj)]
+            obj[:] = [self._child(v, where, i) for i, v in enumerate(obj)]
         elif isinstance(obj, tuple):
-            obj = tuple(self.resolve(v, _join(where, i)) for i, v in enumerate(obj))
+            obj = tuple(self._child(v, where, i) for i, v in enumerate(obj))
         elif isinstance(obj, argparse.Namespace):
             for k, v in vars(obj).items():
                 setattr(obj, k, self.resolve(v, _join(where, k)))
@@ -287,6 +289,12 @@ class _Resolver:
             raise FormatError(f"{self.path}: a tensor inside a {type(obj).__name__} at {render(where, 80)}")
         self.done[id(obj)] = obj
         return obj
+
+    def _child(self, value: Any, where: str, key: Any) -> Any:
+        """A child resolved; its place is named (a string built) only for what needs one."""
+        if not isinstance(value, (_CONTAINERS, _PendingTensor, _Storage, _StorageType)):
+            return value
+        return self.resolve(value, _join(where, key))
 
     def _key(self, key: Any, where: str) -> Any:
         if isinstance(key, (_PendingTensor, _Storage, _StorageType)):
@@ -314,5 +322,5 @@ class _Resolver:
 
 
 def _join(where: str, key: Any) -> str:
-    text = key if isinstance(key, str) else repr(key)
-    return f"{where}/{text[:200]}" if where else text[:200]
+    text = key[:200] if isinstance(key, str) else render(key, 200)
+    return f"{where}/{text}" if where else text

@@ -29,7 +29,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import FunctionType
 from typing import Any, BinaryIO, Callable
 
-from .errors import SchemaError
+from .errors import SchemaError, render
+from .unpickler import MAX_PICKLE_BYTES
 from .fastcrc import crc32
 from .anytensor import crc_of, dtype_name, is_tensor, nbytes_of, shape_of, write_tensor
 from .tensors import DTYPES, TensorRef, contiguous_strides
@@ -206,8 +207,8 @@ class _Plain:
 
 
 def _at(where: str, key: Any) -> str:
-    text = key if isinstance(key, str) else repr(key)
-    return f"{where}/{text[:200]}" if where else text[:200]
+    text = key[:200] if isinstance(key, str) else render(key, 200)
+    return f"{where}/{text}" if where else text
 
 
 def write_tree(tree: Any, handle: BinaryIO, archive: str = "archive", progress: Progress | None = None) -> None:
@@ -221,6 +222,9 @@ def write_tree(tree: Any, handle: BinaryIO, archive: str = "archive", progress: 
     buffer = io.BytesIO()
     pickler = _TorchPickler(buffer)
     pickler.dump(plain_tree(tree))
+    if buffer.tell() > MAX_PICKLE_BYTES:  # what jitckpt writes, jitckpt must read back
+        raise SchemaError(f"the checkpoint's data besides its tensors pickles to {buffer.tell()} bytes, more than "
+                          f"the {MAX_PICKLE_BYTES} a checkpoint's pickle may have; write it as .safetensors")
     with _ZipWriter(handle) as zf:
         zf.add_bytes(f"{archive}/data.pkl", buffer.getvalue())
         for name, payload in ((".format_version", b"1"), (".storage_alignment", b"64"), ("byteorder", b"little")):

@@ -24,12 +24,14 @@ import _compat_pickle
 import collections
 import pickle
 import struct
+import sys
 from typing import Any, Callable, Mapping
 
 from .errors import FormatError, UnsafePickleError, render
 
 MAX_PICKLE_BYTES = 16 << 20  # a JiT-H/16 training checkpoint's pickle is a few hundred KB
-MAX_OBJECTS = 1_000_000  # objects the pickle may create (each opcode creates at most one): ~70 MB at most
+MAX_OBJECTS = 1_000_000  # objects the pickle may create (each opcode creates at most one)
+MAX_DECODED_BYTES = 96 << 20  # the memory those objects take, as sys.getsizeof counts it, plus container slots
 MAX_DEPTH = 100  # containers inside containers; a Lightning checkpoint needs about 8
 MAX_EXPANDED_BYTES = 64 << 20  # the tree with every shared reference expanded, in (approximate) bytes
 MAX_HASHED = 4096  # values inside one dict key or set member (shared references counted each time)
@@ -67,7 +69,8 @@ class Unpickler:
         self.data, self.path, self.allowed = memoryview(data), path, allowed
         self.persistent_load, self.buildable, self.dict_types = persistent_load, buildable, dict_types
         self.allowed_values = {id(v) for v in allowed.values()}
-        self.pos, self.objects = 0, 0
+        self.pos, self.objects, self.allocated = 0, 0, 0
+        self.hashed: dict[int, Any] = {}  # dict keys already found cheap to hash, by id (kept alive: ids stay theirs)
         self.stack: list[Any] = []
         self.marks: list[list[Any]] = []
         self.memo: dict[int, Any] = {}
@@ -98,7 +101,14 @@ class Unpickler:
         if self.objects > MAX_OBJECTS:
             raise FormatError(f"{self.path}: its pickle creates more than {MAX_OBJECTS} objects; "
                               "no checkpoint needs that many")
+        self._allocate(sys.getsizeof(value))
         self.stack.append(value)
+
+    def _allocate(self, size: int) -> None:
+        self.allocated += size
+        if self.allocated > MAX_DECODED_BYTES:
+            raise FormatError(f"{self.path}: its pickle builds more than {MAX_DECODED_BYTES >> 20} MiB of objects; "
+                              "no checkpoint needs that much")
 
     def _pop(self) -> Any:
         if not self.stack:
@@ -229,6 +239,7 @@ def _extend(u: Unpickler, items: list[Any]) -> None:
     target = u._top()
     if type(target) is not list:
         raise FormatError(f"{u.path}: corrupt pickle (APPEND to a {type(target).__name__})")
+    u._allocate(8 * len(items))
     target.extend(items)
 
 
@@ -246,9 +257,13 @@ def _set_items(u: Unpickler, items: list[Any]) -> None:
         raise FormatError(f"{u.path}: corrupt pickle (SETITEM on a {type(target).__name__})")
     if len(items) % 2:
         raise FormatError(f"{u.path}: corrupt pickle (odd SETITEMS)")
+    u._allocate(48 * (len(items) // 2))  # a dict's slot and hash entry
     try:
         for i in range(0, len(items), 2):
-            target[small_key(items[i], u.path)] = items[i + 1]
+            key = items[i]
+            if id(key) not in u.hashed:
+                u.hashed[id(key)] = small_key(key, u.path)
+            target[key] = items[i + 1]
     except TypeError:
         raise FormatError(f"{u.path}: corrupt pickle (unhashable dict key)") from None
 
@@ -431,8 +446,10 @@ def _children(obj: Any) -> list[Any] | None:
 def _own_bytes(obj: Any, children: list[Any] | None) -> int:
     if children is not None:
         return 64 + 16 * len(children)
-    if isinstance(obj, (str, bytes, bytearray)):
-        return 49 + len(obj)
+    if isinstance(obj, str):
+        return 49 + 4 * len(obj)  # stored at up to 4 bytes a character, and a NUL renders as 4 (\\x00)
+    if isinstance(obj, (bytes, bytearray)):
+        return 33 + 4 * len(obj)
     return _LEAF_BYTES.get(type(obj), 64)
 
 
@@ -443,29 +460,34 @@ def check_tree(root: Any, path: str) -> None:
     After this, code that walks the tree recursively (a repr, JSON, a conversion) is safe: its depth, and
     the bytes it could materialise, are bounded.
     """
-    sizes: dict[int, int] = {}  # id -> expanded bytes, of finished containers
+    if _children(root) is None:
+        return
+    sizes: dict[int, int] = {}  # id -> expanded bytes, of finished containers (leaves are summed at once)
     on_path: set[int] = set()  # the containers being walked: the current one's ancestors
-    stack: list[tuple[Any, list[Any] | None]] = [(root, None)]
+    # (container, its children that are containers, or None before it is opened; its own bytes and leaves')
+    stack: list[tuple[Any, list[Any] | None, int]] = [(root, None, 0)]
     while stack:
-        obj, children = stack[-1]
-        if children is None:
+        obj, containers, own = stack[-1]
+        if containers is None:
             if id(obj) in sizes:
                 stack.pop()
                 continue
-            found = _children(obj)
-            if found is None:
-                sizes[id(obj)] = _own_bytes(obj, None)
-                stack.pop()
-                continue
+            found = _children(obj) or []
             if id(obj) in on_path:
                 raise FormatError(f"{path}: the pickle holds a structure that contains itself")
             on_path.add(id(obj))
             if len(on_path) > MAX_DEPTH:
                 raise FormatError(f"{path}: the pickle nests containers more than {MAX_DEPTH} levels deep")
-            stack[-1] = (obj, found)
-            stack.extend((child, None) for child in found if id(child) not in sizes)
+            containers, own = [], _own_bytes(obj, found)
+            for child in found:
+                if _children(child) is None:
+                    own += _own_bytes(child, None)
+                else:
+                    containers.append(child)
+            stack[-1] = (obj, containers, own)
+            stack.extend((child, None, 0) for child in containers if id(child) not in sizes)
             continue
-        size = _own_bytes(obj, children) + sum(sizes[id(c)] for c in children)
+        size = own + sum(sizes[id(c)] for c in containers)
         if size > MAX_EXPANDED_BYTES:
             raise FormatError(f"{path}: the pickle's structure expands to more than {MAX_EXPANDED_BYTES >> 20} MiB "
                               "through shared references; no checkpoint needs that")

@@ -121,10 +121,10 @@ MAX_ERROR_CHARS = 2000  # a message quoting a key from a file (up to 16 MiB) is 
 
 def print_error(message: object) -> None:
     """Print ``error: MESSAGE`` on stderr, always one line, at most :data:`MAX_ERROR_CHARS` characters."""
-    line = str(message)
+    line = printable(message)  # escaped first: the cut bounds what reaches the terminal
     if len(line) > MAX_ERROR_CHARS:
         line = line[:MAX_ERROR_CHARS - 3] + "..."
-    err.print(text(("error:", "red"), " ", line))
+    err.print(Text.assemble(("error:", "red"), " ", line))
 
 
 class Terminated(SystemExit):

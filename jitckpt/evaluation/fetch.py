@@ -57,6 +57,17 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to another http(s) address (urllib's own would follow one to ftp://)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        import urllib.parse
+
+        if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
+            raise urllib.error.URLError(f"redirected to {newurl[:200]}, not an http(s) address")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def fetch(url: str | None = None, force: bool = False,
           progress: Callable[[int | None], Callable[[int], None] | None] | None = None) -> tuple[Path, bool]:
     """Download the Inception weights into torch's hub cache; ``(path, downloaded)``.
@@ -86,7 +97,7 @@ def fetch(url: str | None = None, force: bool = False,
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         try:
-            response = urllib.request.urlopen(url, timeout=TIMEOUT_S)  # noqa: S310 (http(s) given by the user)
+            response = urllib.request.build_opener(_HttpRedirectsOnly).open(url, timeout=TIMEOUT_S)
         except (urllib.error.URLError, OSError, ValueError) as exc:  # HTTPError reads "HTTP Error 404: Not Found"
             reason = exc if isinstance(exc, urllib.error.HTTPError) else getattr(exc, "reason", None) or exc
             raise JiTCheckpointError(f"cannot download {url}: {reason}") from None

@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from .. import torchread
-from ..errors import CLI_TERMS, FormatError, JiTCheckpointError, UnsafePickleError, naming
+from ..errors import CLI_TERMS, FormatError, JiTCheckpointError, UnsafePickleError, naming, render
 from ..format_table import FORMAT_TABLE, either, suffix_list, writable  # noqa: F401 (suffix_list, writable: re-exported)
 from ..layouts import recognise
 from ..schema import JiTCheckpoint
@@ -124,6 +124,10 @@ def read(path: str | os.PathLike) -> tuple[str, JiTCheckpoint]:
         if isinstance(exc, UnsafePickleError):  # names the file in its own wording
             raise
         raise naming(exc, path) from None
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError) as exc:
+        # A value of a type no reader expected where the decoded tree is plain data: malformed, never a crash.
+        raise FormatError(f"{path}: malformed checkpoint: a field of an unexpected type or shape "
+                          f"({type(exc).__name__}: {render(str(exc), 120)[1:-1]})") from None
     return name, ckpt
 
 

@@ -40,7 +40,7 @@ def attach(path: str, header: dict[str, Any], metadata: dict[str, str], tensors:
     """Check the header's CRC and give each TensorRef its recorded checksum; False when the file has none."""
     text = metadata.get(KEY)
     if text is None:
-        if "jitckpt.schema_version" in metadata:  # jitckpt writes both, always: the record was removed
+        if "jitckpt.schema_version" in metadata or "jitckpt.kind" in metadata:  # jitckpt writes all three, always
             raise DamagedError(f"{path}: its header says jitckpt wrote it, but its checksum record ({KEY}) is "
                                "gone; the file is corrupt or was tampered with, use a good copy")
         return False

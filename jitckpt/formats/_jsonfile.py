@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import FormatError
 
-MAX_JSON_BYTES = 16 << 20  # a shard index of a 10,000-tensor model is about 1 MB
+MAX_JSON_BYTES = 2 << 20  # a shard index of a 10,000-tensor model is about 1 MB; parsed, JSON takes up to 28x
 
 
 def is_regular_file(path: str | os.PathLike) -> bool:

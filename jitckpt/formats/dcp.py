@@ -57,9 +57,18 @@ def read_tree(path: str) -> dict:
         data = f.read(dcp_metadata.MAX_METADATA_BYTES + 1)
     layout = dcp_metadata.parse(data, meta_path)
     files = _ShardFiles(path)
+    identities = {}
+    for where in layout.locations.values():  # before any piece is read: within its file, sharing no byte
+        if where.file not in identities:
+            info = os.stat(files(where.file))
+            identities[where.file] = (info.st_dev, info.st_ino, info.st_size)
+        if where.offset + where.length > identities[where.file][2]:
+            raise FormatError(f"{meta_path}: a piece at bytes {where.offset}..{where.offset + where.length} of "
+                              f"{render(where.file, 60)} would run past the file's end ({identities[where.file][2]} "
+                              "bytes)")
+    dcp_metadata.no_shared_bytes(layout.locations, {k: v[:2] for k, v in identities.items()}, meta_path)
     flat = {key: (_tensor(key, item, layout, files, path) if item is not None else _bytes(key, layout, files))
             for key, item in layout.items.items()}
-    dcp_metadata.no_shared_bytes(layout.locations, meta_path)  # after each piece was read within its file
     tree = _unflatten(flat, layout.paths, path)
     extra_meta = os.path.join(path, LIGHTNING_META)
     if os.path.lexists(extra_meta) and not is_regular_file(extra_meta):

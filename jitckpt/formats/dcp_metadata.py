@@ -24,6 +24,8 @@ from ..unpickler import DICT_TYPES, Unpickler, build_fields
 METADATA_FILE = ".metadata"
 MAX_METADATA_BYTES = 64 << 20  # JiT-H/16's full training state needs a few MB
 MAX_DIMS = 16
+MAX_CHUNKS = 4096  # stored pieces of one tensor (one per writing rank, or a few per rank)
+MAX_PATH_STEPS = 32  # steps of an item's path in the nested state dict (Lightning's need about 6)
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}")  # a shard file beside .metadata, no path
 
 
@@ -162,22 +164,27 @@ def parse(data: bytes, path: str) -> Layout:
     paths = {}
     for key, route in _mapping(root.field("planner_data") or {}, "planner_data", path).items():
         if key in items and isinstance(route, tuple) and route and all(type(p) in (str, int) for p in route):
+            if len(route) > MAX_PATH_STEPS:
+                raise FormatError(f"{path}: item {render(key, 80)} is placed {len(route)} levels deep, more than the "
+                                  f"{MAX_PATH_STEPS} a checkpoint needs")
             paths[key] = route
     return Layout(items, locations, paths)
 
 
-def no_shared_bytes(locations: dict[tuple[str, tuple[int, ...] | None], Location], path: str) -> None:
-    """Refuse two stored pieces whose bytes overlap: DCP writes each piece once, so a reused range could only
-    make a small directory expand into a large checkpoint (and hide which piece a damaged byte belongs to)."""
-    by_file: dict[str, list[tuple[int, int, str]]] = {}
+def no_shared_bytes(locations: dict[tuple[str, tuple[int, ...] | None], Location], files: dict[str, Any],
+                    path: str) -> None:
+    """Refuse two stored pieces whose bytes overlap, in the same file (``files`` gives each name's identity:
+    two names linked to one file are one file): DCP writes each piece once, so a reused range could only make
+    a small directory expand into a large checkpoint (and hide which piece a damaged byte belongs to)."""
+    by_file: dict[Any, list[tuple[int, int, str]]] = {}
     for (key, _), where in locations.items():
-        by_file.setdefault(where.file, []).append((where.offset, where.length, key))
-    for name, spans in by_file.items():
+        by_file.setdefault(files[where.file], []).append((where.offset, where.length, key))
+    for spans in by_file.values():
         spans.sort()
         for (start, length, key), (following, _, other) in zip(spans, spans[1:]):
             if start + length > following:
                 raise FormatError(f"{path}: the stored pieces of {render(key, 60)} and {render(other, 60)} share "
-                                  f"bytes of {render(name, 60)}; each piece must have its own")
+                                  "bytes; each piece must have its own")
 
 
 def _no_persistent_ids(path: str) -> Any:
@@ -207,7 +214,11 @@ def _tensor_item(key: str, record: _TensorStorageMetadata, path: str) -> TensorI
         raise FormatError(f"{path}: tensor {render(key, 80)} is not a strided (dense) tensor")
     size = _dims(record.field("size"), f"{render(key, 80)}'s size", path)
     chunks = []
-    for chunk in record.field("chunks") or []:
+    listed = record.field("chunks") or []
+    if not isinstance(listed, (list, tuple)) or len(listed) > MAX_CHUNKS:
+        raise FormatError(f"{path}: tensor {render(key, 80)} lists its chunks as {render(listed, 40)}, not a list of "
+                          f"at most {MAX_CHUNKS}")
+    for chunk in listed:
         if not isinstance(chunk, _ChunkStorageMetadata):
             raise FormatError(f"{path}: tensor {render(key, 80)} lists a {type(chunk).__name__} as a chunk")
         offsets = _dims(chunk.field("offsets"), f"{render(key, 80)}'s chunk offsets", path)

@@ -29,7 +29,9 @@ NAME, SUFFIXES, LABEL, DESCRIPTION = FACTS.name, FACTS.suffixes, FACTS.label, FA
 KIND, WRITES = FACTS.kind, FACTS.writes
 
 KIND_KEY = "jitckpt.kind"
-MAX_HEADER = 100 << 20  # the safetensors library's own limit on header size
+MAX_HEADER = 16 << 20  # JiT-H/16's full training state needs 0.4 MB (the safetensors library allows 100 MB)
+MAX_TENSORS = 65_536  # JiT-H/16's full training state holds about 2,300
+MAX_FIELD_BYTES = 4 << 20  # one jitckpt.* JSON field of the metadata (the optimizer's is the largest: ~50 KB)
 
 
 def detect_head(head: bytes, file_size: int) -> bool:
@@ -96,6 +98,9 @@ def read_header(path: str) -> tuple[dict[str, TensorRef], dict[str, str]]:
         raise FormatError(f"{path}: corrupt safetensors header (__metadata__ is not a map of strings)")
     spans: list[tuple[int, int, str]] = []
     tensors: dict[str, TensorRef] = {}
+    if len(header) > MAX_TENSORS:
+        raise FormatError(f"{path}: its header lists {len(header)} tensors, more than the {MAX_TENSORS} a checkpoint "
+                          "needs")
     for key, info in header.items():
         try:
             dtype = SAFETENSORS_TO_DTYPE[info["dtype"]]
@@ -124,6 +129,9 @@ def read_header(path: str) -> tuple[dict[str, TensorRef], dict[str, str]]:
 
 def _field(meta: dict[str, str], tensors: dict[str, TensorRef], name: str, default: Any = None) -> Any:
     text = meta.get(f"jitckpt.{name}")
+    if text is not None and len(text) > MAX_FIELD_BYTES:
+        raise FormatError(f"its metadata field jitckpt.{name} holds {len(text)} characters, more than the "
+                          f"{MAX_FIELD_BYTES} a checkpoint needs")
     return default if text is None else _jsontree.decode(text, tensors)
 
 

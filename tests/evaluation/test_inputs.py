@@ -181,6 +181,11 @@ def hostile_server():
             pass
 
         def do_GET(self):
+            if self.path == "/redirect":
+                self.send_response(302)
+                self.send_header("Location", "ftp://127.0.0.1:9/weights.pth")
+                self.end_headers()
+                return
             self.send_response(200)
             self.end_headers()
             try:
@@ -208,7 +213,8 @@ def test_fetch_inception_is_bounded_in_size_time_and_scheme(hostile_server, empt
     monkeypatch.setattr(fetch_module, "DEADLINE_S", 2)
     for url, message in ((f"{hostile_server}/endless", "sent more than the 1048576 bytes"),
                          (f"{hostile_server}/slow", "took more than 2 s"),
-                         ("file:///dev/zero", "only http:// and https:// addresses are fetched")):
+                         ("file:///dev/zero", "only http:// and https:// addresses are fetched"),
+                         (f"{hostile_server}/redirect", "not an http(s) address")):
         started = time.monotonic()
         result = run("fetch-inception", "--url", url)
         assert result.exit_code == 2 and message in result.stderr, result.output

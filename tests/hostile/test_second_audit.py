@@ -264,3 +264,106 @@ def test_list_positions_in_item_paths_cannot_pad_lists_without_bound():
     with pytest.raises(FormatError, match="pads its lists"):
         _unflatten(flat, paths, "run.dcp")
     assert time.perf_counter() - started < 1.0
+
+
+# ---------------------------------------------------------------------------------------------- third round
+# (an attacker's inputs against the second round's fixes: each within the first bounds, costly to a consumer)
+
+
+def _golden_with_args(tmp_path, **args) -> Path:
+    import argparse
+
+    from tests.helpers import load_golden_torch
+
+    tree = load_golden_torch()
+    tree["args"] = argparse.Namespace(**{**vars(tree["args"]), **args})
+    torch.save(tree, tmp_path / "x.pth")
+    return tmp_path / "x.pth"
+
+
+@pytest.mark.parametrize("args", [
+    {"k" * 4_000_000: [0] * 800_000},  # a long arg name over a long list: paths were built for every element
+    {"cfg": ["\x00" * 15_000_000 + "\U0001F600"] * 4},  # few characters, each rendered (or stored) as four
+])
+def test_args_that_cost_a_consumer_more_than_their_characters_are_bounded(tmp_path, args):
+    path = _golden_with_args(tmp_path, **args)
+    for command in ("inspect", "verify"):
+        code, err, seconds, peak = run([command, str(path)], tmp_path)
+        assert code in (0, 2) and "Traceback" not in err and seconds < MAX_SECONDS and peak < MAX_PEAK_BYTES, \
+            (command, code, err[-300:], seconds, peak)
+
+
+def test_many_small_objects_are_bounded_by_the_memory_they_take(tmp_path):
+    path = write_torch_zip(tmp_path / "x.ckpt", ckpt_pickle(
+        pickle.EMPTY_LIST + pickle.MARK + pickle.EMPTY_SET * 950_000 + pickle.APPENDS))
+    assert_contained(path, tmp_path)
+
+
+def _dcp_with(golden_dcp: Path, tmp_path: Path, change) -> Path:
+    folder = tmp_path / "run.dcp"
+    shutil.copytree(golden_dcp, folder)
+    _metadata_with(folder, lambda metadata: change(metadata, folder))
+    return folder
+
+
+def _many_chunks(metadata, folder):
+    """A (1, 20000) tensor stored as 20,000 (1, 1) chunks: a pairwise tiling check would take minutes."""
+    from torch.distributed.checkpoint.filesystem import _StorageInfo
+    from torch.distributed.checkpoint.metadata import (ChunkStorageMetadata, MetadataIndex, TensorProperties,
+                                                       TensorStorageMetadata)
+
+    chunks = [ChunkStorageMetadata(torch.Size([0, i]), torch.Size([1, 1])) for i in range(20_000)]
+    metadata.state_dict_metadata["junk"] = TensorStorageMetadata(TensorProperties(dtype=torch.float32),
+                                                                 torch.Size([1, 20_000]), chunks)
+    for i, chunk in enumerate(chunks):
+        metadata.storage_data[MetadataIndex("junk", chunk.offsets)] = _StorageInfo("__0_0.distcp", i, 1)
+
+
+def _linked_shards(metadata, folder):
+    """Two shard names hard-linked to one file, and an item of each pointing at the same bytes."""
+    by_key = {index.fqn: index for index in metadata.storage_data}
+    ema1 = next(k for k in by_key if "jitckpt:ema1/" in k and k.endswith("mlp.w12.weight"))
+    twin = by_key[ema1.replace("jitckpt:ema1/", "jitckpt:ema2/")]
+    info = metadata.storage_data[by_key[ema1]]
+    os.link(folder / info.relative_path, folder / "__9_0.distcp")
+    metadata.storage_data[twin] = type(info)("__9_0.distcp", info.offset, info.length)
+
+
+def _deep_path(metadata, folder):
+    key = next(iter(metadata.planner_data))
+    metadata.planner_data[key] = ("x",) * 50_000
+
+
+@pytest.mark.parametrize("change", [_many_chunks, _linked_shards, _deep_path])
+def test_dcp_metadata_of_the_third_round_is_one_bounded_error(tmp_path, golden_dcp, change):
+    assert_contained(_dcp_with(golden_dcp, tmp_path, change), tmp_path)
+
+
+@pytest.mark.parametrize("where, value", [("callbacks", 5), ("optimizer_states", 5), ("jitckpt", {"extra": 3})])
+def test_fields_of_unexpected_types_are_one_line_for_every_consumer(tmp_path, golden, where, value):
+    from jitckpt.errors import JiTCheckpointError
+    from jitckpt.lightning import JiTCheckpointIO
+
+    tree = torch.load(jitckpt.convert(golden, tmp_path / "g.ckpt"), weights_only=False)
+    tree[where] = value
+    torch.save(tree, tmp_path / "bad.ckpt")
+    (tmp_path / "g.ckpt").unlink()
+    assert_contained(tmp_path / "bad.ckpt", tmp_path)
+    with pytest.raises(JiTCheckpointError):
+        JiTCheckpointIO().load_checkpoint(tmp_path / "bad.ckpt")
+
+
+def test_an_error_line_is_bounded_after_its_characters_are_escaped(tmp_path):
+    path = _golden_with_args(tmp_path, **{"\u202e" * 3000: b"x"})
+    code, err, _, _ = run(["inspect", str(path)], tmp_path)
+    assert code == 2 and len(err.strip()) <= 2000 + len("error: ")
+
+
+def test_jitckpt_never_writes_a_pickle_it_would_refuse_to_read(tmp_path, golden):
+    from jitckpt.errors import SchemaError
+
+    ckpt = jitckpt.load(golden, lazy=True)
+    ckpt.extra["original"] = {"blob": b"x" * (17 << 20)}
+    with pytest.raises(SchemaError, match="write it as .safetensors"):
+        jitckpt.save(ckpt, tmp_path / "big.pth")
+    assert not (tmp_path / "big.pth").exists() and not list(tmp_path.glob(".big*"))
