@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
+from ..errors import render
 from ..train_args import ORIGINAL_DEFAULTS
 from .arch import Arch, variant_name
 
@@ -36,6 +37,25 @@ SETTINGS: dict[str, str] = {
     "noise_scale": "noise_scale",
 }
 SOURCES = ("flag", "args", "protocol", "defaults")  # strongest first
+METHODS = ("euler", "heun")
+
+
+def _number(low: float, high: float, whole: bool = False) -> Any:
+    def check(value: Any) -> bool:
+        kinds = (int,) if whole else (int, float)
+        return type(value) in kinds and low <= value <= high  # NaN fails both comparisons
+    return check
+
+
+# What a setting read from a checkpoint's args must be to be used (a file's values are never trusted blindly).
+VALID: dict[str, Any] = {
+    "method": lambda value: value in METHODS,
+    "steps": _number(1, 10_000, whole=True),
+    "cfg": _number(0.0, 100.0),
+    "interval_min": _number(0.0, 1.0),
+    "interval_max": _number(0.0, 1.0),
+    "noise_scale": _number(1e-6, 100.0),
+}
 
 # The fallback: main_jit.get_args_parser()'s defaults (the one copy, in train_args.py).
 DEFAULTS: dict[str, Any] = {name: ORIGINAL_DEFAULTS[arg] for name, arg in SETTINGS.items()}
@@ -168,8 +188,11 @@ def resolve_sampling(arch: Arch | None, args: Mapping[str, Any] | None,
     protocol = protocol_for(arch)
     values: dict[str, Any] = {}
     own_sources: dict[str, str] = {}  # the checkpoint's source of each setting, flags aside
+    ignored = []
     for name, arg in SETTINGS.items():
-        if args.get(arg) is not None:  # an arg set to None gives no setting
+        if args.get(arg) is not None and not VALID[name](args[arg]):
+            ignored.append(f"the checkpoint's args.{arg} is {render(args[arg], 40)}, not a valid setting: ignored")
+        if args.get(arg) is not None and VALID[name](args[arg]):  # an arg set to None gives no setting
             values[name], own_sources[name] = args[arg], "args"
         elif protocol is not None:
             values[name], own_sources[name] = getattr(protocol, name), "protocol"
@@ -178,7 +201,7 @@ def resolve_sampling(arch: Arch | None, args: Mapping[str, Any] | None,
     source = max(own_sources.values(), key=SOURCES.index)
     sources = {name: "flag" if name in flags else own_sources[name] for name in SETTINGS}
     values.update(flags)
-    warnings = _warnings(arch, own_sources, flags, protocol)
+    warnings = ignored + _warnings(arch, own_sources, flags, protocol)
     return SamplingPlan(**values, source=source, sources=sources, protocol=protocol, warnings=tuple(warnings))
 
 

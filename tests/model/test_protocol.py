@@ -118,3 +118,10 @@ def test_sha256_streams_in_chunks(tmp_path):
     data = bytes(range(256)) * 5000
     (tmp_path / "f").write_bytes(data)
     assert sha256_file(tmp_path / "f", chunk_size=4096) == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("arg, value", [("cfg", "abc"), ("num_sampling_steps", -3), ("num_sampling_steps", 10 ** 12),
+                                        ("noise_scale", [1]), ("sampling_method", "bogus"), ("cfg", float("nan"))])
+def test_a_setting_of_the_wrong_type_or_range_in_a_files_args_is_ignored_with_a_warning(arg, value):
+    plan = resolve_sampling(None, {arg: value})
+    assert plan.source == "defaults" and any(f"args.{arg}" in w and "ignored" in w for w in plan.warnings)
