@@ -129,9 +129,7 @@ def _write_one(ckpt: JiTCheckpoint, which: str, folder: Path, source: dict, scor
     tensors = {k: cast(v, options["dtype"]) for k, v in tensors.items()}
     config = config_of(ckpt, which, plan.settings(), source)
     config["torch_dtype"] = dtype_name(next(iter(tensors.values())))
-    if ckpt.is_weights_only and ckpt.extra.get("weights") is None:  # the source does not say: neither do we
-        meta.pop("jitckpt.weights", None)
-        config["provenance"]["weights"] = None
+    config["provenance"]["weights"] = ckpt.provenance(which)  # the source does not say: neither do we
     if options["layout"] == "diffusers":
         provenance = {"source_checkpoint": source["file"], "source_sha256": source["sha256"],
                       "weights": config["provenance"]["weights"],

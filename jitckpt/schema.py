@@ -89,6 +89,11 @@ class JiTCheckpoint:
                                           for s in self.sections()))
         return state
 
+    def provenance(self, which: str) -> str | None:
+        """What an export of the weights ``which`` may record as their origin: ``which``, or None when this
+        checkpoint is one set of weights that does not say which it was (nothing is invented)."""
+        return None if self.is_weights_only and self.extra.get("weights") is None else which
+
     @property
     def is_weights_only(self) -> bool:
         return (self.optimizer is None and self.unmapped_optimizer is None and self.model_ema1 is None

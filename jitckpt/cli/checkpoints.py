@@ -126,16 +126,14 @@ def convert(
                                  progress=advance, shards=shards, on_warning=warn)
         seconds = time.perf_counter() - started
         kind = formats.get(formats.detect_format(target)).LABEL
-        echo(f"wrote {target} ({kind}, {_contents(target, weights)}, {size(formats.size_on_disk(target))}) "
+        echo(f"wrote {target} ({kind}, {_contents(target)}, {size(formats.size_on_disk(target))}) "
              f"in {seconds:.1f} s")
 
 
-def _contents(target: Path, weights: Optional[str]) -> str:
+def _contents(target: Path) -> str:
     """What a written checkpoint holds, in a few words (read back from its header)."""
     from .. import api
 
-    if weights:
-        return f"{weights} weights only"
     written = api.load(target, lazy=True)
     if written.optimizer is not None:
         return "full training state"

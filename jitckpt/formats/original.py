@@ -87,12 +87,17 @@ def to_tree(ckpt: JiTCheckpoint) -> dict:
     return tree
 
 
+def _with_provenance(extra: dict, which: str | None) -> dict:
+    """``extra`` recording which weights a weights-only file holds, when that is known (nothing is invented)."""
+    return {**extra, "weights": which} if which is not None else {k: v for k, v in extra.items() if k != "weights"}
+
+
 def write(ckpt: JiTCheckpoint, handle: BinaryIO, path: Path, progress: torchzip.Progress | None = None,
           weights: str | None = None) -> None:
     """The original layout; with ``weights`` ('raw', 'ema1', 'ema2') those weights alone (see :func:`to_tree`)."""
     if weights:
         chosen = ckpt.weights(weights)
         ckpt = dataclasses.replace(ckpt, model=chosen, model_ema1=None, model_ema2=None, optimizer=None,
-                                   unmapped_optimizer=None, extra={**ckpt.extra, "weights": weights})
+                                   unmapped_optimizer=None, extra=_with_provenance(ckpt.extra, ckpt.provenance(weights)))
     tree = to_tree(ckpt)
     torchzip.write_tree(tree, handle, archive=torchzip.archive_name(path), progress=progress)

@@ -205,11 +205,14 @@ def training_state(ckpt: JiTCheckpoint) -> tuple[dict[str, Any], dict[str, str]]
 def weights_export(ckpt: JiTCheckpoint, which: str) -> tuple[dict[str, Any], dict[str, str]]:
     """Flat tensors (plain ``net.`` keys) and metadata for the weights ``which`` of ``ckpt``."""
     tensors = dict(ckpt.weights(which))
-    meta = {"format": "pt", KIND_KEY: "weights", "jitckpt.weights": which,
+    meta = {"format": "pt", KIND_KEY: "weights",
             "jitckpt.schema_version": str(ckpt.schema_version),
             "jitckpt.arch": json.dumps(ckpt.arch.to_dict() if ckpt.arch else None),
             "jitckpt.epoch": json.dumps(ckpt.epoch), "jitckpt.global_step": json.dumps(ckpt.global_step),
             "jitckpt.args": _jsontree.encode(ckpt.args, {}, "args")}
+    provenance = ckpt.provenance(which)
+    if provenance is not None:  # one set of weights that never said which records nothing: nothing is invented
+        meta["jitckpt.weights"] = provenance
     return tensors, meta
 
 

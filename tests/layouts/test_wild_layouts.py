@@ -253,3 +253,10 @@ def test_a_model_index_of_another_pipeline_is_refused(tmp_path):
     assert "not diffusers' JiTTransformer2DModel" in _one_line_error(folder)
     (folder / "model_index.json").write_text("[1, 2]")
     assert "not a JSON object" in _one_line_error(folder)
+
+
+def test_converting_weights_that_do_not_say_which_invents_no_provenance(tmp_path):
+    plain = wild.plain_ema_pth(tmp_path / "jit.pth")
+    for out in (tmp_path / "w.pth", tmp_path / "w.safetensors"):
+        jitckpt.convert(plain, out, weights="ema2")
+        assert "weights" not in jitckpt.load(out, lazy=True).extra  # still unknown, not "ema2"
