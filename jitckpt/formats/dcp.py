@@ -30,13 +30,12 @@ from ..sharded import Piece, assemble
 from ..tensors import TensorRef, iter_refs, stored_pieces
 from . import dcp_metadata, lightning
 from ._jsonfile import is_regular_file
-from .dcp_metadata import METADATA_FILE, Layout
+from .dcp_metadata import LIGHTNING_META, METADATA_FILE, Layout
 from .dcp_write import write_folder  # noqa: F401 (this format's writer)
 
 FACTS = facts("dcp")
 NAME, SUFFIXES, LABEL, DESCRIPTION = FACTS.name, FACTS.suffixes, FACTS.label, FACTS.description
 KIND, WRITES = FACTS.kind, FACTS.writes
-LIGHTNING_META = "meta.pt"  # Lightning's file for everything but the module and optimizers
 MAX_LIST_INDEX = 1 << 16  # a list position in an item's path (param_groups, ...)
 
 

@@ -22,6 +22,7 @@ from ..tensors import DTYPES
 from ..unpickler import DICT_TYPES, Unpickler, build_fields
 
 METADATA_FILE = ".metadata"
+LIGHTNING_META = "meta.pt"  # Lightning's file for everything but the module and optimizers (read and written)
 MAX_METADATA_BYTES = 64 << 20  # JiT-H/16's full training state needs a few MB
 MAX_DIMS = 16
 MAX_CHUNKS = 4096  # stored pieces of one tensor (one per writing rank, or a few per rank)

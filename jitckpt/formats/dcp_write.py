@@ -24,9 +24,8 @@ from ..model.groupings import ORIGINAL, regroup
 from ..schema import JiTCheckpoint
 from ..anytensor import dtype_name, is_tensor, nbytes_of, shape_of
 from . import lightning
-from .dcp_metadata import METADATA_FILE, Chunk, Layout, Location, TensorItem, write as write_metadata
+from .dcp_metadata import LIGHTNING_META, METADATA_FILE, Chunk, Layout, Location, TensorItem, write as write_metadata
 
-LIGHTNING_META = "meta.pt"
 MAX_SHARDS = 1024
 
 

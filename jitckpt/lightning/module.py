@@ -10,19 +10,21 @@ import torch
 from ..errors import JiTCheckpointError
 from ..model.arch import Arch, official
 from ..model.denoiser import DiffusionConfig, diffusion_loss, generate
+from ..model.groupings import ORIGINAL
 from ..model.jit import JiT
 
 ADAMW_BETAS = (0.9, 0.95)
 
 
 def add_weight_decay(module: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """The original param groups: no decay (1-D tensors and biases) first, then decay; frozen ones left out."""
-    decay, no_decay = [], []
+    """The original param groups (:data:`jitckpt.model.groupings.ORIGINAL`, the one copy of the rule): no decay
+    (1-D tensors and biases) first, then decay; frozen ones left out."""
+    groups: list[list[torch.nn.Parameter]] = [[] for _ in ORIGINAL.decays]
     for name, param in module.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim == 1 or name.endswith(".bias") else decay).append(param)
-    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+        if param.requires_grad:
+            groups[ORIGINAL.group_of(name, tuple(param.shape))].append(param)
+    return [{"params": params, "weight_decay": weight_decay if decays else 0.0}
+            for params, decays in zip(groups, ORIGINAL.decays)]
 
 
 class JiTLightningModule(L.LightningModule):
