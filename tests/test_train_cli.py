@@ -176,3 +176,20 @@ def test_train_resumes_from_a_run_folder_holding_only_a_dcp_directory(golden, im
     (run / "checkpoint-last.dcp").rename(run / "other.dcp")
     with pytest.raises(jitckpt.JiTCheckpointError, match="checkpoint-last.pth, .*checkpoint-last.dcp"):
         resolve_resume(run)
+
+
+def test_train_help_shows_the_defaults_of_the_one_table():
+    import click
+    import typer.main
+
+    from jitckpt.cli import app
+    from jitckpt.train_args import ORIGINAL_DEFAULTS
+
+    command = typer.main.get_command(app).commands["train"]
+    shown = 0
+    for param in command.params:
+        name = param.name
+        if isinstance(param, click.Option) and ORIGINAL_DEFAULTS.get(name) not in (None, "", False, True):
+            assert f"(default {ORIGINAL_DEFAULTS[name]})" in (param.help or ""), name
+            shown += 1
+    assert shown > 25

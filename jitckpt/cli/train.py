@@ -6,54 +6,59 @@ from typing import Any, Optional
 
 import typer
 
+from ..train_args import ORIGINAL_DEFAULTS
 from .console import errors, warn
 
 
 def _opt(name: str, help: str, *extra: str) -> Any:
-    """An option spelled with dashes that also accepts the original underscore spelling."""
+    """An option spelled with dashes that also accepts the original underscore spelling; its help ends with the
+    original's default, taken from :data:`jitckpt.train_args.ORIGINAL_DEFAULTS` (the one copy)."""
     dashed = "--" + name.replace("_", "-")
     spellings = [dashed] + ([f"--{name}"] if f"--{name}" != dashed else []) + list(extra)
+    default = ORIGINAL_DEFAULTS.get(name)
+    if default not in (None, "") and "(default" not in help:
+        help = f"{help.rstrip('.')} (default {default})."
     return typer.Option(None, *spellings, help=help, show_default=False)
 
 
 def train(
-    model: Optional[str] = _opt("model", "Official variant, e.g. JiT-B/16 (default JiT-B/16)."),
-    img_size: Optional[int] = _opt("img_size", "Image size (default 256)."),
-    attn_dropout: Optional[float] = _opt("attn_dropout", "Attention dropout (default 0)."),
-    proj_dropout: Optional[float] = _opt("proj_dropout", "Projection dropout (default 0)."),
-    epochs: Optional[int] = _opt("epochs", "Epochs (default 200)."),
-    warmup_epochs: Optional[int] = _opt("warmup_epochs", "Warmup epochs (default 5)."),
-    batch_size: Optional[int] = _opt("batch_size", "Batch size per device (default 128)."),
+    model: Optional[str] = _opt("model", "Official variant, e.g. JiT-B/16."),
+    img_size: Optional[int] = _opt("img_size", "Image size."),
+    attn_dropout: Optional[float] = _opt("attn_dropout", "Attention dropout."),
+    proj_dropout: Optional[float] = _opt("proj_dropout", "Projection dropout."),
+    epochs: Optional[int] = _opt("epochs", "Epochs."),
+    warmup_epochs: Optional[int] = _opt("warmup_epochs", "Warmup epochs."),
+    batch_size: Optional[int] = _opt("batch_size", "Batch size per device."),
     lr: Optional[float] = _opt("lr", "Absolute LR (default blr x effective batch / 256)."),
-    blr: Optional[float] = _opt("blr", "Base LR (default 5e-5)."),
-    min_lr: Optional[float] = _opt("min_lr", "Minimum LR of the cosine schedule (default 0)."),
-    lr_schedule: Optional[str] = _opt("lr_schedule", "constant or cosine (default constant)."),
-    weight_decay: Optional[float] = _opt("weight_decay", "Weight decay (default 0)."),
-    ema_decay1: Optional[float] = _opt("ema_decay1", "EMA 1 decay (default 0.9999)."),
-    ema_decay2: Optional[float] = _opt("ema_decay2", "EMA 2 decay (default 0.9996)."),
-    P_mean: Optional[float] = _opt("P_mean", "Logit-normal mean of t (default -0.8)."),
-    P_std: Optional[float] = _opt("P_std", "Logit-normal std of t (default 0.8)."),
-    noise_scale: Optional[float] = _opt("noise_scale", "Noise scale (default 1.0)."),
-    t_eps: Optional[float] = _opt("t_eps", "Clamp of 1 - t (default 0.05)."),
-    label_drop_prob: Optional[float] = _opt("label_drop_prob", "Label dropout for CFG (default 0.1)."),
-    seed: Optional[int] = _opt("seed", "Random seed (default 0)."),
-    num_workers: Optional[int] = _opt("num_workers", "Data loader workers (default 12)."),
-    sampling_method: Optional[str] = _opt("sampling_method", "heun or euler (default heun)."),
-    num_sampling_steps: Optional[int] = _opt("num_sampling_steps", "Sampling steps (default 50)."),
-    cfg: Optional[float] = _opt("cfg", "Classifier-free guidance scale (default 1.0)."),
-    interval_min: Optional[float] = _opt("interval_min", "CFG interval min (default 0)."),
-    interval_max: Optional[float] = _opt("interval_max", "CFG interval max (default 1)."),
-    data_path: Optional[str] = _opt("data_path", "Dataset root holding train/ (default ./data/imagenet)."),
-    class_num: Optional[int] = _opt("class_num", "Number of classes (default 1000)."),
-    output_dir: Optional[str] = _opt("output_dir", "Where checkpoints and logs go (default ./output_dir)."),
+    blr: Optional[float] = _opt("blr", "Base LR."),
+    min_lr: Optional[float] = _opt("min_lr", "Minimum LR of the cosine schedule."),
+    lr_schedule: Optional[str] = _opt("lr_schedule", "constant or cosine."),
+    weight_decay: Optional[float] = _opt("weight_decay", "Weight decay."),
+    ema_decay1: Optional[float] = _opt("ema_decay1", "EMA 1 decay."),
+    ema_decay2: Optional[float] = _opt("ema_decay2", "EMA 2 decay."),
+    P_mean: Optional[float] = _opt("P_mean", "Logit-normal mean of t."),
+    P_std: Optional[float] = _opt("P_std", "Logit-normal std of t."),
+    noise_scale: Optional[float] = _opt("noise_scale", "Noise scale."),
+    t_eps: Optional[float] = _opt("t_eps", "Clamp of 1 - t."),
+    label_drop_prob: Optional[float] = _opt("label_drop_prob", "Label dropout for CFG."),
+    seed: Optional[int] = _opt("seed", "Random seed."),
+    num_workers: Optional[int] = _opt("num_workers", "Data loader workers."),
+    sampling_method: Optional[str] = _opt("sampling_method", "heun or euler."),
+    num_sampling_steps: Optional[int] = _opt("num_sampling_steps", "Sampling steps."),
+    cfg: Optional[float] = _opt("cfg", "Classifier-free guidance scale."),
+    interval_min: Optional[float] = _opt("interval_min", "CFG interval min."),
+    interval_max: Optional[float] = _opt("interval_max", "CFG interval max."),
+    data_path: Optional[str] = _opt("data_path", "Dataset root holding train/."),
+    class_num: Optional[int] = _opt("class_num", "Number of classes."),
+    output_dir: Optional[str] = _opt("output_dir", "Where checkpoints and logs go."),
     resume: Optional[str] = _opt("resume", "Checkpoint (any format) or folder holding checkpoint-last.pth."),
-    save_last_freq: Optional[int] = _opt("save_last_freq", "Save checkpoint-last every N epochs (default 5)."),
-    log_freq: Optional[int] = _opt("log_freq", "Console line every N batches (default 100)."),
+    save_last_freq: Optional[int] = _opt("save_last_freq", "Save checkpoint-last every N epochs."),
+    log_freq: Optional[int] = _opt("log_freq", "Console line every N batches."),
     online_eval: Optional[bool] = typer.Option(None, "--online-eval", "--online_eval", show_default=False,
                                                help="FID / IS of EMA 1 during training (needs --fid-stats)."),
-    eval_freq: Optional[int] = _opt("eval_freq", "With --online-eval: every N epochs, and at the last (default 40)."),
-    num_images: Optional[int] = _opt("num_images", "Images generated per evaluation (default 50000)."),
-    gen_bsz: Optional[int] = _opt("gen_bsz", "Generation batch size per device (default 256)."),
+    eval_freq: Optional[int] = _opt("eval_freq", "With --online-eval: every N epochs, and at the last."),
+    num_images: Optional[int] = _opt("num_images", "Images generated per evaluation."),
+    gen_bsz: Optional[int] = _opt("gen_bsz", "Generation batch size per device."),
     evaluate_gen: bool = typer.Option(False, "--evaluate-gen", "--evaluate_gen",
                                       help="Only score EMA 1 of the --resume checkpoint, print the scores, exit."),
     fid_stats: Optional[str] = _opt("fid_stats", "Reference statistics (npz with mu, sigma) for FID."),
