@@ -93,3 +93,15 @@ def name() -> str:
 
 
 __all__ = ["LIBRARIES", "crc32", "name"]
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """The SHA-256 of a whole file as hex, read ``chunk_size`` bytes at a time (the one file digest jitckpt
+    computes: provenance records, downloads, the config.json of an export). OSError on a file it cannot read."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -25,7 +25,7 @@ def plain_args(args: Any) -> dict:
     if isinstance(args, argparse.Namespace):
         args = vars(args)
     if not isinstance(args, Mapping):
-        raise SchemaError(f"args must be a Namespace or a mapping, not {_describe(args)}")
+        raise SchemaError(f"args must be a Namespace or a mapping, not {describe(args)}")
     return {_arg_name(k, ("args",)): _plain(v, ("args", k)) for k, v in args.items()}
 
 
@@ -43,7 +43,7 @@ def _where(path: Where) -> str:
 
 def _arg_name(key: Any, where: Where) -> str:
     if not isinstance(key, str):
-        raise SchemaError(f"{_where(where)} has a key that is not a string: {_describe(key)}")
+        raise SchemaError(f"{_where(where)} has a key that is not a string: {describe(key)}")
     return key
 
 
@@ -69,10 +69,10 @@ def _plain(value: Any, where: Where) -> Any:
                 (("start", value.start), ("stop", value.stop), ("step", value.step))]
     if isinstance(value, Mapping):
         return {_arg_name(k, where): _plain(v, (*where, k)) for k, v in value.items()}
-    raise SchemaError(f"{_where(where)} holds {_describe(value)}, not plain data")
+    raise SchemaError(f"{_where(where)} holds {describe(value)}, not plain data")
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
     """A short, safe description of a value for an error message."""
     if isinstance(value, (bool, float)) or value is None:
         return repr(value)
@@ -88,5 +88,5 @@ def checked_int(name: str, value: Any, high: int = (1 << 63) - 1) -> int | None:
     if value is None:
         return None
     if type(value) is not int or not 0 <= value <= high:
-        raise SchemaError(f"{name} must be a whole number from 0 to {high}, but the file holds {_describe(value)}")
+        raise SchemaError(f"{name} must be a whole number from 0 to {high}, but the file holds {describe(value)}")
     return value

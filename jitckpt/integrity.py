@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from .fastcrc import sha256_file
 from .tensors import TensorRef, fd_region_crc, iter_refs, stored_pieces
 from .ziparchive import read_archive, starts_as_zip
 
@@ -80,7 +81,7 @@ def check_file(path: str | os.PathLike, limit: int = 10,
             names[(ref.path, ref.checksum.start)].append(ref.name)
     report = IntegrityReport(path, name, tensors=len(tensors), checksummed=bool(regions) or not refs)
     for file, recorded in getattr(formats.get(name), "recorded_files", lambda _: [])(path):
-        digest = _sha256(file)
+        digest = sha256_file(file)
         if digest != recorded:
             report.damaged_total += 1
             report.damaged.append(f"{os.path.basename(file)}: SHA-256 mismatch (recorded {recorded[:16]}..., "
@@ -94,16 +95,6 @@ def check_file(path: str | os.PathLike, limit: int = 10,
             tensors_here = ", ".join(names.get((file, start), [])) or label
             report.damaged.append(f"{tensors_here}: CRC-32 mismatch (recorded {crc:08x}, computed {actual:08x})")
     return report
-
-
-def _sha256(path: str) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(READ_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _crcs(regions: list[tuple[str, int, int, int, str]], progress: Callable[[int], None] | None) -> list[int]:

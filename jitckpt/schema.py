@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .errors import DamagedError, SchemaError, render
-from .fields import _describe, checked_int, plain_args  # noqa: F401 (checked_int, plain_args: re-exported)
+from .fields import checked_int, describe, plain_args  # noqa: F401 (checked_int, plain_args: re-exported)
 from .layouts import recognise, to_canonical, wrapper_of
 from .model.arch import Arch, check_shapes, expected_shapes, infer_arch
 from .model.groupings import ORIGINAL, Grouping, UnmappedOptimizer, identify, regroup, to_named
@@ -196,17 +196,17 @@ def optimizer_step(named: Mapping | None) -> int | None:
 def _checked_groups(groups: Any) -> list:
     if not isinstance(groups, list) or not groups or not all(
             isinstance(g, Mapping) and isinstance(g.get("params"), list) for g in groups):
-        raise SchemaError(f"optimizer param_groups must be a list of groups with params, not {_describe(groups)}")
+        raise SchemaError(f"optimizer param_groups must be a list of groups with params, not {describe(groups)}")
     return groups
 
 
 def _checked_optimizer(optimizer: Any) -> Mapping:
     if not isinstance(optimizer, Mapping):
-        raise SchemaError(f"optimizer must be a state dict, not {_describe(optimizer)}")
+        raise SchemaError(f"optimizer must be a state dict, not {describe(optimizer)}")
     _checked_groups(optimizer.get("param_groups"))
     state = optimizer.get("state", {})
     if not isinstance(state, Mapping) or not all(isinstance(v, Mapping) for v in state.values()):
-        raise SchemaError(f"optimizer state must map parameters to their state, not {_describe(state)}")
+        raise SchemaError(f"optimizer state must map parameters to their state, not {describe(state)}")
     return optimizer
 
 
@@ -243,7 +243,7 @@ def from_payload(payload: Mapping[str, Any], arch: Arch | None = None) -> JiTChe
     if arch is None and payload.get("arch") is not None:
         arch = payload["arch"] if isinstance(payload["arch"], Arch) else Arch.from_dict(payload["arch"])
     if arch is not None and not isinstance(arch, Arch):
-        raise SchemaError(f"arch must be an architecture record, not {_describe(arch)}")
+        raise SchemaError(f"arch must be an architecture record, not {describe(arch)}")
     if arch is None:
         arch, warnings = infer_arch({k: shape_of(v) for k, v in model.items()}, args.get("model"))
         if arch.variant is None:

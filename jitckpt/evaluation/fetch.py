@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import JiTCheckpointError
+from ..fastcrc import sha256_file
 
 WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_NAME}"
@@ -47,14 +48,6 @@ def hub_dir() -> Path:
 def hub_weights_path() -> Path:
     """Where torch-fidelity keeps its Inception weights: ``<hub dir>/checkpoints/weights-inception-...pth``."""
     return hub_dir() / "checkpoints" / WEIGHTS_NAME
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
@@ -89,7 +82,7 @@ def fetch(url: str | None = None, force: bool = False,
         raise JiTCheckpointError(f"cannot download {url}: only http:// and https:// addresses are fetched")
     target = hub_weights_path()
     if target.is_file() and not force:
-        if _sha256(target) == WEIGHTS_SHA256:
+        if sha256_file(target) == WEIGHTS_SHA256:
             return target, False
         raise JiTCheckpointError(f"{str(target)!r} exists but its SHA-256 is not {WEIGHTS_SHA256}; "
                                  f"--force downloads it again")

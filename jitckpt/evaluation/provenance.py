@@ -9,27 +9,24 @@ protocol for its model.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import JiTCheckpointError
+from ..fastcrc import sha256_file as file_digest
 from ..model.protocol import SamplingPlan
 
 CHUNK = 1 << 20
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = CHUNK) -> str:
-    """The SHA-256 of the file at ``path`` as hex, read in ``chunk_size`` pieces."""
-    digest = hashlib.sha256()
+    """The SHA-256 of the file at ``path`` as hex (:func:`jitckpt.fastcrc.sha256_file`), a JiTCheckpointError
+    naming it when it cannot be read."""
     try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(chunk_size):
-                digest.update(chunk)
+        return file_digest(path, chunk_size)
     except OSError as exc:
         raise JiTCheckpointError(f"cannot read {str(path)!r} to record its SHA-256: {exc.strerror or exc}") from None
-    return digest.hexdigest()
 
 
 def reference_record(fid_stats: str | os.PathLike | None, ref_dir: str | os.PathLike | None,
