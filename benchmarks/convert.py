@@ -55,14 +55,16 @@ def build_checkpoint(path: Path, depth: int) -> None:
     import torch
     from torch import nn
 
-    from jitckpt.model.arch import Arch, expected_shapes, param_groups
+    from jitckpt.layouts.arch import Arch, expected_shapes
+
+    from jitckpt.layouts.groupings import ORIGINAL
 
     arch = Arch(depth, 768, 12, 16, 128, 32, 4, 1000, 256)
     shapes = expected_shapes(arch)
     gen = torch.Generator().manual_seed(0)
     model = {k: torch.rand(s, generator=gen) for k, s in shapes.items()}
     ema = lambda: {k: nn.Parameter(v + 1e-3, requires_grad=False) for k, v in model.items()}  # noqa: E731
-    no_decay, decay = param_groups(arch)
+    no_decay, decay = ORIGINAL.names(arch)
     names = no_decay + decay
     state = {i: {"step": torch.tensor(1000.0), "exp_avg": torch.rand(shapes[n], generator=gen),
                  "exp_avg_sq": torch.rand(shapes[n], generator=gen)} for i, n in enumerate(names)}
@@ -134,7 +136,7 @@ def bench(src: Path, work: Path, repeats: int, label: str) -> None:
         ("jitckpt --help", lambda: jit + ["--help"], None),
     ]
     size = src.stat().st_size
-    from jitckpt import fastcrc
+    from jitckpt.storage import crc32 as fastcrc
 
     print(f"\n{label}: {src.name}, {size / 1e9:.2f} GB, median of {repeats} interleaved rounds, "
           f"{time.strftime('%Y-%m-%d %H:%M')}, CRC-32 by {fastcrc.name()}", flush=True)

@@ -41,7 +41,8 @@ def _rank(rank: int, folder: str, depth: int) -> None:
     from torch.distributed.tensor import DTensor, Shard
 
     from jitckpt.keys import SHARDED_EMA_PREFIXES
-    from jitckpt.model.arch import Arch, expected_shapes, param_groups
+    from jitckpt.layouts.arch import Arch, expected_shapes
+    from jitckpt.layouts.groupings import ORIGINAL
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29517", RANK=str(rank), WORLD_SIZE="2")
     dist.init_process_group("gloo")
@@ -60,7 +61,7 @@ def _rank(rank: int, folder: str, depth: int) -> None:
     state = {name: shard(shape) for name, shape in shapes.items()}
     for prefix in SHARDED_EMA_PREFIXES.values():
         state.update({prefix + name: shard(shape) for name, shape in shapes.items()})
-    no_decay, decay = param_groups(arch)
+    no_decay, decay = ORIGINAL.names(arch)
     hyper = {"lr": 1e-4, "betas": (0.9, 0.95), "eps": 1e-8, "amsgrad": False, "maximize": False, "foreach": None,
              "capturable": False, "differentiable": False, "fused": None, "decoupled_weight_decay": True}
     optimizer = {"state": {name: {"step": torch.tensor(1000.0), "exp_avg": shard(shapes[name]),

@@ -49,7 +49,7 @@ torch.save({"model": model, "model_ema1": model, "model_ema2": model}, sys.argv[
 """
 NO_TORCH = """
 import sys
-from jitckpt.summary import summarize
+from jitckpt.inspection.summary import summarize
 for path in sys.argv[1:]:
     summarize(path)
 print("torch imported" if "torch" in sys.modules else "torch not imported")
@@ -61,7 +61,7 @@ def build_folder(folder: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from jitckpt.model.arch import expected_shapes, official
+    from jitckpt.layouts.arch import expected_shapes, official
 
     gen = torch.Generator().manual_seed(0)
     state = {}

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from jitckpt.callbacks import EMACallback
-from jitckpt.model.arch import expected_shapes, official
+from jitckpt.layouts.arch import expected_shapes, official
 
 
 def original_update(ema1, ema2, params, d1, d2):

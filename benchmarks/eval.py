@@ -25,7 +25,7 @@ from jitckpt.evaluation.fid_helper import fidelity_skeleton
 from jitckpt.evaluation.inception import extract, load_extractor
 from jitckpt.evaluation.sampling import quantize
 from jitckpt.evaluation.stats import image_files, iter_image_batches
-from jitckpt.model.arch import Arch, official
+from jitckpt.layouts.arch import Arch, official
 from jitckpt.model.denoiser import Denoiser, DiffusionConfig
 
 SMALL = Arch(depth=6, hidden_size=192, num_heads=3, patch_size=4, bottleneck_dim=32, in_context_len=8,

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from jitckpt.callbacks import create_default_callbacks
 from jitckpt.lightning import JiTLightningModule
-from jitckpt.model.arch import Arch
+from jitckpt.layouts.arch import Arch
 
 ARCH = Arch(depth=6, hidden_size=192, num_heads=3, patch_size=4, bottleneck_dim=32, in_context_len=8,
             in_context_start=2, num_classes=10, img_size=32)

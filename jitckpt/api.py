@@ -1,4 +1,7 @@
-"""The public Python API: load, save, convert, verify. The CLI is a thin layer over it."""
+"""The public Python API: load, save, convert, verify. The CLI is a thin layer over it.
+
+May import: errors, storage, tensors, layouts, schema, formats.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,10 @@ from typing import Any, Callable, Iterator
 
 from . import formats
 from .errors import DROP_OPTIMIZER, NOT_CONVERTED, OutputError, SchemaError, naming, render
-from .io import atomic_output, check_output_path
+from .storage.atomic import atomic_output, check_output_path
 from .schema import JiTCheckpoint
-from .anytensor import dtype_name, is_tensor, iter_tensor_bytes, shape_of, to_torch
-from .tensors import CHUNK_BYTES, TensorRef
+from .tensors.anytensor import dtype_name, is_tensor, iter_tensor_bytes, shape_of, to_torch
+from .tensors.lazy import CHUNK_BYTES, TensorRef
 
 Progress = Callable[[int], None]
 
@@ -27,7 +30,7 @@ def load(path: str | os.PathLike, lazy: bool = False) -> JiTCheckpoint:
     """Read a checkpoint of any supported format into a :class:`JiTCheckpoint`.
 
     Pickles are read with an allowlist and never run code. With ``lazy=True``
-    tensors stay :class:`~jitckpt.tensors.TensorRef` (nothing is read until used);
+    tensors stay :class:`~jitckpt.tensors.lazy.TensorRef` (nothing is read until used);
     otherwise they are ``torch.Tensor``.
 
     Example:
@@ -94,7 +97,7 @@ def save(ckpt: JiTCheckpoint, path: str | os.PathLike, format: str | None = None
         raise SchemaError(f"{ckpt.unmapped_optimizer.reason}; pass {DROP_OPTIMIZER} to write "
                           "the rest without it, or export weights only")
     if module.WRITES == "folder":
-        from .io_folder import atomic_folder
+        from .storage.atomic_folder import atomic_folder
 
         with atomic_folder(target, force=force) as folder:
             module.write_folder(ckpt, folder, progress=progress, weights=weights, shards=shards)
@@ -140,7 +143,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
     if target.resolve() == source.resolve():
         raise OutputError(f"output {str(target)!r} is the source file; give another name with -o")
     if formats.get(to).WRITES == "folder":
-        from .io_folder import check_folder_target
+        from .storage.atomic_folder import check_folder_target
 
         check_folder_target(target, force)
     else:

@@ -7,6 +7,8 @@ Messages say what to do in the Python API's terms (``force=True``): the
 constants below are the phrases they use, and :func:`in_cli_terms` rewrites
 them as the command line spells them (``--force``), so each user reads their
 own terms.
+
+May import: nothing.
 """
 
 from __future__ import annotations

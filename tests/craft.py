@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from jitckpt import torchzip
+from jitckpt.torchfile import write as torchzip
 from tests.helpers import load_golden_torch
 
 REBUILD = torchzip._Global("torch._utils", "_rebuild_tensor_v2")

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from jitckpt.model.arch import FROZEN_KEYS, Arch, expected_shapes
+from jitckpt.layouts.arch import FROZEN_KEYS, Arch, expected_shapes
 
 FIXTURES = Path(__file__).parent / "fixtures" / "original"
 GOLDEN = FIXTURES / "checkpoint-last.pth"

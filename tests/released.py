@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from jitckpt.model.arch import expected_shapes, official
+from jitckpt.layouts.arch import expected_shapes, official
 from tests.helpers import load_golden_torch
 
 SECTIONS = ("model", "model_ema1", "model_ema2")

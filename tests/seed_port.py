@@ -18,7 +18,7 @@ from lightning.fabric.utilities.data import AttributeDict
 from torch import nn
 
 from jitckpt.formats.lightning import build_loops
-from jitckpt.model.arch import Arch
+from jitckpt.layouts.arch import Arch
 from tests.helpers import jit_shaped_module
 
 # JiT-T/4-like: small, custom (not an official variant), in_context_start = depth // 3

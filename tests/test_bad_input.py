@@ -80,7 +80,7 @@ def test_pickle_calling_os_system_is_refused_and_not_run(tmp_path):
 def test_plain_state_dict_is_a_weights_only_checkpoint(tmp_path):
     path = tmp_path / "weights.pth"
     torch.save(load_golden_torch()["model"], path)
-    info = jitckpt.summary.summarize(path)
+    info = jitckpt.inspection.summary.summarize(path)
     assert info["sections"] == {"raw": True, "ema1": False, "ema2": False} and info["optimizer"] is None
     result = run("convert", path, "-o", tmp_path / "weights.safetensors")
     assert result.exit_code == 0, result.output
@@ -91,7 +91,7 @@ def test_checkpoint_without_ema2_is_read_and_never_filled(tmp_path):
     del golden["model_ema2"]
     path = tmp_path / "no-ema2.pth"
     torch.save(golden, path)
-    info = jitckpt.summary.summarize(path)
+    info = jitckpt.inspection.summary.summarize(path)
     assert info["sections"] == {"raw": True, "ema1": True, "ema2": False}
     assert "EMA 2           absent" in run("inspect", path).output.replace("\u2502", "")
     for target in ("x.ckpt", "x.safetensors", "x.pth"):

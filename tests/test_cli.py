@@ -83,7 +83,7 @@ def test_help_and_console_script_do_not_import_torch():
 
 
 def test_inspect_does_not_import_torch(golden):
-    code = ("import sys; from jitckpt.summary import summarize; "
+    code = ("import sys; from jitckpt.inspection.summary import summarize; "
             f"summarize({str(golden)!r}); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 import jitckpt
-import jitckpt.summary
-from jitckpt import integrity
+import jitckpt.inspection.summary
+from jitckpt.inspection import integrity
 from jitckpt.cli import EXIT_DIFFERENT, EXIT_ERROR, app
 from jitckpt.cli import console
 from jitckpt.cli.console import Terminated, error_message, printable
@@ -148,9 +148,9 @@ def test_os_error_is_one_escaped_line_naming_the_file(golden, monkeypatch):
     def fail(path):
         raise OSError(errno.ENOSPC, "No space left on device", "out[/x]\n.ckpt")
 
-    monkeypatch.setattr(jitckpt.summary, "summarize", fail)
+    monkeypatch.setattr(jitckpt.inspection.summary, "summarize", fail)
     assert one_error_line(run("inspect", golden)) == "error: out[/x]\\n.ckpt: No space left on device"
-    monkeypatch.setattr(jitckpt.summary, "summarize", lambda path: (_ for _ in ()).throw(OSError("lost\x1b")))
+    monkeypatch.setattr(jitckpt.inspection.summary, "summarize", lambda path: (_ for _ in ()).throw(OSError("lost\x1b")))
     assert one_error_line(run("inspect", golden)) == "error: lost\\x1b"
     debug = run("--debug", "inspect", golden)
     assert isinstance(debug.exception, OSError)
@@ -160,7 +160,7 @@ def test_ctrl_c_is_one_line_and_exit_130(golden, monkeypatch):
     def interrupted(path):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(jitckpt.summary, "summarize", interrupted)
+    monkeypatch.setattr(jitckpt.inspection.summary, "summarize", interrupted)
     assert one_error_line(run("inspect", golden), code=130) == "error: interrupted"
 
 
@@ -228,7 +228,7 @@ def test_sigterm_handler_raises_terminated_once():
 
 CHILD = textwrap.dedent("""
     import signal, sys, tempfile, time
-    import jitckpt.summary
+    import jitckpt.inspection.summary
     from jitckpt.cli import run
 
     def slow(path):
@@ -236,7 +236,7 @@ CHILD = textwrap.dedent("""
             print(folder, flush=True)
             time.sleep(60)
 
-    jitckpt.summary.summarize = slow
+    jitckpt.inspection.summary.summarize = slow
     signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.argv = ["jitckpt", "inspect", "whatever.pth"]
     run()

@@ -4,8 +4,8 @@ import hashlib
 
 import numpy as np
 
-from jitckpt import example as job
-from jitckpt.summary import summarize
+from jitckpt.cli import example_steps as job
+from jitckpt.inspection.summary import summarize
 
 
 def test_example_runs_every_step_and_leaves_their_files(example_run):

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 import jitckpt
 from jitckpt.cli import app
-from jitckpt.model.arch import VARIANTS
+from jitckpt.layouts.arch import VARIANTS
 from tests.released import official_released, tiny_released
 
 runner = CliRunner()

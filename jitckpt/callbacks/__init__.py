@@ -1,4 +1,7 @@
-"""Lightning callbacks that keep the original JiT training behaviour and checkpoints."""
+"""Lightning callbacks that keep the original JiT training behaviour and checkpoints.
+
+May import: errors, storage, tensors, torchfile, layouts, schema, formats, api, model, evaluation, lightning.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -9,11 +10,11 @@ from typing import Any, Mapping
 import lightning as L
 
 from ..api import save
-from ..io import atomic_output
+from ..storage.atomic import atomic_output
 from ..schema import META_KEY, SCHEMA_VERSION, JiTCheckpoint, optimizer_to_named
-from ..torchzip import archive_name, write_tree
-from ..train_args import args_from_module
-from .ema import EMACallback
+from ..torchfile.write import archive_name, write_tree
+from ..layouts.args import args_from_module
+from .ema import find_ema_callback
 from .ema_sharding import saves_distributed
 
 
@@ -23,10 +24,6 @@ def writes_through_plugin(trainer: L.Trainer) -> bool:
 
     io = getattr(trainer.strategy, "checkpoint_io", None)
     return isinstance(io, JiTCheckpointIO) or isinstance(getattr(io, "checkpoint_io", None), JiTCheckpointIO)
-
-
-def find_ema_callback(trainer: L.Trainer) -> EMACallback | None:
-    return next((cb for cb in trainer.callbacks if isinstance(cb, EMACallback)), None)
 
 
 def is_sharded(pl_module: Any) -> bool:
@@ -41,25 +38,10 @@ def run_args(trainer: L.Trainer, pl_module: Any, args: Mapping[str, Any] | None 
     configured with (epochs, warmup, LR schedule and min LR, EMA decays,
     save / log / evaluation frequencies), then ``args``.
     """
-    from .fid import FIDEvaluationCallback
-    from .lr_scheduler import LearningRateSchedulerCallback
-    from .metric_logger import MetricLoggerCallback
-
     found: dict[str, Any] = {}
     for cb in getattr(trainer, "callbacks", None) or []:
-        if isinstance(cb, LearningRateSchedulerCallback):
-            found.update(epochs=cb.epochs, warmup_epochs=cb.warmup_epochs, lr_schedule=cb.lr_schedule,
-                         min_lr=cb.min_lr)
-            if cb.lr is not None:
-                found["lr"] = cb.lr
-        elif isinstance(cb, EMACallback):
-            found.update(ema_decay1=cb.ema_decay1, ema_decay2=cb.ema_decay2)
-        elif isinstance(cb, JiTModelCheckpoint):
-            found.update(save_last_freq=cb.save_last_freq)
-        elif isinstance(cb, MetricLoggerCallback):
-            found.update(log_freq=cb.log_freq)
-        elif isinstance(cb, FIDEvaluationCallback):
-            found.update(online_eval=True, eval_freq=cb.eval_freq, num_images=cb.num_images, gen_bsz=cb.batch_size)
+        if callable(getattr(cb, "original_args", None)):  # each of jitckpt's callbacks says what it was given
+            found.update(cb.original_args())
     if "epochs" not in found and getattr(trainer, "max_epochs", None) not in (None, -1):
         found["epochs"] = trainer.max_epochs
     return args_from_module(pl_module, {**found, **(args or {})})
@@ -119,6 +101,10 @@ class JiTModelCheckpoint(L.Callback):
         self.sharded_pth = sharded_pth
         self.args = dict(args or {})
         self.written: list[Path] = []
+
+    def original_args(self) -> dict[str, Any]:
+        """The original's args this callback was configured with (read by ``run_args``)."""
+        return {"save_last_freq": self.save_last_freq}
 
     def targets(self, epoch: int, max_epochs: int | None) -> list[str]:
         """File names due at the end of ``epoch``."""
@@ -180,17 +166,18 @@ class JiTModelCheckpoint(L.Callback):
     def _save_sharded(self, trainer: L.Trainer, names: list[str]) -> None:
         """Every rank writes its shards into ``{name}.dcp``; rank zero puts it in place and converts it."""
         from ..api import convert
-        from ..io_folder import put_folder_in_place, remove_stale_folders, temporary_name
+        from ..storage.atomic_folder import AtomicFolder
 
         for name in names:
             target = self.dirpath / f"{name}.dcp"
             if trainer.is_global_zero:
                 self.dirpath.mkdir(parents=True, exist_ok=True)
-                remove_stale_folders(target)
-            temp = Path(trainer.strategy.broadcast(str(temporary_name(target))))
-            trainer.save_checkpoint(temp, weights_only=False)  # Lightning's distributed checkpoint, every rank
+            # rank zero holds the temporary folder; every rank writes its shards into it
+            folder = AtomicFolder(target, force=True) if trainer.is_global_zero else None
+            with folder if folder is not None else contextlib.nullcontext():
+                temp = Path(trainer.strategy.broadcast(str(folder.path) if folder is not None else None))
+                trainer.save_checkpoint(temp, weights_only=False)  # Lightning's distributed checkpoint, every rank
             if trainer.is_global_zero:
-                put_folder_in_place(temp, target)
                 self.written.append(target)
                 if self.sharded_pth:
                     self.written.append(convert(target, self.dirpath / f"{name}.pth", "pth", force=True))

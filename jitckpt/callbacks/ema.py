@@ -51,6 +51,10 @@ class EMACallback(L.Callback):
 
     # -- setup and resume ---------------------------------------------------------------
 
+    def original_args(self) -> dict[str, Any]:
+        """The original's args this callback was configured with (read by ``run_args``)."""
+        return {"ema_decay1": self.ema_decay1, "ema_decay2": self.ema_decay2}
+
     def _params(self, pl_module: L.LightningModule) -> list[torch.Tensor]:
         return [_local(p.detach()) for p in pl_module.parameters()]
 
@@ -210,3 +214,8 @@ class EMACallback(L.Callback):
         self.num_updates = int(state_dict.get("num_updates", 0))
         self._loaded = {"ema1": state_dict["ema1"], "ema2": state_dict["ema2"]}
         self.ema1, self.ema2 = [], []
+
+
+def find_ema_callback(trainer: L.Trainer) -> EMACallback | None:
+    """The trainer's EMACallback, if it has one."""
+    return next((cb for cb in trainer.callbacks if isinstance(cb, EMACallback)), None)

@@ -16,7 +16,7 @@ from ..evaluation.evaluate import reference_stats, scores_of_features
 from ..evaluation.inception import extract, load_extractor, weights_path
 from ..evaluation.sampling import SamplingSettings, class_labels, generate_batches
 from ..evaluation.stats import default_stats_path, find_default_stats, load_stats
-from .checkpoint import find_ema_callback
+from .ema import find_ema_callback
 
 
 class FIDEvaluationCallback(L.Callback):
@@ -47,6 +47,11 @@ class FIDEvaluationCallback(L.Callback):
         self.history: list[dict[str, Any]] = []
         self._extractor: torch.nn.Module | None = None
         self._reference: dict | None = None
+
+    def original_args(self) -> dict[str, Any]:
+        """The original's args this callback was configured with (read by ``run_args``)."""
+        return {"online_eval": True, "eval_freq": self.eval_freq, "num_images": self.num_images,
+                "gen_bsz": self.batch_size}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         class_labels(self.num_images, self.num_classes)

@@ -45,6 +45,14 @@ class LearningRateSchedulerCallback(L.Callback):
         self.lr_schedule, self.warmup_epochs, self.min_lr, self.epochs, self.lr = lr_schedule, warmup_epochs, min_lr, epochs, lr
         self.last_lr: float | None = None
 
+    def original_args(self) -> dict[str, Any]:
+        """The original's args this callback was configured with (read by ``run_args``)."""
+        found: dict[str, Any] = dict(epochs=self.epochs, warmup_epochs=self.warmup_epochs,
+                                     lr_schedule=self.lr_schedule, min_lr=self.min_lr)
+        if self.lr is not None:
+            found["lr"] = self.lr
+        return found
+
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         accumulate = trainer.accumulate_grad_batches
         if batch_idx % accumulate:

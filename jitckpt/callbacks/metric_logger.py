@@ -51,6 +51,10 @@ class MetricLoggerCallback(L.Callback):
         self.log_freq = log_freq
         self.lines: list[str] = []
 
+    def original_args(self) -> dict[str, Any]:
+        """The original's args this callback was configured with (read by ``run_args``)."""
+        return {"log_freq": self.log_freq}
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.loss, self.iter_time = SmoothedValue(), SmoothedValue()
         self._tick = time.perf_counter()

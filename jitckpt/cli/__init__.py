@@ -7,6 +7,8 @@ damaged; Ctrl-C exits 130, SIGTERM 143, after cleaning up.
 One module per command family: :mod:`.checkpoints` (inspect, convert, verify),
 :mod:`.example`, :mod:`.export`, :mod:`.train`, :mod:`.evaluation` (eval, fid-stats, fid-helper-weights,
 fetch-inception, sample); :mod:`.console` prints, safely. Importing this package imports no torch.
+
+May import: every other wing.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import typer
 
 from .. import __version__
 from . import checkpoints, evaluation, example, export, train
-from ..format_table import FORMAT_TABLE, either
+from ..formats.table import FORMAT_TABLE, either
 from .console import EXIT_DIFFERENT, EXIT_ERROR, echo, install_signal_handlers, state
 
 # -h is --help for the group and, inherited through the context, for every command. The help is

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ..format_table import either, facts, file_suffixes, folder_labels, writable
+from ..formats.table import either, facts, file_suffixes, folder_labels, writable
 from .console import EXIT_DIFFERENT, echo, errors, out, present, progress, size, text, warn
 
 
@@ -21,7 +21,7 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of tables."),
 ) -> None:
     """Show format, epoch, architecture, sections and training args, reading headers only."""
-    from ..summary import ARCH_FIELDS, summarize
+    from ..inspection.summary import ARCH_FIELDS, summarize
 
     with errors():
         info = summarize(path)
@@ -167,7 +167,7 @@ def verify(
 
 
 def _check_one(path: Path, limit: int) -> None:
-    from .. import integrity
+    from ..inspection import integrity
 
     with progress(path.stat().st_size if path.is_file() else 0, f"verifying {path.name}") as advance:
         report = integrity.check_file(path, limit, progress=advance)

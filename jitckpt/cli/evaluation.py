@@ -68,7 +68,7 @@ def evaluate_command(
                                             devices, num_nodes, accelerator, progress=advance,
                                             on_warning=once))
         if json_out is not None:
-            from ..io import atomic_output
+            from ..storage.atomic import atomic_output
 
             with atomic_output(json_out, force=True) as handle:
                 handle.write(json.dumps(results if sweep else results[0], indent=2).encode())
@@ -182,7 +182,7 @@ def fid_stats_command(
         from ..evaluation.evaluate import reference_stats
         from ..evaluation.inception import load_extractor
         from ..evaluation.stats import image_files, save_stats
-        from ..io import check_output_path
+        from ..storage.atomic import check_output_path
 
         check_output_path(output, force)
         count = len(image_files(image_dir))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -12,12 +13,13 @@ from .console import echo, errors, out
 
 
 def example(
+    ctx: typer.Context,
     folder: Path = typer.Argument(Path("jitckpt-example"), help="Folder to run the example in."),
     force: bool = typer.Option(False, "--force", help="Overwrite files left there by an earlier run."),
 ) -> None:
     """Run the main job on the bundled tiny original checkpoint: inspect, convert, verify, then resume
     training for one epoch on a generated image folder, sample a grid and score an FID."""
-    from .. import example as job
+    from . import example_steps as job
     from ..errors import OutputError
     from ..evaluation.inception import write_random_weights
 
@@ -40,17 +42,16 @@ def example(
                 out.print()
                 echo(f"wrote {folder / 'inception-random.pth'}: an InceptionV3 with RANDOM weights, so that nothing "
                      "is downloaded; the FID and Inception Score below show the mechanics, not image quality")
-            _run(argv)
+            _run(ctx.find_root().command, argv)
     out.print()
     echo(f"example done in {time.perf_counter() - started:.0f} s; everything it wrote is in {folder}/")
 
 
-def _run(argv: list[str]) -> None:
-    """Run one ``jitckpt`` command line in this process, as typed; stop the example if it fails."""
-    from . import app
-
+def _run(app: Any, argv: list[str]) -> None:
+    """Run one ``jitckpt`` command line through ``app`` (the root command) in this process, as typed; stop the
+    example if it fails."""
     out.print()
     echo((f"$ jitckpt {shlex.join(argv)}", "bold"))
-    code = app(argv, prog_name="jitckpt", standalone_mode=False)
+    code = app.main(argv, prog_name="jitckpt", standalone_mode=False)
     if code:
         raise typer.Exit(code)

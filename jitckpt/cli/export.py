@@ -1,4 +1,4 @@
-"""``export``: publishable weights in the Hugging Face layout (see :mod:`jitckpt.export`)."""
+"""``export``: publishable weights in the Hugging Face layout (see :mod:`jitckpt.publishing.export`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..export_options import EXPORT_DTYPES, EXPORT_LAYOUTS
+from ..formats.options import EXPORT_DTYPES, EXPORT_LAYOUTS
 from .console import echo, errors, warn
 
 LAYOUT_HELP = "; ".join(f"{name}: {what}" for name, what in EXPORT_LAYOUTS.items())  # from the one table
@@ -36,7 +36,7 @@ def export(
 ) -> None:
     """Export one set of weights for inference users: weights, config, model card and samples."""
     from ..evaluation import weights_name
-    from ..export import export as run_export
+    from ..publishing.export import export as run_export
 
     with errors():
         folders = run_export(ckpt, output, weights_name(ema), all_emas=all_emas, eval_json=eval_json,

@@ -6,13 +6,13 @@ from typing import Any, Optional
 
 import typer
 
-from ..train_args import ORIGINAL_DEFAULTS
+from ..layouts.args import ORIGINAL_DEFAULTS
 from .console import errors, warn
 
 
 def _opt(name: str, help: str, *extra: str) -> Any:
     """An option spelled with dashes that also accepts the original underscore spelling; its help ends with the
-    original's default, taken from :data:`jitckpt.train_args.ORIGINAL_DEFAULTS` (the one copy)."""
+    original's default, taken from :data:`jitckpt.layouts.args.ORIGINAL_DEFAULTS` (the one copy)."""
     dashed = "--" + name.replace("_", "-")
     spellings = [dashed] + ([f"--{name}"] if f"--{name}" != dashed else []) + list(extra)
     default = ORIGINAL_DEFAULTS.get(name)
@@ -81,14 +81,14 @@ def train(
     """Train JiT with Lightning, or resume a run from any checkpoint (the original main_jit.py flags work)."""
     given = dict(locals())  # the flags, taken before any other local exists
     with errors():
-        from ..train_args import ORIGINAL_DEFAULTS
-        from ..training import train as run_training
+        from ..layouts.args import ORIGINAL_DEFAULTS
+        from ..training.run import train as run_training
 
         overrides = {k: v for k, v in given.items() if k in ORIGINAL_DEFAULTS and k != "resume"}
         if evaluate_gen:  # the original's evaluation-only run
             from pathlib import Path
 
-            from ..training import evaluate_gen as run_evaluation
+            from ..training.run import evaluate_gen as run_evaluation
             from .evaluation import _result_table
 
             result = run_evaluation(resume, overrides, fid_stats, inception_weights, accelerator, warn=warn,

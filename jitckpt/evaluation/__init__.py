@@ -2,6 +2,8 @@
 
 This module itself imports nothing heavy: the command line's ``--ema`` choices live here so that commands
 that only name weights (``export``) start without torch.
+
+May import: errors, storage, tensors, layouts, schema, api, model.
 """
 
 from ..errors import JiTCheckpointError

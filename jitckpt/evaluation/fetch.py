@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import JiTCheckpointError
-from ..fastcrc import sha256_file
+from ..storage.crc32 import sha256_file
 
 WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_NAME}"
@@ -75,7 +75,7 @@ def fetch(url: str | None = None, force: bool = False,
     import time
     import urllib.parse
 
-    from ..io import atomic_output
+    from ..storage.atomic import atomic_output
 
     url = url or WEIGHTS_URL
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):

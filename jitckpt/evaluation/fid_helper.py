@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import JiTCheckpointError
-from ..io import atomic_output, check_output_path
+from ..storage.atomic import atomic_output, check_output_path
 
 BUNDLED_FILE = "default_1.pt"
 

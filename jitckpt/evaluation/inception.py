@@ -96,7 +96,7 @@ def write_random_weights(path: str | os.PathLike, seed: int = 0) -> Path:
         torch.nn.init.normal_(model.fc.weight, std=0.05)
     finally:
         torch.random.set_rng_state(generator_state)
-    from ..io import atomic_output
+    from ..storage.atomic import atomic_output
 
     with atomic_output(path, force=True) as handle:
         torch.save(model.state_dict(), handle)

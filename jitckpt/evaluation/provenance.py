@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JiTCheckpointError
-from ..fastcrc import sha256_file as file_digest
+from ..storage.crc32 import sha256_file as file_digest
 from ..model.protocol import SamplingPlan
 
 CHUNK = 1 << 20
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = CHUNK) -> str:
-    """The SHA-256 of the file at ``path`` as hex (:func:`jitckpt.fastcrc.sha256_file`), a JiTCheckpointError
+    """The SHA-256 of the file at ``path`` as hex (:func:`jitckpt.storage.crc32.sha256_file`), a JiTCheckpointError
     naming it when it cannot be read."""
     try:
         return file_digest(path, chunk_size)

@@ -9,8 +9,7 @@ do not depend on how many processes share the work.
 from __future__ import annotations
 
 import os
-import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -18,66 +17,12 @@ import numpy as np
 import torch
 
 from ..api import load
+from ..model.loading import (  # noqa: F401 (re-exported: where callers found them)
+    SamplingSettings, build_denoiser, report_warnings, sampler_config, sampling_plan)
 from ..errors import JiTCheckpointError
-from ..model.denoiser import DiffusionConfig, Denoiser
-from ..model.protocol import SamplingPlan, resolve_sampling
+from ..model.denoiser import Denoiser
 from ..schema import JiTCheckpoint
-from ..anytensor import to_torch
 from . import WEIGHT_CHOICES, weights_name  # noqa: F401 (re-exported: where callers found them)
-
-
-@dataclass
-class SamplingSettings:
-    """What to sample: which weights, how many images, and the sampler's settings.
-
-    A sampler setting left None comes from the checkpoint (its args, else the
-    paper's protocol for an official variant, else the training defaults: see
-    :func:`jitckpt.model.protocol.resolve_sampling`); one set here overrides it.
-    """
-
-    weights: str = "ema1"
-    num_images: int = 50000
-    batch_size: int = 256
-    method: str | None = None
-    steps: int | None = None
-    cfg: float | None = None
-    interval_min: float | None = None
-    interval_max: float | None = None
-    seed: int = 0
-    noise_scale: float | None = None
-
-    def flags(self) -> dict[str, Any]:
-        """The sampler settings given here (not None), by :data:`jitckpt.model.protocol.SETTINGS` name."""
-        given = {"method": self.method, "steps": self.steps, "cfg": self.cfg, "interval_min": self.interval_min,
-                 "interval_max": self.interval_max, "noise_scale": self.noise_scale}
-        return {k: v for k, v in given.items() if v is not None}
-
-
-def sampling_plan(ckpt: JiTCheckpoint, settings: SamplingSettings) -> SamplingPlan:
-    """The sampler settings ``ckpt`` is sampled with, those ``settings`` gives overriding, each with its source."""
-    return resolve_sampling(ckpt.arch, ckpt.args, settings.flags())
-
-
-def sampler_config(ckpt: JiTCheckpoint, settings: SamplingSettings) -> DiffusionConfig:
-    """The Denoiser's configuration: the checkpoint's training args with :func:`sampling_plan`'s six settings."""
-    return replace(DiffusionConfig.from_args(ckpt.args), **sampling_plan(ckpt, settings).as_args())
-
-
-def report_warnings(messages: tuple[str, ...] | list[str], on_warning: Callable[[str], None] | None) -> None:
-    """Hand each message to ``on_warning``, or to :func:`warnings.warn` without one."""
-    for message in messages:
-        if on_warning is None:
-            warnings.warn(message, UserWarning, stacklevel=3)
-        else:
-            on_warning(message)
-
-
-def build_denoiser(ckpt: JiTCheckpoint, settings: SamplingSettings, device: torch.device | str = "cpu") -> Denoiser:
-    """The Denoiser of ``ckpt`` with the chosen weights loaded (an error if that set is absent)."""
-    state = ckpt.weights(settings.weights)
-    denoiser = Denoiser(ckpt.arch, sampler_config(ckpt, settings))
-    denoiser.load_state_dict({k: to_torch(v) for k, v in state.items()})
-    return denoiser.to(device).eval()
 
 
 def class_labels(num_images: int, num_classes: int) -> np.ndarray:
@@ -146,7 +91,7 @@ def sample_grid(path: str | os.PathLike, labels: list[int], settings: SamplingSe
 
     from PIL import Image
 
-    from ..io import atomic_output, check_output_path
+    from ..storage.atomic import atomic_output, check_output_path
 
     check_output_path(output, force)
     ckpt = checkpoint_for_sampling(path, settings)

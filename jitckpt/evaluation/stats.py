@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import JiTCheckpointError
-from ..io import atomic_output
+from ..storage.atomic import atomic_output
 
 FEATURE_DIM = 2048
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".JPEG", ".PNG", ".JPG")
@@ -100,7 +100,7 @@ def iter_image_batches(files: list[Path], img_size: int | None, batch_size: int)
     """uint8 ``(B, 3, H, W)`` batches; ``img_size`` center-crops as the original ``prepare_ref.py`` does."""
     from PIL import Image
 
-    from ..lightning.datamodule import center_crop_arr
+    from .images import center_crop_arr
 
     for start in range(0, len(files), batch_size):
         batch = []

@@ -6,7 +6,7 @@ bytes (safetensors by its JSON header, torch zips by their pickle's tree, routed
 suffix table, the formats ``convert`` writes, and every message and help text that lists formats are
 derived from it (:func:`writable`, :func:`suffix_list`, :func:`to_remedy`).
 
-May import: storage and the torch-file machinery, tensors, layouts, schema, model (its architecture only).
+May import: errors, storage, tensors, torchfile, layouts, schema.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .. import torchread
+from ..torchfile import read as torchread
 from ..errors import CLI_TERMS, FormatError, JiTCheckpointError, UnsafePickleError, naming, render
-from ..format_table import FORMAT_TABLE, either, suffix_list, writable  # noqa: F401 (suffix_list, writable: re-exported)
+from .table import FORMAT_TABLE, either, suffix_list, writable  # noqa: F401 (suffix_list, writable: re-exported)
 from ..layouts import recognise
 from ..schema import JiTCheckpoint
 from . import dcp, diffusers, export, lightning, original, safetensors

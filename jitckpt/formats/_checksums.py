@@ -14,8 +14,8 @@ import re
 from typing import Any
 
 from ..errors import DamagedError, FormatError
-from ..fastcrc import crc32
-from ..tensors import Checksum, TensorRef
+from ..storage.crc32 import crc32
+from ..tensors.lazy import Checksum, TensorRef
 
 KEY = "jitckpt.checksums"
 ALGORITHM = "crc32"

@@ -16,7 +16,7 @@ import pathlib
 from typing import Any
 
 from ..errors import FormatError, SchemaError
-from ..anytensor import is_tensor
+from ..tensors.anytensor import is_tensor
 
 
 def encode(obj: Any, tensors: dict[str, Any], prefix: str) -> str:

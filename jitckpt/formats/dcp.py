@@ -2,8 +2,8 @@
 
 A DCP directory holds ``.metadata`` (read by :mod:`.dcp_metadata`, safely),
 ``__{rank}_{n}.distcp`` files in which every stored piece is a ``torch.save``
-archive at an offset (read in place by :mod:`jitckpt.torchread`: each tensor
-piece a :class:`~jitckpt.tensors.TensorRef` with its entry's CRC-32), and, when
+archive at an offset (read in place by :mod:`jitckpt.torchfile.read`: each tensor
+piece a :class:`~jitckpt.tensors.lazy.TensorRef` with its entry's CRC-32), and, when
 Lightning wrote it, ``meta.pt`` with everything but the module and optimizer.
 
 Two layouts are understood. Lightning's: ``state_dict`` (the module; the EMAs
@@ -12,7 +12,7 @@ saved them sharded), ``optimizer_0`` (AdamW by parameter name) and ``meta.pt``
 (epoch, global step, loops, callbacks), mapped like a Lightning ``.ckpt``. And a
 plain ``dcp.save`` of a training loop's state, read where the layout table
 (:mod:`jitckpt.layouts`) locates its parts. Tensors split across shards are
-assembled by :func:`jitckpt.sharded.assemble`, which checks that they tile.
+assembled by :func:`jitckpt.tensors.sharded.assemble`, which checks that they tile.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import dataclasses
 import os
 from typing import Any
 
-from .. import torchread
-from ..format_table import facts
+from ..torchfile import read as torchread
+from .table import facts
 from ..errors import NOT_CONVERTED, FormatError, render
 from ..layouts import SHARDED_EMA_PREFIXES, TREE_LAYOUTS, Match, canonical_key, recognise
 from ..schema import JiTCheckpoint, from_file_payload
-from ..sharded import Piece, assemble
-from ..tensors import TensorRef, iter_refs, stored_pieces
+from ..tensors.sharded import Piece, assemble
+from ..tensors.lazy import TensorRef, iter_refs, stored_pieces
 from . import dcp_metadata, lightning
 from ._jsonfile import is_regular_file
 from .dcp_metadata import LIGHTNING_META, METADATA_FILE, Layout

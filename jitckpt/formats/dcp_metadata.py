@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import FormatError, render
-from ..tensors import DTYPES
-from ..unpickler import DICT_TYPES, Unpickler, build_fields
+from ..tensors.lazy import DTYPES
+from ..torchfile.decoder import DICT_TYPES, Unpickler, build_fields
 
 METADATA_FILE = ".metadata"
 LIGHTNING_META = "meta.pt"  # Lightning's file for everything but the module and optimizers (read and written)

@@ -13,23 +13,22 @@ archive written straight into a data file, tensors streamed from the source;
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from .. import torchzip
+from ..torchfile import write as torchzip
 from ..errors import FormatError
-from ..io_folder import durable_file
+from ..storage.atomic_folder import OutputFolder
 from ..layouts import SHARDED_EMA_PREFIXES
-from ..model.groupings import ORIGINAL, regroup
+from ..layouts.groupings import ORIGINAL, regroup
 from ..schema import JiTCheckpoint
-from ..anytensor import dtype_name, is_tensor, nbytes_of, shape_of
+from ..tensors.anytensor import dtype_name, is_tensor, nbytes_of, shape_of
 from . import lightning
 from .dcp_metadata import LIGHTNING_META, METADATA_FILE, Chunk, Layout, Location, TensorItem, write as write_metadata
 
 MAX_SHARDS = 1024
 
 
-def write_folder(ckpt: JiTCheckpoint, folder: Path, progress: torchzip.Progress | None = None,
+def write_folder(ckpt: JiTCheckpoint, folder: OutputFolder, progress: torchzip.Progress | None = None,
                  weights: str | None = None, shards: int = 1) -> None:
     """Write ``ckpt`` into the (empty, temporary) ``folder``."""
     if weights:
@@ -41,7 +40,7 @@ def write_folder(ckpt: JiTCheckpoint, folder: Path, progress: torchzip.Progress 
     files = [f"__{i}_0.distcp" for i in range(shards)]
     assigned = _balance(items, shards)
     for index, name in enumerate(files):
-        with durable_file(folder / name) as handle:
+        with folder.file(name) as handle:
             for key, route, value in assigned[index]:
                 start = handle.tell()
                 torchzip.write_tree(value, torchzip.EmbeddedOutput(handle, start), progress=progress)
@@ -54,9 +53,9 @@ def write_folder(ckpt: JiTCheckpoint, folder: Path, progress: torchzip.Progress 
                     layout.items[key] = None
                     layout.locations[(key, None)] = Location(name, start, length)
                 layout.paths[key] = route
-    with durable_file(folder / METADATA_FILE) as handle:
+    with folder.file(METADATA_FILE) as handle:
         write_metadata(layout, handle)
-    with durable_file(folder / LIGHTNING_META) as handle:
+    with folder.file(LIGHTNING_META) as handle:
         torchzip.write_tree(_meta_tree(ckpt), handle, archive="meta")
 
 

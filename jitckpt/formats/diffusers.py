@@ -8,7 +8,7 @@ names (fused or split attention: :mod:`jitckpt.layouts.names`). A ``transformer/
 The architecture comes from ``config.json`` (:mod:`jitckpt.layouts.configs`) and is checked against the
 tensor shapes. A folder holds one set of weights: it reads as weights only, and which EMA they were, when
 ``conversion_metadata.json`` or jitckpt's metadata says so, is kept. Written by ``jitckpt export --layout
-diffusers`` (:mod:`jitckpt.export`); read-only as a format.
+diffusers`` (:mod:`jitckpt.publishing.export`); read-only as a format.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import os
 import re
 from typing import Any
 
-from ..format_table import facts
+from .table import facts
 from ..errors import FormatError, SchemaError, render
 from ..layouts import to_canonical
 from ..layouts.configs import TRANSFORMER_CLASS, arch_fields, is_transformer_config
-from ..model.arch import Arch, infer_arch, variant_name
+from ..layouts.arch import Arch, infer_arch, variant_name
 from ..schema import JiTCheckpoint, from_file_payload
-from ..anytensor import shape_of
-from ..tensors import TensorRef
+from ..tensors.anytensor import shape_of
+from ..tensors.lazy import TensorRef
 from . import export, safetensors
 from ._jsonfile import is_regular_file, read_json, try_json
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any, Mapping
 
-from ..export_options import DIFFUSERS_NAMES
+from .options import DIFFUSERS_NAMES
 from ..layouts import from_canonical
 from ..layouts.configs import config_from_arch
-from ..io_folder import durable_file
+from ..storage.atomic_folder import OutputFolder
 from ..errors import SchemaError
 from ..schema import JiTCheckpoint
 from . import diffusers
@@ -40,33 +39,31 @@ def _json_text(value: Any) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
 
 
-def _json_file(path: Path, value: Any) -> None:
-    with durable_file(path) as handle:
+def _json_file(folder: OutputFolder, name: str, value: Any) -> None:
+    with folder.file(name) as handle:
         handle.write(_json_text(value))
 
 
-def write_folder(ckpt: JiTCheckpoint, tensors: Mapping[str, Any], metadata: dict[str, str], folder: Path,
+def write_folder(ckpt: JiTCheckpoint, tensors: Mapping[str, Any], metadata: dict[str, str], folder: OutputFolder,
                  names: str = "fused", id2label: Mapping[int, str] | None = None,
                  provenance: Mapping[str, Any] | None = None) -> None:
     """Write the diffusers files of ``tensors`` (one set of weights, canonical ``net.`` keys) into ``folder``."""
     if ckpt.arch is None:
         raise SchemaError("checkpoint has no architecture")
-    transformer = folder / diffusers.TRANSFORMER
-    transformer.mkdir(exist_ok=True)
+    transformer = folder.subfolder(diffusers.TRANSFORMER)
     config = config_from_arch(ckpt.arch.to_dict(), attention_dropout=ckpt.args.get("attn_dropout", 0.0),
                               dropout=ckpt.args.get("proj_dropout", 0.0))
     text = _json_text({**config, "_diffusers_version": DIFFUSERS_VERSION})
     metadata = {**metadata, CONFIG_DIGEST_KEY: hashlib.sha256(text).hexdigest()}  # verify checks config.json too
-    with durable_file(transformer / diffusers.WEIGHTS_FILE) as handle:
+    with transformer.file(diffusers.WEIGHTS_FILE) as handle:
         write_tensors(from_canonical(tensors, DIFFUSERS_NAMES[names]), metadata, handle)
-    with durable_file(transformer / diffusers.CONFIG_FILE) as handle:
+    with transformer.file(diffusers.CONFIG_FILE) as handle:
         handle.write(text)
     index: dict[str, Any] = {"_class_name": PIPELINE_CLASS, "_diffusers_version": DIFFUSERS_VERSION,
                              "scheduler": ["diffusers", SCHEDULER["_class_name"]],
                              "transformer": ["diffusers", config["_class_name"]]}
     if id2label is not None:
         index["id2label"] = {str(k): v for k, v in id2label.items()}
-    _json_file(folder / diffusers.MODEL_INDEX, index)
-    (folder / diffusers.SCHEDULER).mkdir(exist_ok=True)
-    _json_file(folder / diffusers.SCHEDULER / "scheduler_config.json", SCHEDULER)
-    _json_file(folder / diffusers.CONVERSION_METADATA, dict(provenance or {}))
+    _json_file(folder, diffusers.MODEL_INDEX, index)
+    _json_file(folder.subfolder(diffusers.SCHEDULER), "scheduler_config.json", SCHEDULER)
+    _json_file(folder, diffusers.CONVERSION_METADATA, dict(provenance or {}))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from ..format_table import facts
+from .table import facts
 from ..errors import FormatError
 from ..schema import JiTCheckpoint
 from . import safetensors

@@ -17,13 +17,13 @@ import re
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .. import torchread, torchzip
-from ..format_table import facts
+from ..torchfile import read as torchread, write as torchzip
+from .table import facts
 from ..errors import FormatError, render
 from ..layouts import recognise
 from ..layouts.trees import EMA_CALLBACK, key_for
 from ..schema import META_KEY, JiTCheckpoint, checked_int, from_file_payload, original_positional
-from ..train_args import args_from_hparams, hparams_from_args  # noqa: F401 (hparams_from_args: re-exported)
+from ..layouts.args import args_from_hparams, hparams_from_args  # noqa: F401 (hparams_from_args: re-exported)
 
 FACTS = facts("ckpt")
 NAME, SUFFIXES, LABEL, DESCRIPTION = FACTS.name, FACTS.suffixes, FACTS.label, FACTS.description

@@ -18,8 +18,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .. import torchread, torchzip
-from ..format_table import facts
+from ..torchfile import read as torchread, write as torchzip
+from .table import facts
 from ..errors import FormatError
 from ..layouts import recognise
 from ..schema import META_KEY, ORIGINAL_KEYS, JiTCheckpoint, from_file_payload, original_positional

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Literal, Protocol, ru
 
 if TYPE_CHECKING:
     from ..schema import JiTCheckpoint
+    from ..storage.atomic_folder import OutputFolder
 
 Progress = Callable[[int], None]
 
@@ -41,7 +42,7 @@ class FileWriter(Protocol):
 
 @runtime_checkable
 class FolderWriter(Protocol):
-    def write_folder(self, ckpt: "JiTCheckpoint", folder: Path, progress: Progress | None = None,
+    def write_folder(self, ckpt: "JiTCheckpoint", folder: "OutputFolder", progress: Progress | None = None,
                      weights: str | None = None, shards: int = 1) -> None: ...
 
 

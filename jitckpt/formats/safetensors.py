@@ -17,11 +17,11 @@ from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO, Callable
 
-from ..format_table import facts
+from .table import facts
 from ..errors import FormatError, render
 from ..schema import SECTIONS, JiTCheckpoint, from_file_payload
-from ..anytensor import crc_of, dtype_name, is_tensor, nbytes_of, shape_of, write_tensor
-from ..tensors import DTYPES, SAFETENSORS_TO_DTYPE, TensorRef, contiguous_strides
+from ..tensors.anytensor import crc_of, dtype_name, is_tensor, nbytes_of, shape_of, write_tensor
+from ..tensors.lazy import DTYPES, SAFETENSORS_TO_DTYPE, TensorRef, contiguous_strides
 from . import _checksums, _jsontree
 
 FACTS = facts("safetensors")

@@ -7,8 +7,11 @@ original's ``net.`` keys, diffusers' names with fused or split attention), plus 
 naming may carry. Every container reader (torch zip, safetensors, DCP, diffusers folders) consults them;
 adding a layout of the wild is one row and one fixture test.
 
-May import: :mod:`jitckpt.errors` and the lazy-tensor modules (``tensors``, ``sharded``, ``anytensor``).
-Knows nothing of bytes, files or formats.
+The facts those rows rest on live here too, as data: the architecture (:mod:`.arch`: variants, tensor
+names and shapes), the optimizer's param groupings (:mod:`.groupings`) and the original's args
+(:mod:`.args`). Knows nothing of bytes, files or formats.
+
+May import: errors, tensors.
 """
 
 from .names import NAMINGS, Naming, canonical_key, from_canonical, naming_of, normalize_keys, to_canonical, wrapper_of

@@ -3,7 +3,7 @@
 One row per config layout: diffusers' ``JiTTransformer2DModel`` (``transformer/config.json``: ``num_layers``,
 ``num_attention_heads``, ``sample_size``, ...) and the earlier Hub wrapper that names an official variant
 (``model_type: "JiT-B/16"``, ``num_class_embeds``). The result is a plain dict of the fields of
-:class:`jitckpt.model.arch.Arch`; the caller builds and checks the architecture. A config describing a
+:class:`jitckpt.layouts.arch.Arch`; the caller builds and checks the architecture. A config describing a
 network the original cannot be (no class embedding, other than 3 input channels) is refused in one line.
 """
 

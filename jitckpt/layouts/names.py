@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, TypeVar
 
-from ..anytensor import concat_rows, dtype_name, shape_of, split_rows
+from ..tensors.anytensor import concat_rows, dtype_name, shape_of, split_rows
 from ..errors import KeyMappingError
 
 V = TypeVar("V")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..anytensor import is_tensor
+from ..tensors.anytensor import is_tensor
 from ..errors import FormatError
 
 Path = tuple[Any, ...]

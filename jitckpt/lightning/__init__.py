@@ -1,4 +1,7 @@
-"""The Lightning training stack: :class:`JiTLightningModule`, :class:`JiTDataModule` and :class:`JiTCheckpointIO`."""
+"""The Lightning training stack: :class:`JiTLightningModule`, :class:`JiTDataModule` and :class:`JiTCheckpointIO`.
+
+May import: errors, storage, tensors, torchfile, layouts, schema, formats, api, model, evaluation.
+"""
 
 from .checkpoint_io import JiTAsyncCheckpointIO, JiTCheckpointIO
 from .datamodule import JiTDataModule, center_crop_arr

@@ -28,7 +28,7 @@ from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from .. import formats
 from ..formats import lightning as lightning_format
 from ..schema import JiTCheckpoint
-from ..tensors import TensorRef, iter_refs
+from ..tensors.lazy import TensorRef, iter_refs
 
 
 class JiTCheckpointIO(CheckpointIO):
@@ -55,8 +55,8 @@ class JiTCheckpointIO(CheckpointIO):
         """Write ``checkpoint`` (Lightning's dictionary) in the format the suffix of ``path`` names (``.ckpt``
         when it names none), atomically."""
         from ..api import save
-        from ..io import atomic_output
-        from ..torchzip import archive_name, write_tree
+        from ..storage.atomic import atomic_output
+        from ..torchfile.write import archive_name, write_tree
 
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} does not take storage_options")

@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import JiTCheckpointError
-
-
-def center_crop_arr(pil_image: Any, image_size: int) -> Any:
-    """ADM's center crop: halve with BOX while at least twice the size, BICUBIC resize, center crop."""
-    from PIL import Image
-
-    while min(*pil_image.size) >= 2 * image_size:
-        pil_image = pil_image.resize(tuple(x // 2 for x in pil_image.size), resample=Image.BOX)
-    scale = image_size / min(*pil_image.size)
-    pil_image = pil_image.resize(tuple(round(x * scale) for x in pil_image.size), resample=Image.BICUBIC)
-    arr = np.array(pil_image)
-    top, left = (arr.shape[0] - image_size) // 2, (arr.shape[1] - image_size) // 2
-    return Image.fromarray(arr[top : top + image_size, left : left + image_size])
+from ..evaluation.images import center_crop_arr
 
 
 class JiTDataModule(L.LightningDataModule):

@@ -8,16 +8,16 @@ import lightning as L
 import torch
 
 from ..errors import JiTCheckpointError
-from ..model.arch import Arch, official
+from ..layouts.arch import Arch, official
 from ..model.denoiser import DiffusionConfig, diffusion_loss, generate
-from ..model.groupings import ORIGINAL
+from ..layouts.groupings import ORIGINAL
 from ..model.jit import JiT
 
 ADAMW_BETAS = (0.9, 0.95)
 
 
 def add_weight_decay(module: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """The original param groups (:data:`jitckpt.model.groupings.ORIGINAL`, the one copy of the rule): no decay
+    """The original param groups (:data:`jitckpt.layouts.groupings.ORIGINAL`, the one copy of the rule): no decay
     (1-D tensors and biases) first, then decay; frozen ones left out."""
     groups: list[list[torch.nn.Parameter]] = [[] for _ in ORIGINAL.decays]
     for name, param in module.named_parameters():

@@ -1,11 +1,18 @@
-"""The JiT architecture: its variants and how to read them off a state dict."""
+"""The JiT networks (the original's ``JiT`` and ``Denoiser``), their sampling protocol, and loading them.
+
+May import: errors, tensors, layouts, schema, api.
+"""
+
+from typing import Any
 
 
-def from_pretrained(folder, device="cpu"):
-    """The :class:`~jitckpt.model.denoiser.Denoiser` of a ``jitckpt export`` folder: its weights, and the
-    sampling protocol it was exported with, ready to ``generate`` (any checkpoint works too: its EMA 1)."""
-    from ..api import load
-    from ..evaluation.sampling import SamplingSettings, build_denoiser
+def __getattr__(name: str) -> Any:
+    # torch loads on first use: ``inspect`` reads model.protocol without it
+    if name == "from_pretrained":
+        from .loading import from_pretrained
 
-    ckpt = load(folder, lazy=True)
-    return build_denoiser(ckpt, SamplingSettings(ckpt.extra.get("weights") or "ema1"), device)
+        return from_pretrained
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["from_pretrained"]

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from ..errors import JiTCheckpointError
-from ..train_args import ORIGINAL_DEFAULTS
-from .arch import Arch, official
+from ..layouts.args import ORIGINAL_DEFAULTS
+from ..layouts.arch import Arch, official
 from .jit import JiT
 
 

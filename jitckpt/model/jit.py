@@ -1,6 +1,6 @@
 """The JiT network: exactly the parameter names, shapes and arithmetic of the original.
 
-Built from an :class:`~jitckpt.model.arch.Arch`, so any official variant or
+Built from an :class:`~jitckpt.layouts.arch.Arch`, so any official variant or
 custom dimensions work. Runs on any device (no hard-coded ``.cuda()``);
 ``torch.compile`` is optional. Attention scores are computed in float32 as the
 original does, so results match it to float rounding.
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .arch import IN_CHANNELS, T_FREQ_DIM, Arch
+from ..layouts.arch import IN_CHANNELS, T_FREQ_DIM, Arch
 
 
 class RMSNorm(nn.Module):
@@ -189,7 +189,7 @@ class JiT(nn.Module):
         Raises :class:`~jitckpt.errors.JiTCheckpointError` (one line) on a bad folder.
         """
         from ..api import load
-        from ..anytensor import to_torch
+        from ..tensors.anytensor import to_torch
 
         ckpt = load(folder, lazy=True)
         assert ckpt.arch is not None  # every checkpoint read has one

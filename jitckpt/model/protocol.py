@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from ..errors import render
-from ..train_args import ORIGINAL_DEFAULTS
-from .arch import Arch, variant_name
+from ..layouts.args import ORIGINAL_DEFAULTS
+from ..layouts.arch import Arch, variant_name
 
 # Our name of each sampler setting -> the original args' name (main_jit.py's flags).
 SETTINGS: dict[str, str] = {
@@ -176,7 +176,7 @@ def resolve_sampling(arch: Arch | None, args: Mapping[str, Any] | None,
         not give falls back to the training defaults.
 
     Example:
-        >>> from jitckpt.model.arch import official
+        >>> from jitckpt.layouts.arch import official
         >>> plan = resolve_sampling(official("JiT-L/16", 256), {})
         >>> plan.cfg, plan.noise_scale, plan.source
         (2.4, 1.0, 'protocol')

@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import jitckpt
 from jitckpt.callbacks import create_default_callbacks
 from jitckpt.lightning import JiTLightningModule
-from jitckpt.model.arch import Arch
+from jitckpt.layouts.arch import Arch
 from tests.helpers import FIXTURES
 
 CUSTOM = Arch(depth=2, hidden_size=32, num_heads=2, patch_size=4, bottleneck_dim=8, in_context_len=2,

@@ -13,9 +13,9 @@ from jitckpt import api
 from jitckpt.cli import EXIT_DIFFERENT, EXIT_ERROR, app
 from jitckpt.errors import FormatError, JiTCheckpointError, OutputError, UnsafePickleError
 from jitckpt.formats import dcp_metadata
-from jitckpt.sharded import Piece, ShardedRef, assemble
-from jitckpt.summary import summarize
-from jitckpt.torchread import read_tree
+from jitckpt.tensors.sharded import Piece, ShardedRef, assemble
+from jitckpt.inspection.summary import summarize
+from jitckpt.torchfile.read import read_tree
 from typer.testing import CliRunner
 
 FORMATS = {"pth": "x.pth", "ckpt": "x.ckpt", "safetensors": "x.safetensors", "dcp": "x.dcp"}

@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 import jitckpt
-from jitckpt import format_table, formats
+from jitckpt import formats
+from jitckpt.formats import table as format_table
 from jitckpt.errors import FormatError, OutputError
 from jitckpt.formats.protocol import FileWriter, FolderFormat, FolderWriter, Format
 

@@ -54,5 +54,5 @@ def test_bfloat16_and_int_tensors_survive(tmp_path, golden):
 def test_lazy_load_reads_nothing_until_asked(golden):
     ckpt = jitckpt.load(golden, lazy=True)
     refs = [t for _, t in iter_tensors(ckpt)]
-    assert refs and all(isinstance(t, jitckpt.tensors.TensorRef) for t in refs)
+    assert refs and all(isinstance(t, jitckpt.tensors.lazy.TensorRef) for t in refs)
     assert len(refs) == 57 * 3 + 56 * 3

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 import jitckpt
 from jitckpt.errors import FormatError
 from jitckpt.formats.safetensors import read_header
-from jitckpt.integrity import check_file
+from jitckpt.inspection.integrity import check_file
 from tests.craft import write_safetensors
 from tests.helpers import load_golden_torch
 

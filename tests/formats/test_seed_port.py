@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 import jitckpt
 from jitckpt.cli import app
-from jitckpt.model.groupings import ORIGINAL, SEED_PORT, grouping_of
-from jitckpt.summary import summarize
-from jitckpt.anytensor import to_torch
+from jitckpt.layouts.groupings import ORIGINAL, SEED_PORT, grouping_of
+from jitckpt.inspection.summary import summarize
+from jitckpt.tensors.anytensor import to_torch
 from tests.helpers import original_resume
 from tests.seed_port import ARCH, EPOCH, GLOBAL_STEP, LR, WEIGHT_DECAY, port_ckpt, port_pth, train
 

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 import jitckpt
 from jitckpt.cli import app
 from jitckpt.errors import SchemaError
-from jitckpt.model import groupings
-from jitckpt.summary import summarize
+from jitckpt.layouts import groupings
+from jitckpt.inspection.summary import summarize
 from tests.seed_port import EPOCH, GLOBAL_STEP, port_pth_dict, save, train
 
 

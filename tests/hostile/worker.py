@@ -153,7 +153,7 @@ def run_job(job: dict[str, Any], baseline_kb: int = 0) -> dict[str, Any]:
     }
 
 
-_WARM_MODULES = ("jitckpt.api", "jitckpt.summary", "jitckpt.integrity", "jitckpt.formats", "rich.table")
+_WARM_MODULES = ("jitckpt.api", "jitckpt.inspection.summary", "jitckpt.inspection.integrity", "jitckpt.formats", "rich.table")
 
 
 def _preload(with_torch: bool) -> None:

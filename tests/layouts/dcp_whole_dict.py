@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.helpers import jit_shaped_module, load_golden_torch  # noqa: E402
 
-from jitckpt.model.arch import Arch  # noqa: E402
+from jitckpt.layouts.arch import Arch  # noqa: E402
 
 GOLDEN_ARCH = Arch(depth=3, hidden_size=48, num_heads=4, patch_size=4, bottleneck_dim=8, in_context_len=4,
                    in_context_start=1, num_classes=10, img_size=16)

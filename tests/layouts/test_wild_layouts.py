@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import jitckpt
 from jitckpt.cli import app
 from jitckpt.evaluation.sampling import SamplingSettings, build_denoiser, checkpoint_for_sampling, generate_batches
-from jitckpt.summary import summarize
+from jitckpt.inspection.summary import summarize
 from tests import wild
 from tests.helpers import GOLDEN, load_golden_torch
 

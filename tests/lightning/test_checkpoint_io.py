@@ -157,12 +157,12 @@ import torch
 sys.path.insert(0, sys.argv[3])
 import jitckpt
 from jitckpt.lightning import JiTCheckpointIO
-from jitckpt import io
+from jitckpt.storage import temp
 checkpoint = torch.load(sys.argv[1], weights_only=False)
 def die(step):
     if step == "synced":
         os.kill(os.getpid(), signal.SIGKILL)
-io._on_commit_step = die
+temp.on_commit_step = die
 JiTCheckpointIO().save_checkpoint(checkpoint, sys.argv[2])
 """
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import jitckpt
-from jitckpt.model.arch import VARIANTS, official
+from jitckpt.layouts.arch import VARIANTS, official
 from jitckpt.model.denoiser import Denoiser
 from jitckpt.model.jit import JiT
 from tests.helpers import FIXTURES, GOLDEN

@@ -6,10 +6,10 @@ from dataclasses import fields, replace
 import pytest
 
 from jitckpt.evaluation.provenance import protocol_notes, sha256_file
-from jitckpt.model.arch import VARIANTS, official
+from jitckpt.layouts.arch import VARIANTS, official
 from jitckpt.model.denoiser import DiffusionConfig
 from jitckpt.model.protocol import DEFAULTS, PROTOCOLS, SETTINGS, resolve_sampling
-from jitckpt.train_args import ORIGINAL_DEFAULTS
+from jitckpt.layouts.args import ORIGINAL_DEFAULTS
 
 # The original README's evaluation commands for the released weights.
 README_CFG = {"JiT-B/16": 3.0, "JiT-B/32": 3.0, "JiT-L/16": 2.4, "JiT-L/32": 2.5, "JiT-H/16": 2.2, "JiT-H/32": 2.3}
