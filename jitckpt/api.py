@@ -16,7 +16,7 @@ from .errors import DROP_OPTIMIZER, NOT_CONVERTED, OutputError, SchemaError, nam
 from .storage.atomic import atomic_output, check_output_path
 from .schema import JiTCheckpoint
 from .tensors.anytensor import dtype_name, is_tensor, iter_tensor_bytes, shape_of, to_torch
-from .tensors.lazy import CHUNK_BYTES, TensorRef
+from .tensors.lazy import CHUNK_BYTES, LazyTensor
 
 Progress = Callable[[int], None]
 
@@ -42,7 +42,7 @@ def load(path: str | os.PathLike, lazy: bool = False) -> JiTCheckpoint:
 
 
 def materialize(ckpt: JiTCheckpoint) -> JiTCheckpoint:
-    """Replace every TensorRef in ``ckpt`` by an in-memory ``torch.Tensor`` (in place)."""
+    """Replace every lazy tensor in ``ckpt`` by an in-memory ``torch.Tensor`` (in place)."""
     for name, state in ckpt.sections().items():
         setattr(ckpt, name, {k: to_torch(v) for k, v in state.items()})
     if ckpt.optimizer is not None:
@@ -55,7 +55,7 @@ def materialize(ckpt: JiTCheckpoint) -> JiTCheckpoint:
 
 
 def _map_tensors(obj: Any, fn: Callable[[Any], Any]) -> Any:
-    if isinstance(obj, TensorRef):
+    if isinstance(obj, LazyTensor):
         return fn(obj)
     if isinstance(obj, dict):
         out = copy.copy(obj)

@@ -1,6 +1,6 @@
 """Lightning callbacks that keep the original JiT training behaviour and checkpoints.
 
-May import: errors, storage, tensors, torchfile, layouts, schema, formats, api, model, evaluation, lightning.
+May import: errors, compat, storage, tensors, torchfile, layouts, schema, formats, api, model, evaluation, lightning.
 """
 
 from __future__ import annotations

@@ -10,12 +10,12 @@ from typing import Any, Mapping
 import lightning as L
 
 from ..api import save
+from ..compat import dump_checkpoint, saves_distributed_checkpoint
 from ..storage.atomic import atomic_output
 from ..schema import META_KEY, SCHEMA_VERSION, JiTCheckpoint, optimizer_to_named
 from ..torchfile.write import archive_name, write_tree
 from ..layouts.args import args_from_module
 from .ema import find_ema_callback
-from .ema_sharding import saves_distributed
 
 
 def writes_through_plugin(trainer: L.Trainer) -> bool:
@@ -125,13 +125,13 @@ class JiTModelCheckpoint(L.Callback):
         if not names:
             return
         sharded = is_sharded(pl_module)
-        if sharded and saves_distributed(trainer.strategy):
+        if sharded and saves_distributed_checkpoint(trainer.strategy):
             return self._save_sharded(trainer, names)
         if not sharded and writes_through_plugin(trainer):
             return self._save_through_plugin(trainer, names)
         lightning_state = None
         if self.save_lightning and "checkpoint-last" in names and not sharded:
-            lightning_state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)  # all ranks
+            lightning_state = dump_checkpoint(trainer)  # all ranks
         ckpt = checkpoint_from_run(trainer, pl_module, self.args) if sharded else None  # a collective
         if trainer.is_global_zero:
             self.dirpath.mkdir(parents=True, exist_ok=True)
@@ -151,7 +151,7 @@ class JiTModelCheckpoint(L.Callback):
         targets = [self.dirpath / f"{name}.pth" for name in names]
         if self.save_lightning and "checkpoint-last" in names:
             targets.append(self.dirpath / "checkpoint-last.ckpt")
-        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)  # every rank
+        checkpoint = dump_checkpoint(trainer)  # every rank
         if trainer.is_global_zero:
             self.dirpath.mkdir(parents=True, exist_ok=True)
             io = trainer.strategy.checkpoint_io

@@ -8,6 +8,7 @@ from typing import Any, Iterator
 import lightning as L
 import torch
 
+from ..compat import foreach_add_, foreach_copy_, foreach_mul_, saves_distributed_checkpoint
 from ..errors import JiTCheckpointError
 from . import ema_sharding
 
@@ -23,7 +24,7 @@ class EMACallback(L.Callback):
 
     Both EMAs cover every parameter in ``named_parameters()`` order (the frozen
     ``pos_embed`` included, as in the original). The update is fused
-    (``torch._foreach_lerp_``, one pass over each EMA, no host sync) and runs
+    (``_foreach_mul_`` then ``_foreach_add_``: the original's arithmetic, no host sync) and runs
     once per optimizer step, not per micro-batch. Its state (both EMAs by
     parameter name) goes through ``state_dict``/``load_state_dict``: a resumed
     run continues the saved EMAs and never re-initialises them. Under FSDP2 the
@@ -101,8 +102,9 @@ class EMACallback(L.Callback):
         """Advance both EMAs by one step towards the current parameters (in place)."""
         self._ensure(pl_module)
         params = self._params(pl_module)
-        torch._foreach_lerp_(self.ema1, params, 1.0 - self.ema_decay1)
-        torch._foreach_lerp_(self.ema2, params, 1.0 - self.ema_decay2)
+        for ema, decay in ((self.ema1, self.ema_decay1), (self.ema2, self.ema_decay2)):
+            foreach_mul_(ema, decay)  # the original's ema.mul_(decay).add_(param, alpha=1 - decay), rounding alike
+            foreach_add_(ema, params, alpha=1.0 - decay)
         self.num_updates += 1
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
@@ -129,7 +131,7 @@ class EMACallback(L.Callback):
     def load_ema_to_model(self, pl_module: L.LightningModule, ema_version: int = 1) -> None:
         """Copy EMA ``ema_version`` into the model's parameters (the raw weights are overwritten)."""
         self._ensure(pl_module)
-        torch._foreach_copy_(self._params(pl_module), self._select(ema_version))
+        foreach_copy_(self._params(pl_module), self._select(ema_version))
 
     @contextlib.contextmanager
     def swap_ema(self, pl_module: L.LightningModule, ema_version: int = 1) -> Iterator[None]:
@@ -188,7 +190,7 @@ class EMACallback(L.Callback):
         state = checkpoint.get("callbacks", {}).get(self.state_key)
         if state is None:
             return
-        if ema_sharding.saves_distributed(trainer.strategy):  # module state as DTensors; meta.pt from rank 0
+        if saves_distributed_checkpoint(trainer.strategy):  # module state as DTensors; meta.pt from rank 0
             state.pop("ema1", None)
             state.pop("ema2", None)
             state["sharded"] = True

@@ -24,11 +24,6 @@ def is_dtensor(tensor: Any) -> bool:
     return hasattr(tensor, "device_mesh")
 
 
-def saves_distributed(strategy: Any) -> bool:
-    """True when the strategy writes a DCP directory (``ModelParallelStrategy``'s default)."""
-    return bool(getattr(strategy, "_save_distributed_checkpoint", False))
-
-
 def as_dtensor(local: torch.Tensor, param: Any) -> Any:
     """``local`` (this rank's EMA shard) as a DTensor laid out like ``param``."""
     from torch.distributed.tensor import DTensor

@@ -6,7 +6,7 @@ bytes (safetensors by its JSON header, torch zips by their pickle's tree, routed
 suffix table, the formats ``convert`` writes, and every message and help text that lists formats are
 derived from it (:func:`writable`, :func:`suffix_list`, :func:`to_remedy`).
 
-May import: errors, storage, tensors, torchfile, layouts, schema.
+May import: errors, compat, storage, tensors, torchfile, layouts, schema.
 """
 
 from __future__ import annotations

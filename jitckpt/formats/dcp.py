@@ -27,7 +27,7 @@ from ..errors import NOT_CONVERTED, FormatError, render
 from ..layouts import SHARDED_EMA_PREFIXES, TREE_LAYOUTS, Match, canonical_key, recognise
 from ..schema import JiTCheckpoint, from_file_payload
 from ..tensors.sharded import Piece, assemble
-from ..tensors.lazy import TensorRef, iter_refs, stored_pieces
+from ..tensors.lazy import LazyTensor, TensorRef, iter_refs
 from . import dcp_metadata, lightning
 from ._jsonfile import is_regular_file
 from .dcp_metadata import LIGHTNING_META, METADATA_FILE, Layout
@@ -112,7 +112,7 @@ def _piece(key: str, where: tuple, layout: Layout, files: _ShardFiles) -> Any:
     return torchread.read_tree(files(location.file), location.offset, location.length)
 
 
-def _tensor(key: str, item: dcp_metadata.TensorItem, layout: Layout, files: _ShardFiles, path: str) -> TensorRef:
+def _tensor(key: str, item: dcp_metadata.TensorItem, layout: Layout, files: _ShardFiles, path: str) -> LazyTensor:
     pieces = []
     for chunk in item.chunks:
         ref = _piece(key, (key, chunk.offsets), layout, files)
@@ -211,7 +211,7 @@ def _refuse_rank_zero_shards(ema_state: Any, model: dict, path: str) -> None:
         values = ema_state.get(version) if isinstance(ema_state, dict) else None
         for name, tensor in (values or {}).items():
             full = model.get(name)
-            if isinstance(tensor, TensorRef) and isinstance(full, TensorRef) and tensor.shape != full.shape:
+            if isinstance(tensor, LazyTensor) and isinstance(full, LazyTensor) and tensor.shape != full.shape:
                 raise FormatError(
                     f"{path}: {LIGHTNING_META} holds only rank zero's shards of the EMAs ({version} {name!r}: "
                     f"{tensor.shape} of {full.shape}), as Lightning saved EMACallback's state before jitckpt "
@@ -255,7 +255,7 @@ def _from_plain(tree: dict, match: Match | None, path: str) -> JiTCheckpoint:
 
 def stored_tensors(path: str) -> list[TensorRef]:
     """Every tensor piece the directory stores, mapped or not (what ``verify DIR`` checks)."""
-    return [piece for ref in iter_refs(read_tree(path)) for piece in stored_pieces(ref)]
+    return [piece for ref in iter_refs(read_tree(path)) for piece in ref.stored_pieces()]
 
 
 def _holds_tensors(value: Any) -> bool:

@@ -251,7 +251,9 @@ def write(layout: Layout, handle: Any) -> None:
 
     import torch
     from torch.distributed.checkpoint import metadata as m
-    from torch.distributed.checkpoint.filesystem import _StorageInfo as StorageInfo
+    from ..compat import dcp_storage_info
+
+    StorageInfo = dcp_storage_info()
 
     state_dict_metadata: dict[str, Any] = {}
     for key, item in layout.items.items():

@@ -19,7 +19,7 @@ from ..torchfile import write as torchzip
 from ..errors import FormatError
 from ..storage.atomic_folder import OutputFolder
 from ..layouts import SHARDED_EMA_PREFIXES
-from ..layouts.groupings import ORIGINAL, regroup
+from ..layouts.groupings import ORIGINAL, regroup, adamw_group_defaults
 from ..schema import JiTCheckpoint
 from ..tensors.anytensor import dtype_name, is_tensor, nbytes_of, shape_of
 from . import lightning
@@ -77,16 +77,9 @@ def _optimizer(ckpt: JiTCheckpoint) -> dict:
     """AdamW by parameter name in JiTLightningModule's groups, every hyper-parameter a live AdamW has
     (``torch.distributed.checkpoint.load`` wants each key the destination optimizer holds)."""
     named = regroup(ckpt.optimizer, ckpt.arch, ORIGINAL)
-    defaults = _adamw_group_keys()
+    defaults = adamw_group_defaults()
     groups = [{**defaults, **group} for group in named["param_groups"]]
     return {"state": named["state"], "param_groups": groups}
-
-
-def _adamw_group_keys() -> dict:
-    import torch
-
-    probe = torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
-    return {k: v for k, v in probe.param_groups[0].items() if k != "params"}
 
 
 def _flatten(node: Any, route: tuple, out: list) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..storage.crc32 import sha256_file
-from ..tensors.lazy import TensorRef, fd_region_crc, iter_refs, stored_pieces
+from ..tensors.lazy import LazyTensor, fd_region_crc, iter_refs
 from ..torchfile.archive import read_archive, starts_as_zip
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def check_file(path: str | os.PathLike, limit: int = 10,
     # holding the GIL, stalls the CRC threads between their reads).
     name, ckpt = formats.read(path)
     tensors = list(_tensor_refs(ckpt))
-    refs = [piece for ref in tensors for piece in stored_pieces(ref)]
+    refs = [piece for ref in tensors for piece in ref.stored_pieces()]
     if name == "dcp":  # every piece the directory stores, also those the schema does not map
         from ..formats.dcp import stored_tensors
 
@@ -128,7 +128,7 @@ def _crcs(regions: list[tuple[str, int, int, int, str]], progress: Callable[[int
     return results
 
 
-def _tensor_refs(ckpt: JiTCheckpoint) -> Iterator[TensorRef]:
+def _tensor_refs(ckpt: JiTCheckpoint) -> Iterator[LazyTensor]:
     """Every TensorRef the checkpoint holds, in sections, optimizer state and extra."""
     return iter_refs([ckpt.sections(), ckpt.optimizer, ckpt.extra,
                       ckpt.unmapped_optimizer.positional if ckpt.unmapped_optimizer else None])

@@ -15,7 +15,7 @@ Everything here works on names and shapes, so it runs without torch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import DROP_OPTIMIZER, SchemaError
 from ..tensors.anytensor import is_tensor, shape_of
@@ -190,3 +190,17 @@ def _misfit(grouping: Grouping, groups: list[list[int]], state: Mapping, param_g
                 if shape not in ((), shapes[name]):
                     return f"parameter {index} would be {name} of shape {shapes[name]}, but its {slot} has shape {shape}"
     return None
+
+
+# The original's optimizer: torch.optim.AdamW(param_groups, lr=args.lr, betas=(0.9, 0.95)).
+ORIGINAL_BETAS = (0.9, 0.95)
+
+
+def adamw_group_defaults() -> dict[str, Any]:
+    """Every hyper-parameter of an AdamW param group but ``lr``, ``weight_decay`` and ``params``, as the
+    installed torch's AdamW holds them with the original's betas (asked of a live AdamW, so a key that a torch
+    release adds is there too: ``torch.distributed.checkpoint.load`` wants every key the destination holds)."""
+    import torch
+
+    probe = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], betas=ORIGINAL_BETAS)
+    return {k: v for k, v in probe.param_groups[0].items() if k not in ("params", "lr", "weight_decay")}

@@ -1,6 +1,6 @@
 """The Lightning training stack: :class:`JiTLightningModule`, :class:`JiTDataModule` and :class:`JiTCheckpointIO`.
 
-May import: errors, storage, tensors, torchfile, layouts, schema, formats, api, model, evaluation.
+May import: errors, compat, storage, tensors, torchfile, layouts, schema, formats, api, model, evaluation.
 """
 
 from .checkpoint_io import JiTAsyncCheckpointIO, JiTCheckpointIO

@@ -28,7 +28,7 @@ from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from .. import formats
 from ..formats import lightning as lightning_format
 from ..schema import JiTCheckpoint
-from ..tensors.lazy import TensorRef, iter_refs
+from ..tensors.lazy import LazyTensor, iter_refs
 
 
 class JiTCheckpointIO(CheckpointIO):
@@ -95,7 +95,7 @@ def _materialize(tree: Any, map_location: Any) -> Any:
         read = dict(zip(map(id, refs), pool.map(lambda ref: _place(ref.to_torch(), map_location), refs)))
 
     def visit(node: Any) -> Any:
-        if isinstance(node, TensorRef):
+        if isinstance(node, LazyTensor):
             return read[id(node)]
         if isinstance(node, dict):
             copied = {k: visit(v) for k, v in node.items()}
@@ -132,6 +132,8 @@ class JiTAsyncCheckpointIO(AsyncCheckpointIO):
         super().__init__(checkpoint_io or JiTCheckpointIO())
         self._buffers: dict[tuple, Any] = {}
         self._pending: Any = None
+        self._writer: Any = None  # our own one-thread executor (AsyncCheckpointIO's is private)
+        self._failure: BaseException | None = None
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         self._submit(checkpoint, [path], storage_options)
@@ -142,11 +144,13 @@ class JiTAsyncCheckpointIO(AsyncCheckpointIO):
         self._submit(checkpoint, paths, None)
 
     def _submit(self, checkpoint: dict[str, Any], paths: list[Any], storage_options: Any | None) -> None:
-        self._ensure_setup()
+        if self._writer is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._writer = ThreadPoolExecutor(max_workers=1)
         if self._pending is not None:
             self._pending.result()  # the previous write is done with the buffers
-        if self._error:
-            raise self._error
+        self._raise_failure()
         snapshot = self._snapshot(checkpoint, ())
         io = self.checkpoint_io
 
@@ -155,9 +159,14 @@ class JiTAsyncCheckpointIO(AsyncCheckpointIO):
                 for path in paths:
                     io.save_checkpoint(snapshot, path, storage_options)
             except BaseException as exc:  # raised on the training thread at the next save or teardown
-                self._error = exc
+                self._failure = exc
 
-        self._pending = self._executor.submit(write)
+        self._pending = self._writer.submit(write)
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
 
     def _snapshot(self, node: Any, where: tuple) -> Any:
         import torch
@@ -183,5 +192,9 @@ class JiTAsyncCheckpointIO(AsyncCheckpointIO):
 
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        super().teardown()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer, self._pending = None, None
         self._buffers.clear()
+        super().teardown()
+        self._raise_failure()

@@ -10,10 +10,9 @@ import torch
 from ..errors import JiTCheckpointError
 from ..layouts.arch import Arch, official
 from ..model.denoiser import DiffusionConfig, diffusion_loss, generate
-from ..layouts.groupings import ORIGINAL
+from ..layouts.groupings import ORIGINAL, ORIGINAL_BETAS
 from ..model.jit import JiT
 
-ADAMW_BETAS = (0.9, 0.95)
 
 
 def add_weight_decay(module: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -119,7 +118,7 @@ class JiTLightningModule(L.LightningModule):
         if self.absolute_lr is None:
             self.absolute_lr = self.hparams.blr * self.effective_batch_size() / 256
         groups = add_weight_decay(self, self.hparams.weight_decay)
-        return torch.optim.AdamW(groups, lr=self.absolute_lr, betas=ADAMW_BETAS)
+        return torch.optim.AdamW(groups, lr=self.absolute_lr, betas=ORIGINAL_BETAS)
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch[0], batch[1]

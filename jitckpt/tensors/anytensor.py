@@ -1,6 +1,6 @@
-"""Operations on a tensor of either kind: a lazy :class:`~jitckpt.tensors.lazy.TensorRef` or a ``torch.Tensor``.
+"""Operations on a tensor of either kind: a :class:`~jitckpt.tensors.lazy.LazyTensor` or a ``torch.Tensor``.
 
-Readers hand out TensorRefs, materialised checkpoints hold torch tensors; the
+Readers hand out lazy tensors, materialised checkpoints hold torch tensors; the
 writers, the schema's checks and comparisons take either through these, and
 import torch only when a torch tensor is really there.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator
 
 from ..storage.crc32 import crc32
-from .lazy import CHUNK_BYTES, DTYPES, TensorRef, torch_bytes, write_chunks
+from .lazy import CHUNK_BYTES, DTYPES, LazyTensor, TensorRef, torch_bytes, write_chunks
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def write_tensor(tensor: Any, handle: BinaryIO, progress: Callable[[int], None] 
     """Append a TensorRef's or torch tensor's row-major bytes to ``handle``."""
     if isinstance(tensor, Cast):
         tensor = tensor.to_torch()
-    if isinstance(tensor, TensorRef):
+    if isinstance(tensor, LazyTensor):
         tensor.copy_to(handle, progress)
     else:
         write_chunks(iter_tensor_bytes(tensor), handle, progress)
@@ -55,7 +55,7 @@ def write_tensor(tensor: Any, handle: BinaryIO, progress: Callable[[int], None] 
 
 def dtype_name(tensor: Any) -> str:
     """``'float32'`` for a TensorRef or a torch tensor."""
-    if isinstance(tensor, (TensorRef, Cast)):
+    if isinstance(tensor, (LazyTensor, Cast)):
         return tensor.dtype
     return str(tensor.dtype).removeprefix("torch.")
 
@@ -65,7 +65,7 @@ def shape_of(tensor: Any) -> tuple[int, ...]:
 
 
 def nbytes_of(tensor: Any) -> int:
-    if isinstance(tensor, TensorRef):
+    if isinstance(tensor, LazyTensor):
         return tensor.nbytes
     if isinstance(tensor, Cast):
         return math.prod(tensor.shape) * DTYPES[tensor.dtype][0]
@@ -74,7 +74,7 @@ def nbytes_of(tensor: Any) -> int:
 
 def is_tensor(value: Any) -> bool:
     """True for TensorRefs and torch tensors, without importing torch."""
-    if isinstance(value, (TensorRef, Cast)):
+    if isinstance(value, (LazyTensor, Cast)):
         return True
     torch = sys.modules.get("torch")  # a torch tensor exists only if torch was imported
     return torch is not None and isinstance(value, torch.Tensor)
@@ -84,7 +84,7 @@ def iter_tensor_bytes(tensor: Any, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
     """Row-major bytes of a TensorRef or a torch tensor, in chunks."""
     if isinstance(tensor, Cast):
         tensor = tensor.to_torch()
-    if isinstance(tensor, TensorRef):
+    if isinstance(tensor, LazyTensor):
         yield from tensor.iter_bytes(chunk)
         return
     data = torch_bytes(tensor)
@@ -96,13 +96,13 @@ def crc_of(tensor: Any) -> int:
     """The CRC-32 of a TensorRef's (verified) or a torch tensor's row-major bytes."""
     if isinstance(tensor, Cast):
         tensor = tensor.to_torch()
-    if isinstance(tensor, TensorRef):
+    if isinstance(tensor, LazyTensor):
         return tensor.crc32()
     return crc32(torch_bytes(tensor))
 
 
 def to_torch(tensor: Any) -> Any:
-    return tensor.to_torch() if isinstance(tensor, (TensorRef, Cast)) else tensor
+    return tensor.to_torch() if isinstance(tensor, (LazyTensor, Cast)) else tensor
 
 
 _STRUCT_CODES = {"float64": "d", "float32": "f", "float16": "e", "int64": "q", "int32": "i", "int16": "h",
@@ -111,7 +111,7 @@ _STRUCT_CODES = {"float64": "d", "float32": "f", "float16": "e", "int64": "q", "
 
 def scalar_value(tensor: Any) -> float | int | bool:
     """The value of a one-element tensor, read without torch for a TensorRef."""
-    if not isinstance(tensor, TensorRef):
+    if not isinstance(tensor, LazyTensor):
         return tensor.item()
     if tensor.numel != 1:
         raise ValueError(f"tensor of shape {tensor.shape} is not a scalar")
@@ -128,7 +128,7 @@ def concat_rows(parts: list[Any], name: str) -> Any:
 
     The caller checks that every part has the same shape past dimension 0.
     """
-    if all(isinstance(p, TensorRef) for p in parts):
+    if all(isinstance(p, LazyTensor) for p in parts):
         from .sharded import Piece, assemble
 
         rows = sum(p.shape[0] for p in parts)
@@ -136,7 +136,7 @@ def concat_rows(parts: list[Any], name: str) -> Any:
         for part in parts:
             offsets.append(Piece(part, (start,) + (0,) * (len(part.shape) - 1)))
             start += part.shape[0]
-        return assemble(name, parts[0].dtype, (rows,) + tuple(parts[0].shape[1:]), offsets, parts[0].path)
+        return assemble(name, parts[0].dtype, (rows,) + tuple(parts[0].shape[1:]), offsets, parts[0].stored_pieces()[0].path)
     import torch
 
     return torch.cat([to_torch(p) for p in parts], dim=0)

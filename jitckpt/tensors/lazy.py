@@ -8,6 +8,7 @@ tensor when a caller really needs it. Nothing here imports torch at module level
 
 from __future__ import annotations
 
+import abc
 import math
 import os
 from dataclasses import dataclass, field
@@ -59,8 +60,69 @@ class Checksum:
     crc: int
 
 
+class LazyTensor(abc.ABC):
+    """A tensor whose bytes stay where they are stored until asked for: the one interface of every lazy tensor.
+
+    A :class:`TensorRef` holds its bytes at one place in one file; a
+    :class:`~jitckpt.tensors.sharded.ShardedTensor` is composed of pieces, each a
+    lazy tensor of its own. Reading any of them verifies the stored checksums.
+    """
+
+    dtype: str
+    shape: tuple[int, ...]
+    name: str
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def itemsize(self) -> int:
+        return DTYPES[self.dtype][0]
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.itemsize
+
+    @property
+    @abc.abstractmethod
+    def checksummed(self) -> bool:
+        """True when the stored checksums cover every byte of this tensor."""
+
+    @abc.abstractmethod
+    def verify(self) -> None:
+        """Check the stored checksums of the bytes holding this tensor."""
+
+    @abc.abstractmethod
+    def iter_bytes(self, chunk: int = CHUNK_BYTES) -> Iterator[memoryview]:
+        """The tensor's row-major bytes, at most ``chunk`` at a time, checked on the way."""
+
+    @abc.abstractmethod
+    def copy_to(self, handle: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
+        """Append the tensor's row-major bytes to ``handle``."""
+
+    @abc.abstractmethod
+    def to_torch(self) -> Any:
+        """The tensor read into memory (a private ``torch.Tensor``)."""
+
+    @abc.abstractmethod
+    def stored_pieces(self) -> list["TensorRef"]:
+        """The file-backed pieces it is stored in (itself, for a :class:`TensorRef`)."""
+
+    def crc32(self) -> int:
+        """The CRC-32 of the tensor's row-major bytes."""
+        crc = 0
+        for block in self.iter_bytes():
+            crc = crc32(block, crc)
+        return crc
+
+    def read_span(self) -> bytes:
+        """The tensor's row-major bytes, checked."""
+        return b"".join(bytes(block) for block in self.iter_bytes())
+
+
 @dataclass(frozen=True)
-class TensorRef:
+class TensorRef(LazyTensor):
     """A tensor stored in ``path``: element 0 at byte ``offset``, strides in elements.
 
     ``span`` is how many bytes from ``offset`` the file must hold (the storage
@@ -76,18 +138,6 @@ class TensorRef:
     stride: tuple[int, ...]
     name: str = field(default="", compare=False)
     checksum: Checksum | None = field(default=None, compare=False)
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def itemsize(self) -> int:
-        return DTYPES[self.dtype][0]
-
-    @property
-    def nbytes(self) -> int:
-        return self.numel * self.itemsize
 
     @property
     def is_contiguous(self) -> bool:
@@ -235,6 +285,9 @@ class TensorRef:
         if own:
             self._check_crc(crc)
 
+    def stored_pieces(self) -> list["TensorRef"]:
+        return [self]
+
     def to_torch(self) -> Any:
         """Read the tensor into memory as a ``torch.Tensor`` (a private copy)."""
         import torch
@@ -342,13 +395,13 @@ def torch_bytes(tensor: Any) -> memoryview:
     return memoryview(flat.view(torch.uint8).numpy())
 
 
-def iter_refs(tree: Any) -> Iterator[TensorRef]:
-    """Every distinct TensorRef in nested dicts, lists and tuples (each object once), without recursion."""
+def iter_refs(tree: Any) -> Iterator[LazyTensor]:
+    """Every distinct lazy tensor in nested dicts, lists and tuples (each object once), without recursion."""
     stack: list[Any] = [tree]
     seen: set[int] = set()
     while stack:
         node = stack.pop()
-        if isinstance(node, TensorRef):
+        if isinstance(node, LazyTensor):
             if id(node) not in seen:
                 seen.add(id(node))
                 yield node
@@ -356,8 +409,3 @@ def iter_refs(tree: Any) -> Iterator[TensorRef]:
             stack.extend(node.values())
         elif isinstance(node, (list, tuple)):
             stack.extend(node)
-
-
-def stored_pieces(ref: TensorRef) -> list[TensorRef]:
-    """The pieces a tensor is stored in: itself, or each shard of a DCP tensor."""
-    return [piece.ref for piece in ref.pieces] if hasattr(ref, "pieces") else [ref]

@@ -2,8 +2,8 @@
 
 :func:`assemble` checks that the pieces tile the full tensor exactly (no gap,
 no overlap, each inside it, each of the right shape and dtype) and returns a
-:class:`ShardedRef`: a :class:`~jitckpt.tensors.lazy.TensorRef` whose bytes are its
-pieces'. When every piece is a slab along dimension 0 (as FSDP2 shards), the
+:class:`ShardedTensor`: a :class:`~jitckpt.tensors.lazy.LazyTensor` composed of its pieces, whose bytes are
+theirs. When every piece is a slab along dimension 0 (as FSDP2 shards), the
 full tensor's row-major bytes are the pieces' bytes in order, so writing it
 copies each piece straight from its file (in-kernel where the platform can),
 with memory flat at any size. Other layouts are assembled in memory, one
@@ -13,12 +13,11 @@ tensor at a time. Each piece's own checksum is verified whenever it is read.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator
 
 from ..errors import FormatError
-from ..storage.crc32 import crc32
-from .lazy import CHUNK_BYTES, TensorRef, contiguous_strides, torch_bytes, write_chunks
+from .lazy import CHUNK_BYTES, LazyTensor, TensorRef, torch_bytes, write_chunks
 
 MAX_PIECES = 1 << 16  # pieces of one tensor (one per writing rank, or a few)
 
@@ -27,15 +26,20 @@ MAX_PIECES = 1 << 16  # pieces of one tensor (one per writing rank, or a few)
 class Piece:
     """One stored piece: ``ref`` holds it, ``offsets`` says where it starts in the full tensor."""
 
-    ref: TensorRef
+    ref: LazyTensor
     offsets: tuple[int, ...]
 
 
 @dataclass(frozen=True)
-class ShardedRef(TensorRef):
-    """A tensor whose row-major bytes are assembled from ``pieces`` (see the module docstring)."""
+class ShardedTensor(LazyTensor):
+    """A tensor whose row-major bytes are assembled from ``pieces`` (see the module docstring); ``where``
+    names what holds them (a DCP folder), for messages."""
 
-    pieces: tuple[Piece, ...] = ()
+    dtype: str
+    shape: tuple[int, ...]
+    pieces: tuple[Piece, ...]
+    where: str = field(default="", compare=False)
+    name: str = field(default="", compare=False)
 
     @property
     def is_slabs(self) -> bool:
@@ -44,7 +48,7 @@ class ShardedRef(TensorRef):
 
     @property
     def checksummed(self) -> bool:
-        return all(p.ref.checksum is not None for p in self.pieces)
+        return all(p.ref.checksummed for p in self.pieces)
 
     def verify(self) -> None:
         for piece in self.pieces:
@@ -59,20 +63,14 @@ class ShardedRef(TensorRef):
         for start in range(0, len(data), chunk):
             yield data[start:start + chunk]
 
-    def crc32(self) -> int:
-        crc = 0
-        for block in self.iter_bytes():
-            crc = crc32(block, crc)
-        return crc
-
     def copy_to(self, handle: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
         if not self.is_slabs:
             return write_chunks(self.iter_bytes(), handle, progress)
         for piece in self.pieces:
             piece.ref.copy_to(handle, progress)
 
-    def read_span(self) -> bytes:
-        return b"".join(bytes(block) for block in self.iter_bytes())
+    def stored_pieces(self) -> list[TensorRef]:
+        return [stored for piece in self.pieces for stored in piece.ref.stored_pieces()]
 
     def to_torch(self) -> Any:
         import torch
@@ -84,7 +82,7 @@ class ShardedRef(TensorRef):
         return full
 
 
-def assemble(name: str, dtype: str, shape: tuple[int, ...], pieces: list[Piece], where: str) -> TensorRef:
+def assemble(name: str, dtype: str, shape: tuple[int, ...], pieces: list[Piece], where: str) -> LazyTensor:
     """The full tensor ``name`` from its stored ``pieces``; a FormatError naming it and ``where`` unless they
     tile it exactly. One piece that is the whole tensor is returned as it is."""
     if len(pieces) > MAX_PIECES:
@@ -101,8 +99,7 @@ def assemble(name: str, dtype: str, shape: tuple[int, ...], pieces: list[Piece],
     _check_tiling(name, shape, kept, where)
     if len(kept) == 1 and kept[0].ref.shape == shape:
         return kept[0].ref
-    return ShardedRef(path=where, offset=0, dtype=dtype, shape=shape, stride=contiguous_strides(shape), name=name,
-                      checksum=None, pieces=tuple(kept))
+    return ShardedTensor(dtype=dtype, shape=shape, pieces=tuple(kept), where=where, name=name)
 
 
 MAX_GRID_PIECES = 256  # pieces of one tensor not cut along dimension 0 alone (tensor parallelism cuts in a few)

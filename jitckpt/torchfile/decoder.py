@@ -20,7 +20,6 @@ used (what a consumer would materialise: a repr, a JSON text, a converted tree).
 
 from __future__ import annotations
 
-import _compat_pickle
 import collections
 import pickle
 import struct
@@ -28,6 +27,7 @@ import sys
 from typing import Any, Callable, Mapping
 
 from ..errors import FormatError, UnsafePickleError, render
+from ..compat import py2_names
 from .bounds import MAX_DEPTH, MAX_EXPANDED_BYTES, cheap_to_hash, check_tree, small_key  # noqa: F401
 
 MAX_PICKLE_BYTES = 16 << 20  # a JiT-H/16 training checkpoint's pickle is a few hundred KB
@@ -167,6 +167,9 @@ def _global(u: Unpickler) -> None:
     _lookup(u, u._line(), u._line())
 
 
+_PY2_NAMES, _PY2_MODULES = py2_names()
+
+
 def _stack_global(u: Unpickler) -> None:
     name, module = u._pop(), u._pop()
     if type(module) is not str or type(name) is not str:
@@ -175,8 +178,8 @@ def _stack_global(u: Unpickler) -> None:
 
 
 def _lookup(u: Unpickler, module: str, name: str) -> None:
-    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-    module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    module, name = _PY2_NAMES.get((module, name), (module, name))
+    module = _PY2_MODULES.get(module, module)
     try:
         u._push(u.allowed[(module, name)])
     except KeyError:

@@ -30,10 +30,11 @@ from types import FunctionType
 from typing import Any, BinaryIO, Callable
 
 from ..errors import SchemaError, render
+from ..compat import python_pickler
 from .decoder import MAX_PICKLE_BYTES
 from ..storage.crc32 import crc32
 from ..tensors.anytensor import crc_of, dtype_name, is_tensor, nbytes_of, shape_of, write_tensor
-from ..tensors.lazy import DTYPES, TensorRef, contiguous_strides
+from ..tensors.lazy import DTYPES, LazyTensor, contiguous_strides
 from .archive import ZIP_MAGIC
 
 _ALIGNMENT = 64
@@ -83,10 +84,13 @@ def _check_global(module: str, name: str) -> None:
                           "could not read it back; only plain data, tensors and argparse.Namespace can be written")
 
 
-class _TorchPickler(pickle._Pickler):  # the Python pickler: it lets _Global write its own opcode
+_PythonPickler: Any = python_pickler()
+
+
+class _TorchPickler(_PythonPickler):  # type: ignore[misc]  # the Python pickler: _Global writes its own opcode
     """Protocol 2, as ``torch.save``; every global it names is checked against :data:`WRITABLE_GLOBALS`."""
 
-    dispatch = dict(pickle._Pickler.dispatch)
+    dispatch = dict(_PythonPickler.dispatch)
 
     def __init__(self, file: BinaryIO) -> None:
         super().__init__(file, protocol=2)
@@ -214,7 +218,7 @@ def _at(where: str, key: Any) -> str:
 def write_tree(tree: Any, handle: BinaryIO, archive: str = "archive", progress: Progress | None = None) -> None:
     """``torch.save`` ``tree`` into ``handle`` (seekable), streaming each tensor's bytes.
 
-    Tensors may be TensorRefs or torch tensors; both are written contiguous.
+    Tensors may be lazy or torch tensors; both are written contiguous.
     Shared tensors are not deduplicated (every leaf gets its own storage).
     The tree goes through :func:`plain_tree` first, and nothing is written
     when it holds anything else (a :class:`SchemaError`).
@@ -308,7 +312,7 @@ class _ZipWriter:
         raw = name.encode()
         size = nbytes_of(tensor)
         offset = self._local_header(raw, size)
-        crc = self.crc_pool.submit(crc_of, tensor) if isinstance(tensor, TensorRef) else crc_of(tensor)
+        crc = self.crc_pool.submit(crc_of, tensor) if isinstance(tensor, LazyTensor) else crc_of(tensor)
         write_tensor(tensor, self.handle, progress)
         self.entries.append((raw, offset, size, crc))
 

@@ -16,12 +16,9 @@ from typing import Any, Mapping
 
 from ..api import save
 from ..errors import DROP_OPTIMIZER, JiTCheckpointError
-from ..lightning.module import ADAMW_BETAS
-from ..layouts.groupings import ORIGINAL, grouping_of
+from ..layouts.groupings import ORIGINAL, adamw_group_defaults, grouping_of
 from ..schema import JiTCheckpoint
 
-ADAMW_DEFAULTS = {"betas": ADAMW_BETAS, "eps": 1e-8, "amsgrad": False, "maximize": False, "foreach": None,
-                  "capturable": False, "differentiable": False, "fused": None, "decoupled_weight_decay": True}
 
 
 @dataclass
@@ -89,7 +86,7 @@ def fresh_optimizer(ckpt: JiTCheckpoint, args: Mapping[str, Any]) -> dict:
     lr = args.get("lr") or args.get("blr") or 0.0
     decays = (0.0, float(args.get("weight_decay") or 0.0))
     return {"state": {}, "param_groups": [
-        {"lr": lr, "weight_decay": decay, **ADAMW_DEFAULTS, "params": list(names)}
+        {"lr": lr, "weight_decay": decay, **adamw_group_defaults(), "params": list(names)}
         for names, decay in zip(ORIGINAL.names(ckpt.arch), decays)]}
 
 

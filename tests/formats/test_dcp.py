@@ -13,7 +13,7 @@ from jitckpt import api
 from jitckpt.cli import EXIT_DIFFERENT, EXIT_ERROR, app
 from jitckpt.errors import FormatError, JiTCheckpointError, OutputError, UnsafePickleError
 from jitckpt.formats import dcp_metadata
-from jitckpt.tensors.sharded import Piece, ShardedRef, assemble
+from jitckpt.tensors.sharded import Piece, ShardedTensor, assemble
 from jitckpt.inspection.summary import summarize
 from jitckpt.torchfile.read import read_tree
 from typer.testing import CliRunner
@@ -106,7 +106,7 @@ def test_slabs_along_dim_0_stream_into_the_full_tensor(tmp_path):
     full = torch.randn(10, 3)
     ref = assemble("w", "float32", (10, 3), _pieces(tmp_path, full, [((6, 0), (4, 3)), ((0, 0), (6, 3)),
                                                                     ((10, 0), (0, 3))]), "d")
-    assert isinstance(ref, ShardedRef) and ref.is_slabs and ref.checksummed
+    assert isinstance(ref, ShardedTensor) and ref.is_slabs and ref.checksummed
     with open(tmp_path / "out.bin", "w+b") as handle:
         ref.copy_to(handle)
     assert (tmp_path / "out.bin").read_bytes() == full.numpy().tobytes()

@@ -42,7 +42,8 @@ def toy_format(monkeypatch):
     module.read = lambda path: jitckpt.load(GOLDEN, lazy=True)
 
     def write_folder(ckpt, folder, progress=None, weights=None, shards=1):
-        (Path(folder) / "TOY").write_text("toy")
+        with folder.file("TOY") as handle:  # a durable file in the folder being written (an OutputFolder)
+            handle.write(b"toy")
 
     module.write_folder = write_folder
     monkeypatch.setattr(format_table, "FORMAT_TABLE", format_table.FORMAT_TABLE + (row,))

@@ -6,6 +6,7 @@ import jitckpt
 from jitckpt.callbacks import MetricLoggerCallback
 from jitckpt.lightning import JiTLightningModule
 from jitckpt.model.denoiser import Denoiser
+from jitckpt.training.resume import fresh_optimizer
 from tests.helpers import FIXTURES, GOLDEN
 
 
@@ -24,6 +25,10 @@ def test_absolute_lr_from_blr_and_effective_batch(tmp_path):
     assert trainer.optimizers[0].defaults["lr"] == module.absolute_lr
     assert trainer.optimizers[0].defaults["betas"] == (0.9, 0.95)
     assert [len(g["params"]) for g in trainer.optimizers[0].param_groups] == [33, 23]
+    # the fresh state a resume without moments starts from has exactly the live optimizer's group settings
+    fresh = fresh_optimizer(golden, args)["param_groups"]
+    for made, live in zip(fresh, trainer.optimizers[0].param_groups):
+        assert set(made) == set(live) and all(made[k] == live[k] for k in live if k not in ("params", "lr", "initial_lr"))
     assert len(logger.lines) == 2 and logger.lines[0].startswith("Epoch: [0]  [0/3]  eta: ")
     assert " lr: 0.000031  loss: " in logger.lines[0] and logger.lines[1].startswith("Epoch: [0]  [2/3]")
 
