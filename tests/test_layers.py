@@ -112,3 +112,9 @@ def test_no_circle_of_modules():
 def test_the_walk_sees_lazy_imports():
     """A function-level import counts: the walk is not fooled by moving an import into a function."""
     assert "jitckpt.model.loading" in GRAPH["jitckpt.model"]
+
+
+def test_every_module_is_small():
+    """One job per module: none over 400 lines."""
+    long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long

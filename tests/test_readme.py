@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # The pages replayed after the README, in this order (each may use what the ones before it wrote).
-DOC_PAGES = ("docs/commands.md", "docs/formats.md", "docs/layouts.md")
+DOC_PAGES = ("docs/commands.md", "docs/evaluation.md", "docs/publishing.md", "docs/formats.md", "docs/layouts.md")
 
 # The exit code a shown first line implies (see "Commands" in the README); anything else is 0.
 EXIT_BY_PREFIX = {"error:": 2, "damaged:": 1, "different:": 1}

@@ -4,6 +4,7 @@ import json
 import re
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import jitckpt
@@ -87,5 +88,8 @@ def test_released_file_converts_and_exports_weights_only(tmp_path):
     export = tmp_path / "ema2.safetensors"
     result = run("convert", path, "-o", export, "--weights", "ema2", "--weights-only")
     assert result.exit_code == 0, result.output
-    assert jitckpt.load(export).model.keys() == jitckpt.load(path).model_ema2.keys()
+    exported, source = jitckpt.load(export).model, jitckpt.load(path).model_ema2
+    assert exported.keys() == source.keys()
+    for key, value in source.items():  # the ema2 weights themselves, not merely their names
+        assert exported[key].dtype == value.dtype and torch.equal(exported[key], value), key
     assert inspect_json(export)["weights"] == "ema2"

@@ -137,11 +137,25 @@ class EMACallback(L.Callback):
     def swap_ema(self, pl_module: L.LightningModule, ema_version: int = 1) -> Iterator[None]:
         """Run the block with EMA weights in the model; the raw weights come back afterwards.
 
-        Parameters and EMA exchange storage (``param.data``), so nothing is copied.
+        Parameters and EMA exchange storage (``param.data``), so nothing is copied. Under FSDP2 the
+        parameters are DTensors whose shards FSDP gathers from its own storage: there the EMA's local shards
+        are copied into the parameters' and the raw shards copied back afterwards (one shard's copy held).
         """
         self._ensure(pl_module)
         ema = self._select(ema_version)
         params = list(pl_module.parameters())
+        if ema_sharding.reshard(pl_module):  # FSDP2: each parameter is its shard again (a forward may gather)
+            shards = self._params(pl_module)
+            raw = [shard.clone() for shard in shards]
+            with torch.no_grad():
+                foreach_copy_(shards, ema)
+            try:
+                yield
+            finally:
+                ema_sharding.reshard(pl_module)  # drops what the block gathered, EMA values included
+                with torch.no_grad():
+                    foreach_copy_(shards, raw)
+            return
         self._exchange(params, ema)
         try:
             yield

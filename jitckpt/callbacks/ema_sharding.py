@@ -24,6 +24,19 @@ def is_dtensor(tensor: Any) -> bool:
     return hasattr(tensor, "device_mesh")
 
 
+def reshard(module: Any) -> bool:
+    """Free the parameters FSDP2 gathered (a forward without a backward leaves the root's gathered), so that
+    each parameter is its DTensor shard again; True when ``module`` is sharded with FSDP2."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch without FSDP2 shards nothing
+        return False
+    sharded = [m for m in module.modules() if isinstance(m, FSDPModule)]
+    for part in sharded:
+        part.reshard()
+    return bool(sharded)
+
+
 def as_dtensor(local: torch.Tensor, param: Any) -> Any:
     """``local`` (this rank's EMA shard) as a DTensor laid out like ``param``."""
     from torch.distributed.tensor import DTensor

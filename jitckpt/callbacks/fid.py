@@ -17,6 +17,7 @@ from ..evaluation.inception import extract, load_extractor, weights_path
 from ..evaluation.sampling import SamplingSettings, class_labels, generate_batches
 from ..evaluation.stats import default_stats_path, find_default_stats, load_stats
 from .ema import find_ema_callback
+from .ema_sharding import is_dtensor
 
 
 class FIDEvaluationCallback(L.Callback):
@@ -101,11 +102,15 @@ class FIDEvaluationCallback(L.Callback):
         pl_module.diffusion = replace(saved, **{k: v for k, v in (("sampling_method", settings.method),
                                                                   ("num_sampling_steps", settings.steps),
                                                                   ("cfg", settings.cfg)) if v is not None})
-        swap = find_ema_callback(trainer).swap_ema(pl_module, self.ema_version) if self.use_ema else contextlib.nullcontext()
+        ema = find_ema_callback(trainer) if self.use_ema else None
+        if self.use_ema and ema is None:
+            raise JiTCheckpointError("FIDEvaluationCallback(use_ema=True) needs an EMACallback among the callbacks")
+        swap = ema.swap_ema(pl_module, self.ema_version) if ema is not None else contextlib.nullcontext()
         try:
             with swap:
                 parts = {index: extract(extractor, images) for index, images in
-                         generate_batches(pl_module, labels, settings, trainer.global_rank, trainer.world_size)}
+                         generate_batches(pl_module, labels, settings, trainer.global_rank, trainer.world_size,
+                                                  lockstep=any(is_dtensor(p) for p in pl_module.parameters()))}
         finally:
             pl_module.diffusion = saved
             pl_module.train(was_training)

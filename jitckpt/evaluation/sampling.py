@@ -48,16 +48,26 @@ def batches_for_rank(num_images: int, batch_size: int, rank: int, world: int) ->
 
 
 def generate_batches(denoiser: Denoiser, labels: np.ndarray, settings: SamplingSettings, rank: int = 0,
-                     world: int = 1) -> Iterator[tuple[int, torch.Tensor]]:
-    """(global batch index, uint8 images) for this process's share of ``labels``."""
+                     world: int = 1, lockstep: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
+    """(global batch index, uint8 images) for this process's share of ``labels``.
+
+    With ``lockstep`` every process runs as many batches as the busiest one (a process short of one samples
+    a batch it throws away): a sharded model (FSDP2) gathers its parameters in collectives at every forward,
+    which all processes must join.
+    """
     device = next(denoiser.parameters()).device
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    for index in batches_for_rank(len(labels), settings.batch_size, rank, world):
-        chunk = labels[index * settings.batch_size : (index + 1) * settings.batch_size]
-        generator = torch.Generator(device=device).manual_seed(hash((settings.seed, index)) & (2**63 - 1))
+    mine = batches_for_rank(len(labels), settings.batch_size, rank, world)
+    rounds = len(batches_for_rank(len(labels), settings.batch_size, 0, world)) if lockstep else len(mine)
+    for turn in range(rounds):
+        index = mine[turn] if turn < len(mine) else None
+        start = (index or 0) * settings.batch_size
+        chunk = labels[start : start + settings.batch_size]
+        generator = torch.Generator(device=device).manual_seed(hash((settings.seed, index or 0)) & (2**63 - 1))
         with autocast:
             images = denoiser.generate(torch.as_tensor(chunk, device=device), generator)
-        yield index, quantize(images)
+        if index is not None:
+            yield index, quantize(images)
 
 
 def save_pngs(folder: str | os.PathLike, first_id: int, images: torch.Tensor) -> None:

@@ -73,23 +73,23 @@ def _sniff(path: str) -> tuple[str, Any]:
     )
 
 
-def folder_format(path: str | os.PathLike) -> str | None:
+def folder_format(path: str | os.PathLike[str]) -> str | None:
     """The format of a checkpoint that is a folder (DCP, export, diffusers: the registry's folder formats)."""
     return next((name for name, m in FORMATS.items() if m.KIND == "folder" and m.detect_folder(path)), None)
 
 
-def named_in_folder(folder: str | os.PathLike, stem: str = "checkpoint-last") -> list[Path]:
+def named_in_folder(folder: str | os.PathLike[str], stem: str = "checkpoint-last") -> list[Path]:
     """``stem`` with every suffix a format claims, in the registry's order: the candidates in ``folder``."""
     return [Path(folder) / (stem + suffix) for module in FORMATS.values() for suffix in module.SUFFIXES]
 
 
-def is_torch_file(path: str | os.PathLike) -> bool:
+def is_torch_file(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` starts as a zip (a torch file, or a corrupt one); reads 4 bytes."""
     with open(path, "rb") as f:
         return torchread.is_torch_zip(f.read(4))
 
 
-def size_on_disk(path: str | os.PathLike) -> int:
+def size_on_disk(path: str | os.PathLike[str]) -> int:
     """Bytes of a checkpoint: the file's size, or the sum of a folder's regular files (one level of
     subfolders deep, as a diffusers folder's transformer/ and scheduler/)."""
     if not os.path.isdir(path):
@@ -104,12 +104,12 @@ def size_on_disk(path: str | os.PathLike) -> int:
     return total
 
 
-def detect_format(path: str | os.PathLike) -> str:
+def detect_format(path: str | os.PathLike[str]) -> str:
     """The name of the format of ``path`` (a key of :data:`FORMATS`), from its bytes, not its name."""
     return _sniff(str(path))[0]
 
 
-def read(path: str | os.PathLike) -> tuple[str, JiTCheckpoint]:
+def read(path: str | os.PathLike[str]) -> tuple[str, JiTCheckpoint]:
     """Read any supported file lazily: (format name, checkpoint with TensorRefs).
 
     Every error names the file: a schema error found in its content is given
@@ -131,7 +131,7 @@ def read(path: str | os.PathLike) -> tuple[str, JiTCheckpoint]:
     return name, ckpt
 
 
-def format_for_suffix(path: str | os.PathLike) -> str | None:
+def format_for_suffix(path: str | os.PathLike[str]) -> str | None:
     """The format an output name's suffix names, or None."""
     suffix = Path(path).suffix.lower()
     return next((n for n, m in FORMATS.items() if suffix in m.SUFFIXES), None)

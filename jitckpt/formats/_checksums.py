@@ -15,7 +15,8 @@ from typing import Any
 
 from ..errors import DamagedError, FormatError
 from ..storage.crc32 import crc32
-from ..tensors.lazy import Checksum, TensorRef
+from ..tensors.lazy import TensorRef
+from ..tensors.regions import Checksum
 
 KEY = "jitckpt.checksums"
 ALGORITHM = "crc32"

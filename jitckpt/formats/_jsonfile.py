@@ -18,7 +18,7 @@ from ..errors import FormatError
 MAX_JSON_BYTES = 2 << 20  # a shard index of a 10,000-tensor model is about 1 MB; parsed, JSON takes up to 28x
 
 
-def is_regular_file(path: str | os.PathLike) -> bool:
+def is_regular_file(path: str | os.PathLike[str]) -> bool:
     """True for a regular file, directly or through symbolic links (never a FIFO, a device or a folder)."""
     try:
         return stat.S_ISREG(os.stat(path).st_mode)
@@ -26,7 +26,7 @@ def is_regular_file(path: str | os.PathLike) -> bool:
         return False
 
 
-def read_json(path: str | os.PathLike, limit: int = MAX_JSON_BYTES) -> Any:
+def read_json(path: str | os.PathLike[str], limit: int = MAX_JSON_BYTES) -> Any:
     """The JSON value in ``path``; a FormatError naming it when it is not a small regular file of JSON."""
     if not is_regular_file(path):
         what = "missing" if not os.path.lexists(path) else "not a regular file (a FIFO, device, folder or dangling link)"
@@ -43,7 +43,7 @@ def read_json(path: str | os.PathLike, limit: int = MAX_JSON_BYTES) -> Any:
         raise FormatError(f"{path}: not valid JSON ({str(exc)[:120]})") from None
 
 
-def try_json(path: str | os.PathLike) -> Any:
+def try_json(path: str | os.PathLike[str]) -> Any:
     """:func:`read_json`, or None when the file is absent or not JSON (for detection)."""
     try:
         return read_json(path)

@@ -30,8 +30,8 @@ from ..tensors.sharded import Piece, assemble
 from ..tensors.lazy import LazyTensor, TensorRef, iter_refs
 from . import dcp_metadata, lightning
 from ._jsonfile import is_regular_file
-from .dcp_metadata import LIGHTNING_META, METADATA_FILE, Layout
-from .dcp_write import write_folder  # noqa: F401 (this format's writer)
+from .dcp_metadata import LIGHTNING_META, METADATA_FILE as METADATA_FILE, Layout  # METADATA_FILE: re-exported
+from .dcp_write import write_folder as write_folder  # noqa: F401 (this format's writer)
 
 FACTS = facts("dcp")
 NAME, SUFFIXES, LABEL, DESCRIPTION = FACTS.name, FACTS.suffixes, FACTS.label, FACTS.description
@@ -40,7 +40,7 @@ MAX_LIST_INDEX = 1 << 16  # a list position in an item's path (param_groups, ...
 
 
 
-def detect_folder(path: str | os.PathLike) -> bool:
+def detect_folder(path: str | os.PathLike[str]) -> bool:
     """True for a directory holding DCP's ``.metadata``."""
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, METADATA_FILE))
 
@@ -49,7 +49,7 @@ def read(path: str) -> JiTCheckpoint:
     return from_tree(read_tree(path), path)
 
 
-def read_tree(path: str) -> dict:
+def read_tree(path: str) -> dict[str, Any]:
     """The directory's nested state dict (and ``meta.pt``'s entries), tensors as lazy references."""
     meta_path = os.path.join(path, METADATA_FILE)
     with open(meta_path, "rb") as f:
@@ -105,7 +105,7 @@ class _ShardFiles:
         return self.checked[name]
 
 
-def _piece(key: str, where: tuple, layout: Layout, files: _ShardFiles) -> Any:
+def _piece(key: str, where: tuple[str, tuple[int, ...] | None], layout: Layout, files: _ShardFiles) -> Any:
     location = layout.locations.get(where)
     if location is None:
         raise FormatError(f"{files.folder}: .metadata lists a piece of {render(key, 80)} but not where it is stored")
@@ -127,13 +127,13 @@ def _bytes(key: str, layout: Layout, files: _ShardFiles) -> Any:
     return _piece(key, (key, None), layout, files)
 
 
-def _unflatten(flat: dict[str, Any], paths: dict[str, tuple], where: str) -> dict:
+def _unflatten(flat: dict[str, Any], paths: dict[str, tuple[str | int, ...]], where: str) -> dict[str, Any]:
     """Nest ``flat`` along each key's path (DCP's planner data; the key itself when it has none).
 
     A list position pads the list with None up to it; all the padding together is bounded by the items
     (a path may not make a few items into millions of empty slots).
     """
-    root: dict = {}
+    root: dict[str, Any] = {}
     budget = [4 * len(flat) + 1024]
     for key, value in flat.items():
         route = paths.get(key, (key,))
@@ -174,14 +174,14 @@ def _set(node: Any, step: Any, value: Any, where: str, key: str, budget: list[in
 # ----------------------------------------------------------------------------- to the schema
 
 
-def from_tree(tree: dict, path: str) -> JiTCheckpoint:
+def from_tree(tree: dict[str, Any], path: str) -> JiTCheckpoint:
     match = recognise(tree)
     if match is not None and match.layout.family == "lightning":
         return _from_lightning(tree, path)
     return _from_plain(tree, match, path)
 
 
-def _from_lightning(tree: dict, path: str) -> JiTCheckpoint:
+def _from_lightning(tree: dict[str, Any], path: str) -> JiTCheckpoint:
     tree = dict(tree)
     state = dict(tree["state_dict"])
     emas = {version: {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
@@ -205,7 +205,7 @@ def _from_lightning(tree: dict, path: str) -> JiTCheckpoint:
     return lightning.from_tree(tree, path)
 
 
-def _refuse_rank_zero_shards(ema_state: Any, model: dict, path: str) -> None:
+def _refuse_rank_zero_shards(ema_state: Any, model: dict[str, Any], path: str) -> None:
     """meta.pt written by rank zero alone holds only its own shards of sharded EMAs: never read them as whole."""
     for version in ("ema1", "ema2"):
         values = ema_state.get(version) if isinstance(ema_state, dict) else None
@@ -233,7 +233,7 @@ def _named_optimizer(optimizer: Any, path: str) -> Any:
     return {**optimizer, "state": state, "param_groups": groups}
 
 
-def _from_plain(tree: dict, match: Match | None, path: str) -> JiTCheckpoint:
+def _from_plain(tree: dict[str, Any], match: Match | None, path: str) -> JiTCheckpoint:
     """A plain ``dcp.save`` of a training loop's state or of a bare state dict, read where the layout row says."""
     if match is None:
         keys = ", ".join(repr(k)[:60] for k in list(tree)[:6])

@@ -66,7 +66,7 @@ class Layout:
 
     items: dict[str, TensorItem | None]
     locations: dict[tuple[str, tuple[int, ...] | None], Location]
-    paths: dict[str, tuple]
+    paths: dict[str, tuple[str | int, ...]]
 
 
 class _Record:
@@ -96,7 +96,7 @@ def _build_properties(inst: Any, state: Any) -> None:
     inst.__dict__["layout"] = state[1] if len(state) > 1 else None
 
 
-def _size(dims: Any = ()) -> tuple:
+def _size(dims: Any = ()) -> tuple[Any, ...]:
     if type(dims) not in (tuple, list) or len(dims) > MAX_DIMS:
         raise ValueError(f"a size of at most {MAX_DIMS} dimensions")
     return tuple(dims)
@@ -194,7 +194,7 @@ def _no_persistent_ids(path: str) -> Any:
     return refuse
 
 
-def _mapping(value: Any, what: str, path: str) -> dict:
+def _mapping(value: Any, what: str, path: str) -> dict[Any, Any]:
     if not isinstance(value, dict):
         raise FormatError(f"{path}: {what} is a {type(value).__name__}, not a dict")
     return value

@@ -13,19 +13,21 @@ archive written straight into a data file, tensors streamed from the source;
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from ..torchfile import write as torchzip
 from ..errors import FormatError
 from ..storage.atomic_folder import OutputFolder
 from ..layouts import SHARDED_EMA_PREFIXES
+from ..layouts.arch import Arch
 from ..layouts.groupings import ORIGINAL, regroup, adamw_group_defaults
-from ..schema import JiTCheckpoint
+from ..schema import JiTCheckpoint, OptimizerState
 from ..tensors.anytensor import dtype_name, is_tensor, nbytes_of, shape_of
 from . import lightning
 from .dcp_metadata import LIGHTNING_META, METADATA_FILE, Chunk, Layout, Location, TensorItem, write as write_metadata
 
 MAX_SHARDS = 1024
+Item = tuple[str, tuple[str | int, ...], Any]  # an item's flattened key, its path in the nested state, its value
 
 
 def write_folder(ckpt: JiTCheckpoint, folder: OutputFolder, progress: torchzip.Progress | None = None,
@@ -59,7 +61,7 @@ def write_folder(ckpt: JiTCheckpoint, folder: OutputFolder, progress: torchzip.P
         torchzip.write_tree(_meta_tree(ckpt), handle, archive="meta")
 
 
-def _items(ckpt: JiTCheckpoint) -> list[tuple[str, tuple, Any]]:
+def _items(ckpt: JiTCheckpoint) -> list[Item]:
     """(flattened key, path, value) of everything stored in the data files, in DCP's flattening."""
     state: dict[str, Any] = dict(ckpt.model)
     for version, section in (("ema1", ckpt.model_ema1), ("ema2", ckpt.model_ema2)):
@@ -68,21 +70,22 @@ def _items(ckpt: JiTCheckpoint) -> list[tuple[str, tuple, Any]]:
     tree: dict[str, Any] = {"state_dict": state}
     if ckpt.optimizer is not None:
         tree["optimizer_0"] = _optimizer(ckpt)
-    out: list[tuple[str, tuple, Any]] = []
+    out: list[Item] = []
     _flatten(tree, (), out)
     return out
 
 
-def _optimizer(ckpt: JiTCheckpoint) -> dict:
+def _optimizer(ckpt: JiTCheckpoint) -> OptimizerState:
     """AdamW by parameter name in JiTLightningModule's groups, every hyper-parameter a live AdamW has
     (``torch.distributed.checkpoint.load`` wants each key the destination optimizer holds)."""
-    named = regroup(ckpt.optimizer, ckpt.arch, ORIGINAL)
+    # Only called with an optimizer, which was named through the checkpoint's arch (from_payload sets both).
+    named = regroup(cast(OptimizerState, ckpt.optimizer), cast(Arch, ckpt.arch), ORIGINAL)
     defaults = adamw_group_defaults()
     groups = [{**defaults, **group} for group in named["param_groups"]]
     return {"state": named["state"], "param_groups": groups}
 
 
-def _flatten(node: Any, route: tuple, out: list) -> None:
+def _flatten(node: Any, route: tuple[str | int, ...], out: list[Item]) -> None:
     """DCP's flattening: dicts always, lists holding containers or tensors by position; other values are leaves."""
     if isinstance(node, dict) and node:
         for key, value in node.items():
@@ -94,10 +97,10 @@ def _flatten(node: Any, route: tuple, out: list) -> None:
         out.append((".".join(map(str, route)), route, node))
 
 
-def _balance(items: list[tuple[str, tuple, Any]], shards: int) -> list[list[tuple[str, tuple, Any]]]:
+def _balance(items: list[Item], shards: int) -> list[list[Item]]:
     """Items per data file, the bytes spread evenly (largest first to the emptiest file), each file in key order."""
     loads = [0] * shards
-    assigned: list[list] = [[] for _ in range(shards)]
+    assigned: list[list[int]] = [[] for _ in range(shards)]
     order = sorted(range(len(items)), key=lambda i: -(nbytes_of(items[i][2]) if is_tensor(items[i][2]) else 0))
     for i in order:
         target = loads.index(min(loads))
@@ -106,7 +109,7 @@ def _balance(items: list[tuple[str, tuple, Any]], shards: int) -> list[list[tupl
     return [[items[i] for i in sorted(indices)] for indices in assigned]
 
 
-def _meta_tree(ckpt: JiTCheckpoint) -> dict:
+def _meta_tree(ckpt: JiTCheckpoint) -> dict[str, Any]:
     """Lightning's checkpoint without the module and optimizers; EMACallback's entry marks its EMAs as sharded."""
     tree = lightning.to_tree(ckpt)
     tree.pop("state_dict")

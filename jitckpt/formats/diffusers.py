@@ -45,7 +45,7 @@ ARCH_CHECKED = ("depth", "hidden_size", "num_heads", "patch_size", "bottleneck_d
                 "num_classes", "img_size", "mlp_hidden_dim")
 
 
-def transformer_dir(path: str | os.PathLike) -> str | None:
+def transformer_dir(path: str | os.PathLike[str]) -> str | None:
     """The folder holding the transformer's config and weights: ``path/transformer`` of a pipeline folder, or
     ``path`` itself when it is a transformer folder; None when ``path`` is neither."""
     path = str(path)
@@ -59,7 +59,7 @@ def transformer_dir(path: str | os.PathLike) -> str | None:
     return None
 
 
-def detect_folder(path: str | os.PathLike) -> bool:
+def detect_folder(path: str | os.PathLike[str]) -> bool:
     return transformer_dir(path) is not None
 
 

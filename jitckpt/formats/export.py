@@ -25,7 +25,7 @@ MARK = "jitckpt_export"  # the config.json key that says jitckpt wrote the folde
 CONFIG_DIGEST_KEY = "jitckpt.config_sha256"  # in the weights' metadata: the SHA-256 of config.json
 
 
-def detect_folder(path: str | os.PathLike) -> bool:
+def detect_folder(path: str | os.PathLike[str]) -> bool:
     config = try_json(os.path.join(path, CONFIG_FILE)) if os.path.isdir(path) else None
     return isinstance(config, dict) and MARK in config and is_regular_file(os.path.join(path, WEIGHTS_FILE))
 

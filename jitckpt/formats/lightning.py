@@ -21,9 +21,9 @@ from ..torchfile import read as torchread, write as torchzip
 from .table import facts
 from ..errors import FormatError, render
 from ..layouts import recognise
-from ..layouts.trees import EMA_CALLBACK, key_for
+from ..layouts.trees import EMA_CALLBACK as EMA_CALLBACK, key_for  # re-exported (dcp, dcp_write)
 from ..schema import META_KEY, JiTCheckpoint, checked_int, from_file_payload, original_positional
-from ..layouts.args import args_from_hparams, hparams_from_args  # noqa: F401 (hparams_from_args: re-exported)
+from ..layouts.args import args_from_hparams, hparams_from_args as hparams_from_args  # noqa: F401 (re-exported)
 
 FACTS = facts("ckpt")
 NAME, SUFFIXES, LABEL, DESCRIPTION = FACTS.name, FACTS.suffixes, FACTS.label, FACTS.description
@@ -34,15 +34,16 @@ _VERSION = re.compile(r"\d{1,4}(\.\d{1,6}){0,3}([a-z0-9.+-]{0,40})")  # what pac
 _MAPPED = ("state_dict", "optimizer_states", "epoch", "global_step", META_KEY)
 
 
-def ema_entry(callbacks: dict) -> str | None:
+def ema_entry(callbacks: dict[str, Any]) -> str | None:
     """The key of EMACallback's state among a checkpoint's callbacks (None if it has none)."""
-    return key_for(callbacks, EMA_CALLBACK + "*")
+    key: str | None = key_for(callbacks, EMA_CALLBACK + "*")
+    return key
 
 
 def from_tree(tree: Any, path: str) -> JiTCheckpoint:
     if not isinstance(tree, dict) or not isinstance(tree.get("state_dict"), dict):
         raise FormatError(f"{path}: not a Lightning checkpoint (no state_dict)")
-    meta = tree.get(META_KEY) if isinstance(tree.get(META_KEY), dict) else {}
+    meta: Any = tree.get(META_KEY) if isinstance(tree.get(META_KEY), dict) else {}  # jitckpt's entry, as decoded
     version = tree.get(VERSION_KEY)
     if version is not None and not (isinstance(version, str) and _VERSION.fullmatch(version)):
         raise FormatError(f"{path}: {VERSION_KEY} is {render(version, 60)}, not a Lightning version")
@@ -77,7 +78,7 @@ def from_tree(tree: Any, path: str) -> JiTCheckpoint:
     return from_file_payload(payload, meta.get("schema_version", 1))
 
 
-def _last_completed_epoch(tree: dict) -> int | None:
+def _last_completed_epoch(tree: dict[str, Any]) -> int | None:
     """The last epoch whose training finished (the original's ``epoch``).
 
     Lightning's own ``epoch`` is ``trainer.current_epoch``: the finished epoch in
@@ -96,7 +97,7 @@ def read(path: str) -> JiTCheckpoint:
     return from_tree(torchread.read_tree(path), path)
 
 
-def hyper_parameters(ckpt: JiTCheckpoint) -> dict:
+def hyper_parameters(ckpt: JiTCheckpoint) -> dict[str, Any]:
     """``JiTLightningModule`` constructor arguments equivalent to the checkpoint's args and architecture."""
     hparams = hparams_from_args(ckpt.args)
     if "model_name" not in hparams and ckpt.arch is not None and ckpt.arch.variant:
@@ -106,7 +107,7 @@ def hyper_parameters(ckpt: JiTCheckpoint) -> dict:
     return hparams
 
 
-def build_loops(epoch: int, global_step: int, steps_in_epoch: int) -> dict:
+def build_loops(epoch: int, global_step: int, steps_in_epoch: int) -> dict[str, Any]:
     """Lightning's loop progress as saved at the end of epoch ``epoch`` (0-based).
 
     ``fit_loop.epoch_progress`` says ``epoch + 1`` epochs were processed and
@@ -114,7 +115,7 @@ def build_loops(epoch: int, global_step: int, steps_in_epoch: int) -> dict:
     holds; the optimizer-step progress restores ``trainer.global_step``.
     """
 
-    def progress(total: int, current: int, *fields: str) -> dict:
+    def progress(total: int, current: int, *fields: str) -> dict[str, Any]:
         return {"total": {f: total for f in fields}, "current": {f: current for f in fields}}
 
     done = ("ready", "started", "processed", "completed")
@@ -148,7 +149,7 @@ def build_loops(epoch: int, global_step: int, steps_in_epoch: int) -> dict:
     }
 
 
-def to_tree(ckpt: JiTCheckpoint) -> dict:
+def to_tree(ckpt: JiTCheckpoint) -> dict[str, Any]:
     extra = dict(ckpt.extra)
     rest = dict(extra.pop("lightning", {}))
     epoch = ckpt.epoch if ckpt.epoch is not None else 0

@@ -56,7 +56,7 @@ def read(path: str) -> JiTCheckpoint:
     return from_tree(torchread.read_tree(path), path)
 
 
-def to_tree(ckpt: JiTCheckpoint) -> dict:
+def to_tree(ckpt: JiTCheckpoint) -> dict[str, Any]:
     """The dict the original ``misc.save_model`` would have saved, plus the ``jitckpt`` key.
 
     A checkpoint of one set of weights (no EMAs, no optimizer) is written as the released files are: the
@@ -87,7 +87,7 @@ def to_tree(ckpt: JiTCheckpoint) -> dict:
     return tree
 
 
-def _with_provenance(extra: dict, which: str | None) -> dict:
+def _with_provenance(extra: dict[str, Any], which: str | None) -> dict[str, Any]:
     """``extra`` recording which weights a weights-only file holds, when that is known (nothing is invented)."""
     return {**extra, "weights": which} if which is not None else {k: v for k, v in extra.items() if k != "weights"}
 

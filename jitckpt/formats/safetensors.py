@@ -175,7 +175,7 @@ def version(path: str, meta: dict[str, str]) -> int:
     return int(text)
 
 
-def _section(tensors: dict, prefix: str) -> dict | None:
+def _section(tensors: dict[str, Any], prefix: str) -> dict[str, Any] | None:
     found = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     return found or None
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..storage.crc32 import sha256_file
-from ..tensors.lazy import LazyTensor, fd_region_crc, iter_refs
+from ..tensors.lazy import LazyTensor, iter_refs
+from ..tensors.regions import fd_region_crc
 from ..torchfile.archive import read_archive, starts_as_zip
 
 if TYPE_CHECKING:

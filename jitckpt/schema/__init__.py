@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast, overload
 
 from ..errors import DamagedError, SchemaError, render
-from .fields import checked_int, describe, plain_args  # noqa: F401 (checked_int, plain_args: re-exported)
+from .fields import checked_int as checked_int, describe, plain_args as plain_args  # noqa: F401 (re-exported)
 from ..layouts import recognise, to_canonical, wrapper_of
 from ..layouts.arch import Arch, check_shapes, expected_shapes, infer_arch
 from ..layouts.groupings import ORIGINAL, Grouping, UnmappedOptimizer, identify, regroup, to_named
@@ -30,6 +30,12 @@ META_KEY = "jitckpt"  # the one key jitckpt adds to files it writes
 MAX_EPOCH = (1 << 31) - 1
 
 StateDict = dict[str, Any]
+# AdamW's state keyed by parameter name: ``{'state': {name: {slot: tensor or number}},
+# 'param_groups': [{lr, weight_decay, betas, ..., 'params': [names]}]}`` (the positional form has indices).
+OptimizerState = dict[str, Any]
+# The training args as plain JSON-able data (:func:`~jitckpt.schema.fields.plain_args`): string keys; numbers,
+# strings, None, lists and string-keyed dicts of those, as the original's ``argparse.Namespace`` held them.
+TrainingArgs = dict[str, Any]
 
 
 @dataclass
@@ -48,12 +54,12 @@ class JiTCheckpoint:
     model: StateDict
     model_ema1: StateDict | None = None
     model_ema2: StateDict | None = None
-    optimizer: dict | None = None
+    optimizer: OptimizerState | None = None
     epoch: int | None = None
     global_step: int | None = None
     arch: Arch | None = None
-    args: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
+    args: TrainingArgs = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     warnings: list[str] = field(default_factory=list, compare=False, repr=False)
     source_version: int | None = field(default=None, compare=False, repr=False)  # as read from the file
@@ -84,7 +90,7 @@ class JiTCheckpoint:
             if which != exported:
                 raise SchemaError(f"this file holds only the {exported} weights of its source, not {which}")
             return self.model
-        state = getattr(self, section)
+        state: StateDict | None = getattr(self, section)
         if state is None:
             raise SchemaError(f"this checkpoint has no {section}; choose one of: "
                               + ", ".join({"model": "raw", "model_ema1": "ema1", "model_ema2": "ema2"}[s]
@@ -135,7 +141,8 @@ class JiTCheckpoint:
 # ----------------------------------------------------------------------------- optimizer layout
 
 
-def optimizer_to_named(positional: Mapping, arch: Arch, grouping: Grouping | None = None) -> dict:
+def optimizer_to_named(positional: Mapping[Any, Any], arch: Arch,
+                       grouping: Grouping | None = None) -> OptimizerState:
     """Key an AdamW ``state_dict()`` by parameter name, through ``grouping`` or the one the evidence fits.
 
     Without ``grouping`` the known groupings (:mod:`jitckpt.layouts.groupings`)
@@ -151,14 +158,15 @@ def optimizer_to_named(positional: Mapping, arch: Arch, grouping: Grouping | Non
     return to_named(positional, arch, grouping)
 
 
-def original_positional(ckpt: "JiTCheckpoint") -> dict | None:
+def original_positional(ckpt: "JiTCheckpoint") -> OptimizerState | None:
     """The optimizer as the original code (and ``JiTLightningModule``) numbers it: the original grouping."""
     if ckpt.optimizer is None:
         return None
-    return optimizer_to_positional(regroup(ckpt.optimizer, ckpt.arch, ORIGINAL))
+    # An optimizer is named through an arch, which the checkpoint then holds (from_payload sets both).
+    return optimizer_to_positional(regroup(ckpt.optimizer, cast(Arch, ckpt.arch), ORIGINAL))
 
 
-def optimizer_to_positional(named: Mapping) -> dict:
+def optimizer_to_positional(named: Mapping[str, Any]) -> OptimizerState:
     """The ``optimizer.state_dict()`` layout: parameters numbered through the groups in order."""
     state, groups, index = {}, [], 0
     for group in named["param_groups"]:
@@ -172,7 +180,7 @@ def optimizer_to_positional(named: Mapping) -> dict:
     return {"state": state, "param_groups": groups}
 
 
-def optimizer_step(named: Mapping | None) -> int | None:
+def optimizer_step(named: Mapping[str, Any] | None) -> int | None:
     """AdamW's step count (the same for every parameter), if any state holds one.
 
     A step tensor whose bytes are damaged is passed over for the next one, and with none readable the step is
@@ -195,14 +203,14 @@ def optimizer_step(named: Mapping | None) -> int | None:
     return None
 
 
-def _checked_groups(groups: Any) -> list:
+def _checked_groups(groups: Any) -> list[Any]:
     if not isinstance(groups, list) or not groups or not all(
             isinstance(g, Mapping) and isinstance(g.get("params"), list) for g in groups):
         raise SchemaError(f"optimizer param_groups must be a list of groups with params, not {describe(groups)}")
     return groups
 
 
-def _checked_optimizer(optimizer: Any) -> Mapping:
+def _checked_optimizer(optimizer: Any) -> Mapping[Any, Any]:
     if not isinstance(optimizer, Mapping):
         raise SchemaError(f"optimizer must be a state dict, not {describe(optimizer)}")
     _checked_groups(optimizer.get("param_groups"))
@@ -251,7 +259,8 @@ def from_payload(payload: Mapping[str, Any], arch: Arch | None = None) -> JiTChe
         if arch.variant is None:
             warnings.append(f"in_context_start is not stored in the weights; assumed depth // 3 = {arch.in_context_start}")
     model = _in_original_order(model, arch)
-    optimizer, unmapped = payload.get("optimizer"), None
+    optimizer: Any = payload.get("optimizer")
+    unmapped: UnmappedOptimizer | None = None
     if optimizer is not None:
         groups = _checked_optimizer(optimizer)["param_groups"]
         if not all(isinstance(p, str) for g in groups for p in g["params"]):
@@ -283,6 +292,10 @@ def from_payload(payload: Mapping[str, Any], arch: Arch | None = None) -> JiTChe
     return ckpt
 
 
+@overload
+def _in_original_order(state: StateDict, arch: Arch) -> StateDict: ...
+@overload
+def _in_original_order(state: StateDict | None, arch: Arch) -> StateDict | None: ...
 def _in_original_order(state: StateDict | None, arch: Arch) -> StateDict | None:
     """``state`` in the order of the original ``Denoiser.state_dict()`` (a safetensors file sorts its keys);
     keys the architecture does not have follow, for validation to name."""
@@ -294,14 +307,14 @@ def _in_original_order(state: StateDict | None, arch: Arch) -> StateDict | None:
     return {**{k: state[k] for k in order if k in state}, **{k: v for k, v in state.items() if k not in order}}
 
 
-def from_file_payload(payload: dict, version: int) -> JiTCheckpoint:
+def from_file_payload(payload: dict[str, Any], version: int) -> JiTCheckpoint:
     """Migrate a reader's payload of schema ``version`` and build the checkpoint."""
     ckpt = from_payload(upgrade(payload, version))
     ckpt.source_version = version
     return ckpt
 
 
-def _v0_to_v1(payload: dict) -> dict:
+def _v0_to_v1(payload: dict[str, Any]) -> dict[str, Any]:
     """The original ``misc.save_model`` dict, or a relative of it, to version 1 fields.
 
     Which relative it is, and where its parts are, comes from the layout table
@@ -324,10 +337,10 @@ def _v0_to_v1(payload: dict) -> dict:
 
 
 # (from_version, function to from_version + 1), applied in order
-MIGRATIONS: list[tuple[int, Callable[[dict], dict]]] = [(0, _v0_to_v1)]
+MIGRATIONS: list[tuple[int, Callable[[dict[str, Any]], dict[str, Any]]]] = [(0, _v0_to_v1)]
 
 
-def upgrade(payload: dict, version: Any) -> dict:
+def upgrade(payload: dict[str, Any], version: Any) -> dict[str, Any]:
     """Apply the migrations from ``version`` up to :data:`SCHEMA_VERSION`."""
     checked_int("schema_version", version, 1 << 31)
     if version > SCHEMA_VERSION:

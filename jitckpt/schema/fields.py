@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from ..errors import SchemaError, render
 
 
-def plain_args(args: Any) -> dict:
+def plain_args(args: Any) -> dict[str, Any]:
     """Training args as JSON-able data (the original pickles an ``argparse.Namespace``).
 
     Values must be plain data: numbers, strings, None, paths (kept as strings),
@@ -30,7 +30,7 @@ def plain_args(args: Any) -> dict:
 
 
 _MAX_INT = 1 << 64
-Where = tuple  # the path of a value inside args, rendered only when an error names it
+Where = tuple[Any, ...]  # the path of a value inside args, rendered only when an error names it
 
 
 def _where(path: Where) -> str:

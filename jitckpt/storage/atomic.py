@@ -38,7 +38,7 @@ from .permissions import output_mode
 from .temp import (OutputFile, commit_step, fcntl, fsync_dir, lock, output_error, same_file, temp_name,
                    temp_pattern)
 
-def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
+def check_output_path(path: str | os.PathLike[str], force: bool = False) -> Path:
     """Raise :class:`OutputError` unless ``path`` can be written (folder exists; no file, or ``force``)."""
     target = Path(path)
     folder = target.parent
@@ -52,7 +52,7 @@ def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[BinaryIO]:
+def atomic_output(path: str | os.PathLike[str], force: bool = False) -> Iterator[BinaryIO]:
     """Open a binary, seekable file that replaces ``path`` only if the block completes.
 
     Raises :class:`OutputError` before anything is written when ``path`` exists
@@ -101,7 +101,7 @@ def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Bina
             handle.close()
 
 
-def remove_stale_temps(target: str | os.PathLike) -> list[str]:
+def remove_stale_temps(target: str | os.PathLike[str]) -> list[str]:
     """Remove the temporary files of ``target`` whose writer is gone; return their paths.
 
     A file is removed only if its name matches jitckpt's exact pattern for

@@ -25,7 +25,7 @@ from .temp import OutputFile, fsync_dir, lock, output_error, temp_name, temp_pat
 from .permissions import permission_bits
 
 
-def check_folder_target(path: str | os.PathLike, force: bool = False) -> Path:
+def check_folder_target(path: str | os.PathLike[str], force: bool = False) -> Path:
     """Raise :class:`OutputError` unless a folder can be written at ``path``."""
     target = Path(path)
     if not target.parent.is_dir():
@@ -87,7 +87,7 @@ class AtomicFolder(OutputFolder):
     """A folder built under a hidden temporary name (``path``) that becomes ``target`` only if the ``with``
     block completes; nothing is left behind otherwise. Checked (the target may be written) when made."""
 
-    def __init__(self, target: str | os.PathLike, force: bool = False) -> None:
+    def __init__(self, target: str | os.PathLike[str], force: bool = False) -> None:
         self.target = check_folder_target(target, force)
         self.force = force
         super().__init__(temporary_name(self.target), str(self.target))
@@ -136,7 +136,7 @@ class AtomicFolder(OutputFolder):
         self._close()
 
 
-def atomic_folder(path: str | os.PathLike, force: bool = False) -> AtomicFolder:
+def atomic_folder(path: str | os.PathLike[str], force: bool = False) -> AtomicFolder:
     """An :class:`AtomicFolder` for ``path``: ``with atomic_folder(path) as folder: ...`` (checked at once)."""
     return AtomicFolder(path, force)
 
@@ -201,7 +201,7 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def remove_stale_folders(target: str | os.PathLike) -> list[str]:
+def remove_stale_folders(target: str | os.PathLike[str]) -> list[str]:
     """Remove the temporary folders of ``target`` whose writer is gone; return their paths."""
     target = Path(target)
     pattern = temp_pattern(target.name)

@@ -55,7 +55,7 @@ def _find() -> Optional[tuple[Callable[[int, Any, int], int], str]]:
     return None
 
 
-def _fast_call(ctypes: Any, function: Any) -> Callable[[int, Any, int], int]:
+def _fast_call(ctypes: Any, function: Callable[..., int]) -> Callable[[int, Any, int], int]:
     def call(value: int, data: Any, length: int) -> int:
         if isinstance(data, bytes):
             return function(value, data, length)
@@ -95,7 +95,7 @@ def name() -> str:
 __all__ = ["LIBRARIES", "crc32", "name"]
 
 
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
     """The SHA-256 of a whole file as hex, read ``chunk_size`` bytes at a time (the one file digest jitckpt
     computes: provenance records, downloads, the config.json of an export). OSError on a file it cannot read."""
     import hashlib

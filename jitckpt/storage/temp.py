@@ -12,12 +12,15 @@ import errno
 import io
 import os
 import re
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import OutputError
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
 try:
-    import fcntl
+    import fcntl as fcntl  # re-exported: atomic.py locks with it
 except ImportError:  # not POSIX: without locks no temporary file can be known dead, so none is removed
     fcntl = None  # type: ignore[assignment]
 
@@ -55,7 +58,7 @@ class OutputFile(io.BufferedRandom):
     def _fail(self, exc: OSError) -> OutputError:
         return output_error(self._shown, exc)
 
-    def write(self, data):  # type: ignore[override]
+    def write(self, data: Buffer) -> int:
         try:
             return super().write(data)
         except OSError as exc:
@@ -85,7 +88,7 @@ class OutputFile(io.BufferedRandom):
         except OSError as exc:
             raise self._fail(exc) from exc
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Buffer) -> int:
         try:
             return super().readinto(buffer)
         except OSError as exc:

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Protocol
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 _SYNC_FILE_RANGE_WRITE = 2
+
+
+class SeekableOutput(Protocol):
+    """What tensor bytes and archives are written to: a binary file open for writing (its ``fileno`` gets
+    the writeback hints), or an output embedded in one that counts positions from its ``origin`` in it."""
+
+    def tell(self) -> int: ...
+    def seek(self, offset: int, /) -> int: ...
+    def write(self, data: Buffer, /) -> int: ...
+    def flush(self) -> None: ...
+    def fileno(self) -> int: ...
 
 
 def _load_sync_file_range() -> Callable[..., int] | None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from ..storage.crc32 import crc32
+from ..storage.writeback import SeekableOutput
 from .lazy import CHUNK_BYTES, DTYPES, LazyTensor, TensorRef, torch_bytes, write_chunks
 
 
@@ -43,7 +44,7 @@ def cast(tensor: Any, dtype: str | None) -> Any:
     return Cast(tensor, dtype)
 
 
-def write_tensor(tensor: Any, handle: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
+def write_tensor(tensor: Any, handle: SeekableOutput, progress: Callable[[int], None] | None = None) -> None:
     """Append a TensorRef's or torch tensor's row-major bytes to ``handle``."""
     if isinstance(tensor, Cast):
         tensor = tensor.to_torch()
@@ -69,7 +70,8 @@ def nbytes_of(tensor: Any) -> int:
         return tensor.nbytes
     if isinstance(tensor, Cast):
         return math.prod(tensor.shape) * DTYPES[tensor.dtype][0]
-    return tensor.numel() * tensor.element_size()
+    nbytes: int = tensor.numel() * tensor.element_size()
+    return nbytes
 
 
 def is_tensor(value: Any) -> bool:
@@ -80,7 +82,7 @@ def is_tensor(value: Any) -> bool:
     return torch is not None and isinstance(value, torch.Tensor)
 
 
-def iter_tensor_bytes(tensor: Any, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
+def iter_tensor_bytes(tensor: Any, chunk: int = CHUNK_BYTES) -> Iterator[memoryview]:
     """Row-major bytes of a TensorRef or a torch tensor, in chunks."""
     if isinstance(tensor, Cast):
         tensor = tensor.to_torch()
@@ -105,22 +107,26 @@ def to_torch(tensor: Any) -> Any:
     return tensor.to_torch() if isinstance(tensor, (LazyTensor, Cast)) else tensor
 
 
+Scalar = float | int | bool  # a one-element tensor's value
 _STRUCT_CODES = {"float64": "d", "float32": "f", "float16": "e", "int64": "q", "int32": "i", "int16": "h",
                  "int8": "b", "uint8": "B", "bool": "?"}
 
 
-def scalar_value(tensor: Any) -> float | int | bool:
+def scalar_value(tensor: Any) -> Scalar:
     """The value of a one-element tensor, read without torch for a TensorRef."""
     if not isinstance(tensor, LazyTensor):
-        return tensor.item()
+        item: Scalar = tensor.item()
+        return item
     if tensor.numel != 1:
         raise ValueError(f"tensor of shape {tensor.shape} is not a scalar")
     import struct
 
     data = tensor.read_span()[: tensor.itemsize]
     if tensor.dtype == "bfloat16":  # the top half of a float32
-        return struct.unpack("<f", b"\0\0" + data)[0]
-    return struct.unpack("<" + _STRUCT_CODES[tensor.dtype], data)[0]
+        widened: float = struct.unpack("<f", b"\0\0" + data)[0]
+        return widened
+    value: Scalar = struct.unpack("<" + _STRUCT_CODES[tensor.dtype], data)[0]
+    return value
 
 
 def concat_rows(parts: list[Any], name: str) -> Any:

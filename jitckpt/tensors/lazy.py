@@ -12,12 +12,12 @@ import abc
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from ..storage.crc32 import crc32
-from ..storage.writeback import start_writeback
+from ..storage.writeback import SeekableOutput, start_writeback
+from .regions import CHUNK_BYTES as CHUNK_BYTES, Checksum as Checksum, damaged, region_crc, truncated, verify_region
 
-CHUNK_BYTES = 8 << 20  # 8 MiB: large enough for full disk speed, small for RSS
 WRITEBACK_BYTES = 1 << 20  # chunks at least this large get their writeback started as soon as written
 COPY_BYTES = 64 << 20  # per in-kernel copy call; bounds the gap between progress updates
 
@@ -45,19 +45,6 @@ def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
         strides.append(step)
         step *= max(size, 1)
     return tuple(reversed(strides))
-
-
-@dataclass(frozen=True)
-class Checksum:
-    """The CRC-32 that the file records for its bytes ``[start, start + length)``.
-
-    For a torch zip it is the storage entry's (which may hold more than one
-    tensor's bytes); for a safetensors file jitckpt wrote, the tensor's own.
-    """
-
-    start: int
-    length: int
-    crc: int
 
 
 class LazyTensor(abc.ABC):
@@ -98,7 +85,7 @@ class LazyTensor(abc.ABC):
         """The tensor's row-major bytes, at most ``chunk`` at a time, checked on the way."""
 
     @abc.abstractmethod
-    def copy_to(self, handle: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
+    def copy_to(self, handle: SeekableOutput, progress: Callable[[int], None] | None = None) -> None:
         """Append the tensor's row-major bytes to ``handle``."""
 
     @abc.abstractmethod
@@ -189,7 +176,7 @@ class TensorRef(LazyTensor):
                 want = min(len(buffer), self.nbytes - done)
                 got = os.preadv(fd, [buffer[:want]], self.offset + done)
                 if got <= 0:
-                    raise _truncated(self.path)
+                    raise truncated(self.path)
                 done += got
                 if own:
                     crc = crc32(buffer[:got], crc)
@@ -220,7 +207,7 @@ class TensorRef(LazyTensor):
         if crc != self.checksum.crc:
             raise damaged(self.path, self.name, self.checksum.crc, crc)
 
-    def copy_to(self, handle: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
+    def copy_to(self, handle: SeekableOutput, progress: Callable[[int], None] | None = None) -> None:
         """Append the tensor's bytes to ``handle`` with in-kernel copies where possible."""
         copy_range = getattr(os, "copy_file_range", None)
         if copy_range is None or not self.is_contiguous:
@@ -240,7 +227,7 @@ class TensorRef(LazyTensor):
                     handle.seek(start + done)
                     return write_chunks(_skip(self.iter_bytes(), done), handle, progress)
                 if got <= 0:
-                    raise _truncated(self.path)
+                    raise truncated(self.path)
                 start_writeback(handle.fileno(), origin + start + done, got)
                 done += got
                 if progress is not None:
@@ -260,7 +247,7 @@ class TensorRef(LazyTensor):
         finally:
             os.close(fd)
         if len(data) != self.span:
-            raise _truncated(self.path)
+            raise truncated(self.path)
         if own:
             self._check_crc(crc32(data))
         return data
@@ -276,7 +263,7 @@ class TensorRef(LazyTensor):
             while done < self.nbytes:
                 got = os.preadv(fd, [target[done:self.nbytes]], self.offset + done)
                 if got <= 0:
-                    raise _truncated(self.path)
+                    raise truncated(self.path)
                 if own:
                     crc = crc32(target[done:done + got], crc)
                 done += got
@@ -297,7 +284,7 @@ class TensorRef(LazyTensor):
             return torch.empty(self.shape, dtype=dtype)
         if self.is_contiguous:  # straight from the file into the tensor's memory: one copy
             out = torch.empty(self.shape, dtype=dtype)
-            self.read_into(memoryview(out.reshape(-1).view(torch.uint8).numpy()))
+            self.read_into(memoryview(out.reshape(-1).view(torch.uint8).numpy()))  # type: ignore[arg-type, unused-ignore]
             return out
         flat = torch.frombuffer(bytearray(self.read_span()), dtype=dtype)
         if self.is_contiguous:
@@ -305,58 +292,7 @@ class TensorRef(LazyTensor):
         return flat.as_strided(self.shape, self.stride).clone()
 
 
-def _truncated(path: str) -> Exception:
-    from ..errors import FormatError
-
-    return FormatError(f"{path}: file is truncated (tensor data ends early)")
-
-
-def damaged(path: str, name: str, stored: int, computed: int) -> Exception:
-    """The error for bytes whose CRC-32 is not the one the file records."""
-    from ..errors import DamagedError
-
-    return DamagedError(f"{path}: tensor {name!r} is damaged: its bytes do not match the file's CRC-32 "
-                       f"(recorded {stored:08x}, computed {computed:08x}); the file is corrupt, use a good copy")
-
-
-_verified: set[tuple] = set()  # regions already checked, keyed with the file's identity and mtime
-
-
-def region_crc(path: str, start: int, length: int) -> int:
-    """The CRC-32 of ``length`` bytes of ``path`` from ``start``, read in chunks."""
-    buffer = memoryview(bytearray(min(CHUNK_BYTES, max(length, 1))))
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return fd_region_crc(fd, buffer, path, start, length)
-    finally:
-        os.close(fd)
-
-
-def fd_region_crc(fd: int, buffer: memoryview, path: str, start: int, length: int) -> int:
-    """The CRC-32 of ``length`` bytes of the open file ``fd`` (``path``) from ``start``, read through ``buffer``."""
-    crc, done = 0, 0
-    while done < length:
-        got = os.preadv(fd, [buffer[:min(len(buffer), length - done)]], start + done)
-        if got <= 0:
-            raise _truncated(path)
-        crc = crc32(buffer[:got], crc)
-        done += got
-    return crc
-
-
-def verify_region(path: str, checksum: Checksum, name: str) -> None:
-    """Check the CRC-32 of a region (a storage shared by views is checked once per file version)."""
-    st = os.stat(path)
-    key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, checksum)
-    if key in _verified:
-        return
-    crc = region_crc(path, checksum.start, checksum.length)
-    if crc != checksum.crc:
-        raise damaged(path, name, checksum.crc, crc)
-    _verified.add(key)
-
-
-def write_chunks(chunks: Iterator, handle: BinaryIO, progress: Callable[[int], None] | None) -> None:
+def write_chunks(chunks: Iterator[memoryview], handle: SeekableOutput, progress: Callable[[int], None] | None) -> None:
     """Append ``chunks`` to ``handle``; on a real file, writeback of each chunk starts at once.
 
     Without that hint, gigabytes of dirty pages pile up and the kernel throttles

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from ..errors import FormatError
+from ..storage.writeback import SeekableOutput
 from .lazy import CHUNK_BYTES, LazyTensor, TensorRef, torch_bytes, write_chunks
 
 MAX_PIECES = 1 << 16  # pieces of one tensor (one per writing rank, or a few)
@@ -63,7 +64,7 @@ class ShardedTensor(LazyTensor):
         for start in range(0, len(data), chunk):
             yield data[start:start + chunk]
 
-    def copy_to(self, handle: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
+    def copy_to(self, handle: SeekableOutput, progress: Callable[[int], None] | None = None) -> None:
         if not self.is_slabs:
             return write_chunks(self.iter_bytes(), handle, progress)
         for piece in self.pieces:

@@ -209,13 +209,13 @@ def _data_offset(path: str, window: _Window, name: str, header_offset: int, size
         raise _bad(path, f"bad local header for {name!r}")
     if name_len != len(expected) or header[_LOCAL.size:] != expected:
         raise _bad(path, f"local header of {name!r} names another entry")
-    data = header_offset + _LOCAL.size + name_len + extra_len
+    data: int = header_offset + _LOCAL.size + name_len + extra_len
     if data + size > cd_offset:
         raise _bad(path, f"entry {name!r} runs past the archive's data area")
     return data
 
 
-def starts_as_zip(path: str | os.PathLike) -> bool:
+def starts_as_zip(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` starts as a zip (a torch file, or a corrupt one); reads 4 bytes."""
     with open(path, "rb") as f:
         return f.read(4) == ZIP_MAGIC

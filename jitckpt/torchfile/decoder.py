@@ -13,8 +13,8 @@ container, never to a name the record's class defines.
 Resources are bounded so that a small file cannot take much memory or time: the
 pickle's size, the objects it creates, the memo (entries and indices), the MARK
 nesting, the size of anything hashed (a dict key, a set member), and, once
-loaded, the tree itself: no cycle, at most :data:`MAX_DEPTH` levels, and at most
-:data:`MAX_EXPANDED_BYTES` when every shared reference is counted each time it is
+loaded, the tree itself: no cycle, at most :data:`~.bounds.MAX_DEPTH` levels, and at most
+:data:`~.bounds.MAX_EXPANDED_BYTES` when every shared reference is counted each time it is
 used (what a consumer would materialise: a repr, a JSON text, a converted tree).
 """
 
@@ -28,7 +28,9 @@ from typing import Any, Callable, Mapping
 
 from ..errors import FormatError, UnsafePickleError, render
 from ..compat import py2_names
-from .bounds import MAX_DEPTH, MAX_EXPANDED_BYTES, cheap_to_hash, check_tree, small_key  # noqa: F401
+from .bounds import check_tree, small_key
+
+_PY2_NAMES, _PY2_MODULES = py2_names()  # how protocol 2 pickles spell Python 3's names
 
 MAX_PICKLE_BYTES = 16 << 20  # a JiT-H/16 training checkpoint's pickle is a few hundred KB
 MAX_OBJECTS = 1_000_000  # objects the pickle may create (each opcode creates at most one)
@@ -49,12 +51,10 @@ class Unpickler:
 
     ``persistent_load`` resolves BINPERSID ids; ``buildable`` maps each record type
     whose instances BUILD may complete to the function that applies a state to one
-    (it checks the state and raises ValueError on a bad one); NEWOBJ creates only
-    instances of those types. ``protocol4``
-    also accepts the opcodes ``pickle.dump`` writes at protocol 4 (FRAME, MEMOIZE,
-    SHORT_BINUNICODE, and STACK_GLOBAL, whose names must be strings on the
-    allowlist like GLOBAL's): ``torch.distributed.checkpoint`` writes its
-    ``.metadata`` that way.
+    (it checks the state and raises ValueError on a bad one); NEWOBJ creates only instances of those types.
+    ``protocol4`` also accepts the opcodes ``pickle.dump`` writes at protocol 4 (FRAME, MEMOIZE,
+    SHORT_BINUNICODE, and STACK_GLOBAL, whose names must be allowlisted strings like GLOBAL's):
+    ``torch.distributed.checkpoint`` writes its ``.metadata`` that way.
     Any error is a :class:`FormatError` (or :class:`UnsafePickleError`) naming ``path``.
     """
 
@@ -165,9 +165,6 @@ def _proto(u: Unpickler) -> None:
 
 def _global(u: Unpickler) -> None:
     _lookup(u, u._line(), u._line())
-
-
-_PY2_NAMES, _PY2_MODULES = py2_names()
 
 
 def _stack_global(u: Unpickler) -> None:

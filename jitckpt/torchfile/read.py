@@ -16,8 +16,10 @@ import pathlib
 from typing import Any
 
 from ..errors import FormatError, render
-from ..tensors.lazy import DTYPES, STORAGE_TO_DTYPE, Checksum, TensorRef
-from .decoder import DICT_TYPES, Unpickler, build_fields, cheap_to_hash
+from ..tensors.lazy import DTYPES, STORAGE_TO_DTYPE, TensorRef
+from ..tensors.regions import Checksum
+from .bounds import cheap_to_hash
+from .decoder import DICT_TYPES, Unpickler, build_fields
 from .archive import ZIP_MAGIC, Archive, read_archive
 
 MAX_DIMS = 64
@@ -37,11 +39,11 @@ class _StorageType:
 
 
 class _PendingTensor:
-    def __init__(self, storage: _Storage, offset: int, shape: tuple, stride: tuple) -> None:
+    def __init__(self, storage: _Storage, offset: int, shape: tuple[int, ...], stride: tuple[int, ...]) -> None:
         self.storage, self.offset, self.shape, self.stride = storage, offset, shape, stride
 
 
-class AttributeDict(dict):
+class AttributeDict(dict[Any, Any]):
     """Lightning's ``AttributeDict`` read as plain data (a dict; no attribute magic)."""
 
 
@@ -76,13 +78,14 @@ def _encode(text: Any, encoding: Any = "latin1") -> bytes:
     """``_codecs.encode``: how protocol 2 pickles ``bytes``."""
     if type(text) is not str or encoding != "latin1":
         raise ValueError("bytes must be pickled as latin1 text")
-    return _codecs.encode(text, encoding)
+    encoded: bytes = _codecs.encode(text, encoding)
+    return encoded
 
 
 MAX_PATH_CHARS = 4096
 
 
-def _ordered_dict(*args: Any) -> collections.OrderedDict:
+def _ordered_dict(*args: Any) -> collections.OrderedDict[Any, Any]:
     """``collections.OrderedDict()`` (its items follow by SETITEMS), or of a list of key/value pairs."""
     if not args:
         return collections.OrderedDict()
@@ -91,7 +94,7 @@ def _ordered_dict(*args: Any) -> collections.OrderedDict:
     raise ValueError("OrderedDict takes no arguments or a list of pairs")
 
 
-def _counter(*args: Any) -> dict:
+def _counter(*args: Any) -> dict[Any, Any]:
     """``collections.Counter`` read as the plain dict of its counts."""
     if not args:
         return {}
@@ -100,7 +103,7 @@ def _counter(*args: Any) -> dict:
     raise ValueError("Counter takes no arguments or a dict")
 
 
-def _members(args: tuple, what: str) -> list[Any]:
+def _members(args: tuple[Any, ...], what: str) -> list[Any]:
     if not args:
         return []
     if len(args) == 1 and type(args[0]) in (list, tuple):
@@ -108,11 +111,11 @@ def _members(args: tuple, what: str) -> list[Any]:
     raise ValueError(f"{what} takes no arguments or a list")
 
 
-def _set(*args: Any) -> set:
+def _set(*args: Any) -> set[Any]:
     return set(_members(args, "set"))
 
 
-def _frozenset(*args: Any) -> frozenset:
+def _frozenset(*args: Any) -> frozenset[Any]:
     return frozenset(_members(args, "frozenset"))
 
 
@@ -148,7 +151,7 @@ def _path(flavour: type) -> Any:
     return build
 
 
-def _defaultdict(*_factory: Any) -> dict:
+def _defaultdict(*_factory: Any) -> dict[Any, Any]:
     return {}  # read as a plain dict: its factory is never kept
 
 

@@ -33,6 +33,7 @@ from ..errors import SchemaError, render
 from ..compat import python_pickler
 from .decoder import MAX_PICKLE_BYTES
 from ..storage.crc32 import crc32
+from ..storage.writeback import SeekableOutput
 from ..tensors.anytensor import crc_of, dtype_name, is_tensor, nbytes_of, shape_of, write_tensor
 from ..tensors.lazy import DTYPES, LazyTensor, contiguous_strides
 from .archive import ZIP_MAGIC
@@ -105,7 +106,8 @@ class _TorchPickler(_PythonPickler):  # type: ignore[misc]  # the Python pickler
 
     def save_global(self, obj: Any, name: str | None = None) -> None:
         qualname = name or getattr(obj, "__qualname__", None) or getattr(obj, "__name__", repr(obj))
-        _check_global(pickle.whichmodule(obj, qualname), qualname)
+        # typeshed's pickle lacks whichmodule; qualname is text for whatever pickle names by reference
+        _check_global(pickle.whichmodule(obj, qualname), qualname)  # type: ignore[attr-defined, arg-type]
         super().save_global(obj, name)
 
     dispatch[FunctionType] = save_global  # the base class's table holds its own save_global
@@ -135,7 +137,7 @@ class _TorchPickler(_PythonPickler):  # type: ignore[misc]  # the Python pickler
 class _OrderedDictArg:
     """An empty ``collections.OrderedDict()`` (the backward hooks slot), pickled by name."""
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[_Global, tuple[()]]:
         return _ORDERED_DICT, ()
 
 
@@ -198,6 +200,7 @@ class _Plain:
                          (("start", obj.start), ("stop", obj.stop), ("step", obj.step)))
         if isinstance(obj, pathlib.PurePath):
             return str(obj)
+        base: type[Any]  # int, float, str, bytes: obj becomes the value of its plain base type
         for base in (int, float, str, bytes):
             if isinstance(obj, base):
                 return base(obj)
@@ -215,7 +218,7 @@ def _at(where: str, key: Any) -> str:
     return f"{where}/{text}" if where else text
 
 
-def write_tree(tree: Any, handle: BinaryIO, archive: str = "archive", progress: Progress | None = None) -> None:
+def write_tree(tree: Any, handle: SeekableOutput, archive: str = "archive", progress: Progress | None = None) -> None:
     """``torch.save`` ``tree`` into ``handle`` (seekable), streaming each tensor's bytes.
 
     Tensors may be lazy or torch tensors; both are written contiguous.
@@ -274,7 +277,7 @@ class _ZipWriter:
     and written in the central directory when the archive closes.
     """
 
-    def __init__(self, handle: BinaryIO) -> None:
+    def __init__(self, handle: SeekableOutput) -> None:
         self.handle = handle
         self.entries: list[tuple[bytes, int, int, Any]] = []  # name, header offset, size, crc or future
         self.crc_pool = ThreadPoolExecutor(max_workers=1)

@@ -51,8 +51,26 @@ def test_bfloat16_and_int_tensors_survive(tmp_path, golden):
         assert torch.equal(back.extra["counts"], ckpt.extra["counts"])
 
 
+def _bytes_read() -> int:
+    """Bytes this process has read through read system calls so far (Linux's /proc/self/io ``rchar``)."""
+    with open("/proc/self/io") as stats:
+        return next(int(line.split()[1]) for line in stats if line.startswith("rchar:"))
+
+
 def test_lazy_load_reads_nothing_until_asked(golden):
+    jitckpt.load(golden, lazy=True)  # the modules a load imports are read now, not below
+    before = _bytes_read()
     ckpt = jitckpt.load(golden, lazy=True)
+    spent = _bytes_read() - before
     refs = [t for _, t in iter_tensors(ckpt)]
     assert refs and all(isinstance(t, jitckpt.tensors.lazy.TensorRef) for t in refs)
     assert len(refs) == 57 * 3 + 56 * 3
+    tensor_bytes = sum(t.nbytes for t in refs)
+    # the pickle (46,605 bytes), the end record's search window (65,557: a zip comment may be 64 KiB), the
+    # central directory (under 32 KiB here) and 345 local headers: not one of the 3 MB of tensor bytes
+    bound = 46_605 + 65_557 + 32 * 1024 + 345 * 64
+    assert spent <= bound < tensor_bytes / 15, (spent, bound, tensor_bytes)
+    biggest = max(refs, key=lambda t: t.nbytes)
+    before = _bytes_read()
+    biggest.to_torch()
+    assert biggest.nbytes <= _bytes_read() - before <= biggest.nbytes + 64 * 1024  # its bytes, checked, and no more

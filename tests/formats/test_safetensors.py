@@ -48,4 +48,6 @@ def test_foreign_safetensors_with_wrapped_keys_reads_as_weights(golden, tmp_path
     save_file({f"module.{k}": v.contiguous() for k, v in golden_dict["model"].items()}, str(tmp_path / "w.safetensors"))
     ckpt = jitckpt.load(tmp_path / "w.safetensors")
     assert list(ckpt.model) == list(golden_dict["model"]) or set(ckpt.model) == set(golden_dict["model"])
+    for key, value in golden_dict["model"].items():  # each wrapped key's tensor, under its canonical name
+        assert ckpt.model[key].dtype == value.dtype and torch.equal(ckpt.model[key], value), key
     assert ckpt.model_ema1 is None and ckpt.optimizer is None

@@ -19,7 +19,7 @@ from jitckpt.errors import JiTCheckpointError, OutputError
 from jitckpt.storage.atomic import atomic_output
 from tests.helpers import sha256
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".ckpt", ".safetensors"])

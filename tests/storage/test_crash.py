@@ -41,7 +41,7 @@ import jitckpt
 from jitckpt.layouts.arch import expected_shapes, official
 from tests.helpers import GOLDEN
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FORMATS = ("pth", "ckpt", "safetensors")
 KILLS = int(os.environ.get("JITCKPT_CRASH_KILLS", "20"))
 FALLBACK_KILLS = int(os.environ.get("JITCKPT_CRASH_FALLBACK_KILLS", str(max(10, KILLS // 2))))

@@ -72,7 +72,7 @@ def test_train_prints_jitckpt_lines_not_lightnings_noise(golden, image_folder, t
     import subprocess
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     result = subprocess.run(
         [sys.executable, "-m", "jitckpt", "train", "--resume", str(golden), "--data_path", str(image_folder),
          "--output_dir", str(tmp_path / "out"), "--batch_size", "4", "--num_workers", "0", "--accelerator", "cpu",
