@@ -208,7 +208,7 @@ def compare(a: JiTCheckpoint, b: JiTCheckpoint, limit: int = 10) -> list[str]:
     oa, ob = a.optimizer, b.optimizer
     if (oa is None) != (ob is None):
         note(f"optimizer: present in {'first' if oa is not None else 'second'} only")
-    elif oa is not None:
+    elif oa is not None and ob is not None:  # both present (the test above rules out one alone)
         if _settings_by_name(oa) != _settings_by_name(ob) and note("optimizer: param_groups differ"):
             return diffs
         for line in _compare_slots("optimizer/", oa["state"], ob["state"]):
@@ -217,7 +217,7 @@ def compare(a: JiTCheckpoint, b: JiTCheckpoint, limit: int = 10) -> list[str]:
     ua, ub = a.unmapped_optimizer, b.unmapped_optimizer
     if (ua is None) != (ub is None):
         note(f"unmapped optimizer: present in {'first' if ua is not None else 'second'} only")
-    elif ua is not None:
+    elif ua is not None and ub is not None:  # both present (the test above rules out one alone)
         pa, pb = ua.positional, ub.positional
         if pa["param_groups"] != pb["param_groups"] and note("unmapped optimizer: param_groups differ"):
             return diffs

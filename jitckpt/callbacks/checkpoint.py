@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import lightning as L
 
@@ -54,7 +54,8 @@ def checkpoint_from_run(trainer: L.Trainer, pl_module: Any, args: Mapping[str, A
     to the CPU, which is a collective: every rank must call this.
     """
     ema = find_ema_callback(trainer)
-    emas = {}
+    emas: dict[str, dict[str, Any]] = {}
+    optimizer: dict[str, Any] | None
     if is_sharded(pl_module):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
@@ -69,7 +70,8 @@ def checkpoint_from_run(trainer: L.Trainer, pl_module: Any, args: Mapping[str, A
             emas = {"model_ema1": dict(zip(ema.names, ema.ema1)), "model_ema2": dict(zip(ema.names, ema.ema2))}
         optimizer = optimizer_to_named(trainer.optimizers[0].state_dict(), pl_module.arch) if trainer.optimizers else None
     return JiTCheckpoint(model=model, optimizer=optimizer, epoch=trainer.current_epoch, global_step=trainer.global_step,
-                         arch=pl_module.arch, args=run_args(trainer, pl_module, args), **emas)
+                         arch=pl_module.arch, args=run_args(trainer, pl_module, args),
+                         model_ema1=emas.get("model_ema1"), model_ema2=emas.get("model_ema2"))
 
 
 class JiTModelCheckpoint(L.Callback):
@@ -115,8 +117,10 @@ class JiTModelCheckpoint(L.Callback):
             names.append(f"checkpoint-{epoch}")
         return names
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        """Lightning's own ``.ckpt`` files of the run carry the same args and architecture as its ``.pth``."""
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        """Lightning's own ``.ckpt`` files of the run carry the same args and architecture as its ``.pth``.
+
+        ``pl_module`` is a ``JiTLightningModule``, or any module with its ``arch`` (as :func:`checkpoint_from_run`)."""
         checkpoint.setdefault(META_KEY, {"schema_version": SCHEMA_VERSION, "arch": pl_module.arch.to_dict(),
                                          "args": run_args(trainer, pl_module, self.args), "extra": {}})
 
@@ -175,7 +179,8 @@ class JiTModelCheckpoint(L.Callback):
             # rank zero holds the temporary folder; every rank writes its shards into it
             folder = AtomicFolder(target, force=True) if trainer.is_global_zero else None
             with folder if folder is not None else contextlib.nullcontext():
-                temp = Path(trainer.strategy.broadcast(str(folder.path) if folder is not None else None))
+                # every rank gets rank zero's value, and rank zero always has a folder: a str on every rank
+                temp = Path(cast(str, trainer.strategy.broadcast(str(folder.path) if folder is not None else None)))
                 trainer.save_checkpoint(temp, weights_only=False)  # Lightning's distributed checkpoint, every rank
             if trainer.is_global_zero:
                 self.written.append(target)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import lightning as L
 import torch
@@ -181,8 +181,9 @@ class EMACallback(L.Callback):
             if hasattr(param, "device_mesh"):  # a DTensor: rebuild the sharded EMA alongside it
                 from torch.distributed.tensor import DTensor
 
-                ema = DTensor.from_local(ema, param.device_mesh, param.placements, shape=param.shape,
-                                         stride=param.stride()).full_tensor()
+                shard = cast(DTensor, param)  # torch types named_parameters() as Parameters; FSDP2's are DTensors
+                ema = DTensor.from_local(ema, shard.device_mesh, shard.placements, shape=shard.shape,
+                                         stride=shard.stride()).full_tensor()
             full[name] = ema
         return full
 
@@ -234,4 +235,5 @@ class EMACallback(L.Callback):
 
 def find_ema_callback(trainer: L.Trainer) -> EMACallback | None:
     """The trainer's EMACallback, if it has one."""
-    return next((cb for cb in trainer.callbacks if isinstance(cb, EMACallback)), None)
+    # Lightning's callback connector sets trainer.callbacks; Trainer's own annotations never declare it
+    return next((cb for cb in trainer.callbacks if isinstance(cb, EMACallback)), None)  # type: ignore[attr-defined]

@@ -87,8 +87,10 @@ class FIDEvaluationCallback(L.Callback):
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
 
-    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> dict[str, float]:
-        """Generate this rank's images, gather features on rank zero, return its scores (empty elsewhere)."""
+    def _evaluate(self, trainer: L.Trainer, pl_module: Any, epoch: int) -> dict[str, float]:
+        """Generate this rank's images, gather features on rank zero, return its scores (empty elsewhere).
+
+        ``pl_module`` is a ``JiTLightningModule``, or any module with its ``diffusion`` and ``generate``."""
         device = pl_module.device
         if self._extractor is None:
             self._extractor = load_extractor(self.inception_weights, "cpu")
@@ -116,16 +118,16 @@ class FIDEvaluationCallback(L.Callback):
             pl_module.train(was_training)
             self._extractor = extractor.to("cpu")
         if trainer.world_size > 1:
-            gathered = [None] * trainer.world_size
+            gathered: list[dict[int, tuple]] = [{} for _ in range(trainer.world_size)]  # each becomes a rank's parts
             torch.distributed.all_gather_object(gathered, parts)
             parts = {k: v for part in gathered for k, v in part.items()}
         if not trainer.is_global_zero:
             return {}
-        scores = scores_of_features(parts, self._reference, extractor.has_logits)
-        metrics = {"fid": scores.get("fid")}
+        scores = scores_of_features(parts, self._reference, bool(extractor.has_logits))
+        found = {"fid": scores.get("fid")}
         if scores["inception_score_mean"] is not None:
-            metrics.update(inception_score=scores["inception_score_mean"], inception_score_std=scores["inception_score_std"])
-        metrics = {k: float(v) for k, v in metrics.items() if v is not None}
+            found.update(inception_score=scores["inception_score_mean"], inception_score_std=scores["inception_score_std"])
+        metrics = {k: float(v) for k, v in found.items() if v is not None}
         cfg = self.settings.cfg if self.settings.cfg is not None else pl_module.diffusion.cfg
         return {**metrics, **original_metric_names(metrics, cfg, self.img_size)}
 

@@ -130,6 +130,8 @@ def print_error(message: object) -> None:
 class Terminated(SystemExit):
     """Raised in the main thread on SIGTERM, so ``finally`` blocks and context managers clean up."""
 
+    code: int  # always 128 + the signal number (see _on_sigterm), never a message or None
+
 
 @contextmanager
 def errors() -> Iterator[None]:

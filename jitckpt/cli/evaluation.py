@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, cast
 
 import typer
 from rich.table import Table
@@ -186,7 +186,8 @@ def fid_stats_command(
 
         check_output_path(output, force)
         count = len(image_files(image_dir))
-        stats = reference_stats(None, image_dir, load_extractor(inception_weights), img_size, batch_size)
+        # a ref_dir is given, so reference_stats computes the statistics (None is only for no reference at all)
+        stats = cast(dict, reference_stats(None, image_dir, load_extractor(inception_weights), img_size, batch_size))
         save_stats(output, stats, force=force)
         echo(f"wrote {output} (mu, sigma of {count} images)")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import typer
 
@@ -93,7 +93,7 @@ def train(
 
             result = run_evaluation(resume, overrides, fid_stats, inception_weights, accelerator, warn=warn,
                                     devices=int(devices) if devices.isdigit() else 1, num_nodes=num_nodes)
-            _result_table(Path(resume), result)
+            _result_table(Path(cast(str, resume)), result)  # run_evaluation refused a missing --resume
             return
         run_training(overrides, resume=resume, logger=logger, drop_optimizer=drop_optimizer, warn=warn,
                      fid_stats=fid_stats, inception_weights=inception_weights, async_save=async_save,

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import JiTCheckpointError
+from ..model.loading import require_arch
 from ..schema import JiTCheckpoint
 from .inception import extract, load_extractor, weights_path
 from .provenance import inception_record, protocol_notes, reference_record
@@ -24,7 +25,7 @@ from .stats import fid, find_default_stats, image_files, inception_score, iter_i
 
 
 def reference_stats(fid_stats: str | os.PathLike | None, ref_dir: str | os.PathLike | None, extractor: Any,
-                    img_size: int, batch_size: int = 64) -> dict | None:
+                    img_size: int | None, batch_size: int = 64) -> dict | None:
     """Statistics from an npz, or computed from a folder of reference images; None without either."""
     if fid_stats is not None and ref_dir is not None:
         raise JiTCheckpointError("give --fid-stats or --ref-dir, not both")
@@ -39,7 +40,7 @@ def reference_stats(fid_stats: str | os.PathLike | None, ref_dir: str | os.PathL
 def _work(rank: int, world: int, ckpt: JiTCheckpoint, settings: SamplingSettings, extractor: Any,
           save_images: str | None, device: torch.device, progress: Callable[[int], None] | None) -> dict[int, tuple]:
     """This process's batches: {global batch index: (pool features, logits)} (empty tuples without an extractor)."""
-    labels = class_labels(settings.num_images, ckpt.arch.num_classes)
+    labels = class_labels(settings.num_images, require_arch(ckpt).num_classes)
     denoiser = build_denoiser(ckpt, settings, device)
     score = extractor is not None
     out = {}
@@ -72,13 +73,13 @@ def _fabric_worker(fabric: Any, path: str, settings: SamplingSettings, inception
     ckpt = checkpoint_for_sampling(path, settings)
     extractor = load_extractor(inception_weights, fabric.device) if score else None
     parts = _work(fabric.global_rank, fabric.world_size, ckpt, settings, extractor, save_images, fabric.device, None)
-    gathered = [None] * fabric.world_size
+    gathered: list[dict[int, tuple]] = [{} for _ in range(fabric.world_size)]  # each replaced by a rank's parts
     torch.distributed.all_gather_object(gathered, parts)
     result = None
-    if fabric.global_rank == 0 and score:
+    if fabric.global_rank == 0 and extractor is not None:  # an extractor exactly when scoring
         merged = {k: v for part in gathered for k, v in part.items()}
-        reference = reference_stats(fid_stats, ref_dir, extractor, ckpt.arch.img_size)
-        result = scores_of_features(merged, reference, extractor.has_logits)
+        reference = reference_stats(fid_stats, ref_dir, extractor, require_arch(ckpt).img_size)
+        result = scores_of_features(merged, reference, bool(extractor.has_logits))
     # every process leaves together: one exiting while another still holds the process
     # group can abort the other (seen with gloo as "terminate called without an active exception")
     torch.distributed.barrier()
@@ -113,12 +114,13 @@ def evaluate(path: str | os.PathLike, settings: SamplingSettings, inception_weig
     """
     started = time.perf_counter()
     ckpt = checkpoint_for_sampling(path, settings)
-    class_labels(settings.num_images, ckpt.arch.num_classes)
+    arch = require_arch(ckpt)
+    class_labels(settings.num_images, arch.num_classes)
     plan = sampling_plan(ckpt, settings)
     if fid_stats is not None and ref_dir is not None:
         raise JiTCheckpointError("give --fid-stats or --ref-dir, not both")
     if score and fid_stats is None and ref_dir is None:
-        fid_stats = find_default_stats(ckpt.arch.img_size)  # where the original looks; None if it is not there
+        fid_stats = find_default_stats(arch.img_size)  # where the original looks; None if it is not there
     provenance: dict[str, Any] = {"reference": None, "inception_weights": None}
     notes = list(plan.warnings)
     if score:
@@ -148,16 +150,19 @@ def evaluate(path: str | os.PathLike, settings: SamplingSettings, inception_weig
         fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy)
         if fabric.global_rank == 0:
             report_warnings(notes, on_warning)
-        result = fabric.launch(_fabric_worker, str(path), settings, weights_s, score, images_s, stats_s, ref_s) or {}
+        # launch hands *args on to the function; its stub types the function as taking the Fabric alone
+        result = fabric.launch(_fabric_worker, str(path), settings, weights_s, score,  # type: ignore[arg-type]
+                               images_s, stats_s, ref_s) or {}
         if strategy == "ddp" and fabric.global_rank != 0:
             return {"main_process": False}
     else:
         device = torch.device("cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu")
         extractor = load_extractor(weights_s, device) if score else None
-        reference = reference_stats(stats_s, ref_s, extractor, ckpt.arch.img_size) if score else None
+        reference = reference_stats(stats_s, ref_s, extractor, arch.img_size) if score else None
         report_warnings(notes, on_warning)
         parts = _work(0, 1, ckpt, settings, extractor, images_s, device, progress)
-        result = scores_of_features(parts, reference, extractor.has_logits) if score else {}
+        # an extractor exactly when scoring
+        result = scores_of_features(parts, reference, bool(extractor.has_logits)) if extractor is not None else {}
     return {**result, "main_process": True, "checkpoint": str(path), "weights": settings.weights, "num_images": settings.num_images,
             "method": plan.method, "steps": plan.steps, "cfg": plan.cfg, "interval": [plan.interval_min, plan.interval_max],
             "noise_scale": plan.noise_scale, "sampling": plan.to_dict(with_sources=True),

@@ -62,7 +62,7 @@ class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
 
 
 def fetch(url: str | None = None, force: bool = False,
-          progress: Callable[[int | None], Callable[[int], None] | None] | None = None) -> tuple[Path, bool]:
+          progress: Callable[[int], Callable[[int], None] | None] | None = None) -> tuple[Path, bool]:
     """Download the Inception weights into torch's hub cache; ``(path, downloaded)``.
 
     A file already there with the right SHA-256 is kept (``downloaded`` False)

@@ -93,7 +93,7 @@ def write_random_weights(path: str | os.PathLike, seed: int = 0) -> Path:
         for module in model.modules():
             if isinstance(module, torch.nn.Conv2d):
                 torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        torch.nn.init.normal_(model.fc.weight, std=0.05)
+        torch.nn.init.normal_(model.get_parameter("fc.weight"), std=0.05)
     finally:
         torch.random.set_rng_state(generator_state)
     from ..storage.atomic import atomic_output

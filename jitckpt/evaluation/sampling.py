@@ -18,7 +18,7 @@ import torch
 
 from ..api import load
 from ..model.loading import (  # noqa: F401 (re-exported: where callers found them)
-    SamplingSettings, build_denoiser, report_warnings, sampler_config, sampling_plan)
+    SamplingSettings, build_denoiser, report_warnings, require_arch, sampler_config, sampling_plan)
 from ..errors import JiTCheckpointError
 from ..model.denoiser import Denoiser
 from ..schema import JiTCheckpoint
@@ -105,9 +105,10 @@ def sample_grid(path: str | os.PathLike, labels: list[int], settings: SamplingSe
 
     check_output_path(output, force)
     ckpt = checkpoint_for_sampling(path, settings)
-    bad = [c for c in labels if not 0 <= c < ckpt.arch.num_classes]
+    arch = require_arch(ckpt)
+    bad = [c for c in labels if not 0 <= c < arch.num_classes]
     if not labels or bad:
-        raise JiTCheckpointError(f"classes must be in 0..{ckpt.arch.num_classes - 1}; got {bad or 'none'}")
+        raise JiTCheckpointError(f"classes must be in 0..{arch.num_classes - 1}; got {bad or 'none'}")
     plan = sampling_plan(ckpt, settings)
     report_warnings(plan.warnings, on_warning)
     denoiser = build_denoiser(ckpt, settings, device)
@@ -115,7 +116,7 @@ def sample_grid(path: str | os.PathLike, labels: list[int], settings: SamplingSe
     (_, images), = generate_batches(denoiser, np.asarray(labels), settings)
     columns = int(np.ceil(np.sqrt(len(labels))))
     rows = int(np.ceil(len(labels) / columns))
-    size = ckpt.arch.img_size
+    size = arch.img_size
     grid = torch.zeros(3, rows * size, columns * size, dtype=torch.uint8)
     for i, image in enumerate(images):
         r, c = divmod(i, columns)

@@ -105,8 +105,8 @@ def iter_image_batches(files: list[Path], img_size: int | None, batch_size: int)
     for start in range(0, len(files), batch_size):
         batch = []
         for path in files[start : start + batch_size]:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
+            with Image.open(path) as opened:
+                image = opened.convert("RGB")
                 if img_size is not None:
                     image = center_crop_arr(image, img_size)
                 batch.append(torch.from_numpy(np.array(image)).permute(2, 0, 1))

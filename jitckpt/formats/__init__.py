@@ -18,7 +18,7 @@ from typing import Any
 
 from ..torchfile import read as torchread
 from ..errors import CLI_TERMS, FormatError, JiTCheckpointError, UnsafePickleError, naming, render
-from .table import FORMAT_TABLE, either, suffix_list, writable  # noqa: F401 (suffix_list, writable: re-exported)
+from .table import FORMAT_TABLE, either, suffix_list as suffix_list, writable as writable  # noqa: F401 (re-exported)
 from ..layouts import recognise
 from ..schema import JiTCheckpoint
 from . import dcp, diffusers, export, lightning, original, safetensors

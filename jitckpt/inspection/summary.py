@@ -78,7 +78,7 @@ def _optimizer_info(ckpt: JiTCheckpoint) -> dict[str, Any] | None:
     state = ckpt.optimizer if unmapped is None else unmapped.positional
     if state is None:
         return None
-    known = grouping_of(ckpt.optimizer, ckpt.arch) if unmapped is None and ckpt.arch is not None else None
+    known = grouping_of(state, ckpt.arch) if unmapped is None and ckpt.arch is not None else None
     return {
         "step": optimizer_step(state),
         "params_with_state": len(state.get("state", {})),

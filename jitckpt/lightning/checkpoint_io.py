@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.plugins.io import AsyncCheckpointIO
@@ -152,7 +152,7 @@ class JiTAsyncCheckpointIO(AsyncCheckpointIO):
             self._pending.result()  # the previous write is done with the buffers
         self._raise_failure()
         snapshot = self._snapshot(checkpoint, ())
-        io = self.checkpoint_io
+        io = cast(CheckpointIO, self.checkpoint_io)  # never None: __init__ always wraps one (ours by default)
 
         def write() -> None:
             try:

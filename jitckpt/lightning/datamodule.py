@@ -54,6 +54,9 @@ class JiTDataModule(L.LightningDataModule):
         self.dataset = datasets.ImageFolder(root, transform=transform)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=self.shuffle, drop_last=True,
+        dataset = self.dataset
+        if dataset is None:  # Lightning calls setup() first; a direct caller may not have
+            raise JiTCheckpointError("the data module has no dataset yet: call setup() before train_dataloader()")
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=self.shuffle, drop_last=True,
                           num_workers=self.num_workers, pin_memory=self.pin_memory and torch.cuda.is_available(),
                           persistent_workers=self.num_workers > 0)

@@ -106,7 +106,7 @@ class JiTLightningModule(L.LightningModule):
 
     def effective_batch_size(self) -> int:
         trainer = self.trainer
-        batch = self.hparams.batch_size
+        batch = self.hparams["batch_size"]
         if batch is None:
             datamodule = getattr(trainer, "datamodule", None)
             batch = getattr(datamodule, "batch_size", None)
@@ -116,8 +116,8 @@ class JiTLightningModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self.absolute_lr is None:
-            self.absolute_lr = self.hparams.blr * self.effective_batch_size() / 256
-        groups = add_weight_decay(self, self.hparams.weight_decay)
+            self.absolute_lr = self.hparams["blr"] * self.effective_batch_size() / 256
+        groups = add_weight_decay(self, self.hparams["weight_decay"])
         return torch.optim.AdamW(groups, lr=self.absolute_lr, betas=ORIGINAL_BETAS)
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -131,7 +131,7 @@ class JiTLightningModule(L.LightningModule):
         return loss
 
     def _noise_seed(self, batch_idx: int) -> int:
-        key = (self.hparams.seed, self.current_epoch, batch_idx, self.global_rank)
+        key = (self.hparams["seed"], self.current_epoch, batch_idx, self.global_rank)
         return hash(key) & (2**63 - 1)  # tuples of ints hash the same in every process
 
     # -- sampling -----------------------------------------------------------------------

@@ -9,6 +9,7 @@ original does, so results match it to float rounding.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -48,6 +49,9 @@ class Rope2d(nn.Module):
 
     ``num_prefix`` leading tokens (the in-context tokens) are left unrotated.
     """
+
+    cos: torch.Tensor  # buffers (register_buffer below), typed for the arithmetic in forward
+    sin: torch.Tensor
 
     def __init__(self, half_head_dim: int, grid: int, num_prefix: int = 0, theta: float = 10000.0) -> None:
         super().__init__()
@@ -235,14 +239,15 @@ class JiT(nn.Module):
             nn.init.normal_(self.in_context_posemb, std=0.02)
         for conv in (self.x_embedder.proj1, self.x_embedder.proj2):
             nn.init.xavier_uniform_(conv.weight.data.view(conv.weight.shape[0], -1))
-        nn.init.zeros_(self.x_embedder.proj2.bias)
+        nn.init.zeros_(self.x_embedder.proj2.get_parameter("bias"))
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        for layer in [b.adaLN_modulation[-1] for b in self.blocks] + [self.final_layer.adaLN_modulation[-1],
-                                                                      self.final_layer.linear]:
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        nn.init.normal_(self.t_embedder.mlp[0].get_parameter("weight"), std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].get_parameter("weight"), std=0.02)
+        blocks = cast("list[JiTBlock]", list(self.blocks))  # __init__ fills self.blocks with JiTBlocks only
+        for layer in [b.adaLN_modulation[-1] for b in blocks] + [self.final_layer.adaLN_modulation[-1],
+                                                                 self.final_layer.linear]:
+            nn.init.zeros_(layer.get_parameter("weight"))
+            nn.init.zeros_(layer.get_parameter("bias"))
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         p = self.arch.patch_size

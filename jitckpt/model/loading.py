@@ -15,6 +15,7 @@ import torch
 
 from ..api import load
 from ..errors import SchemaError
+from ..layouts.arch import Arch
 from ..schema import JiTCheckpoint
 from ..tensors.anytensor import to_torch
 from .denoiser import DiffusionConfig, Denoiser
@@ -67,12 +68,17 @@ def report_warnings(messages: tuple[str, ...] | list[str], on_warning: Callable[
             on_warning(message)
 
 
+def require_arch(ckpt: JiTCheckpoint) -> Arch:
+    """``ckpt.arch``; a :class:`SchemaError` when the checkpoint does not say its architecture."""
+    if ckpt.arch is None:
+        raise SchemaError("this checkpoint does not say its architecture, so no network can be built for it")
+    return ckpt.arch
+
+
 def build_denoiser(ckpt: JiTCheckpoint, settings: SamplingSettings, device: torch.device | str = "cpu") -> Denoiser:
     """The Denoiser of ``ckpt`` with the chosen weights loaded (an error if that set is absent)."""
     state = ckpt.weights(settings.weights)
-    if ckpt.arch is None:
-        raise SchemaError("this checkpoint does not say its architecture, so no network can be built for it")
-    denoiser = Denoiser(ckpt.arch, sampler_config(ckpt, settings))
+    denoiser = Denoiser(require_arch(ckpt), sampler_config(ckpt, settings))
     denoiser.load_state_dict({k: to_torch(v) for k, v in state.items()})
     return denoiser.to(device).eval()
 

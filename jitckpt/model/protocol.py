@@ -120,7 +120,7 @@ def protocol_for(arch: Arch | None) -> Protocol | None:
     The variant is recognised from the dimensions, not from the name a file records.
     """
     variant = variant_name(arch) if arch is not None else None
-    if variant is None:
+    if arch is None or variant is None:
         return None
     row = PROTOCOLS.get((variant, arch.img_size))
     return row if row is not None and row.num_classes == arch.num_classes else None
@@ -227,7 +227,7 @@ def _warnings(arch: Arch | None, own_sources: Mapping[str, str], flags: Mapping[
 
 def _no_protocol_reason(arch: Arch | None) -> str:
     variant = variant_name(arch) if arch is not None else None
-    if variant is None:
+    if arch is None or variant is None:
         return "it is not an official variant (the paper's protocol covers JiT-B/L/H at 256 and 512 px)"
     if (variant, arch.img_size) not in PROTOCOLS:
         return f"the paper's protocol covers {variant} at 256 and 512 px only, not {arch.img_size} px"

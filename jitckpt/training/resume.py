@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..api import save
-from ..errors import DROP_OPTIMIZER, JiTCheckpointError
+from ..errors import DROP_OPTIMIZER, JiTCheckpointError, SchemaError
 from ..layouts.groupings import ORIGINAL, adamw_group_defaults, grouping_of
+from ..model.loading import require_arch
 from ..schema import JiTCheckpoint
 
 
@@ -76,7 +77,7 @@ def plan_resume(saved: JiTCheckpoint, source: Path, source_format: str, scratch:
     # not JiT's grouping: a sharded run resumes from a DCP directory instead, where the state is keyed by name.
     wanted = "dcp" if sharded else "ckpt"
     usable = source_format == wanted and not missing and (
-        sharded or grouping_of(saved.optimizer, saved.arch) is ORIGINAL)
+        sharded or grouping_of(saved.optimizer, require_arch(saved)) is ORIGINAL)
     plan.ckpt_path = source if usable else save(saved, scratch / f"resume.{wanted}", wanted)
     return plan
 
@@ -87,7 +88,7 @@ def fresh_optimizer(ckpt: JiTCheckpoint, args: Mapping[str, Any]) -> dict:
     decays = (0.0, float(args.get("weight_decay") or 0.0))
     return {"state": {}, "param_groups": [
         {"lr": lr, "weight_decay": decay, **adamw_group_defaults(), "params": list(names)}
-        for names, decay in zip(ORIGINAL.names(ckpt.arch), decays)]}
+        for names, decay in zip(ORIGINAL.names(require_arch(ckpt)), decays)]}
 
 
 def load_weights(module: Any, callbacks: list, weights: JiTCheckpoint) -> None:
@@ -97,5 +98,8 @@ def load_weights(module: Any, callbacks: list, weights: JiTCheckpoint) -> None:
 
     module.load_state_dict({k: to_torch(v) for k, v in weights.model.items()}, strict=True)
     for ema in (cb for cb in callbacks if isinstance(cb, EMACallback)):
-        ema.load_state_dict({"ema1": {k: to_torch(v) for k, v in weights.model_ema1.items()},
-                             "ema2": {k: to_torch(v) for k, v in weights.model_ema2.items()}})
+        ema1, ema2 = weights.model_ema1, weights.model_ema2
+        if ema1 is None or ema2 is None:  # plan_resume fills both; other weights may lack them
+            raise SchemaError("the weights to start from need both model_ema1 and model_ema2 for the EMACallback")
+        ema.load_state_dict({"ema1": {k: to_torch(v) for k, v in ema1.items()},
+                             "ema2": {k: to_torch(v) for k, v in ema2.items()}})
