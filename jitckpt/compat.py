@@ -68,35 +68,31 @@ def dcp_storage_info() -> type:
     return info
 
 
-def foreach_mul_(tensors: Sequence[Any], scalar: float) -> None:
-    """``t *= scalar`` for each tensor: torch's fused kernel, or the same per-tensor op where it is missing."""
+def _fused(name: str, tensors: Sequence[Any]) -> Any:
+    """torch's fused ``name`` for ``tensors``, or None: where it is missing, and on CPU tensors, where
+    ``benchmarks/ema.py`` measured the per-tensor ops faster (they use every core; the fused CPU path does not)."""
     import torch
 
-    fused = getattr(torch, "_foreach_mul_", None)
-    if fused is not None:
-        fused(list(tensors), scalar)
-        return
-    for tensor in tensors:
-        tensor.mul_(scalar)
+    if not tensors or tensors[0].device.type == "cpu":
+        return None
+    return getattr(torch, name, None)
 
 
-def foreach_add_(tensors: Sequence[Any], others: Sequence[Any], alpha: float) -> None:
-    """``t += alpha * o`` for each pair, rounded as ``Tensor.add_(o, alpha=alpha)`` rounds."""
-    import torch
-
-    fused = getattr(torch, "_foreach_add_", None)
-    if fused is not None:
-        fused(list(tensors), list(others), alpha=alpha)
+def foreach_mul_add_(tensors: Sequence[Any], scalar: float, others: Sequence[Any], alpha: float) -> None:
+    """``t.mul_(scalar).add_(o, alpha=alpha)`` for each pair, with those ops' rounding: fused as
+    ``_foreach_mul_`` then ``_foreach_add_``, or tensor by tensor (each one's two passes while it is in cache)."""
+    mul, add = _fused("_foreach_mul_", tensors), _fused("_foreach_add_", tensors)
+    if mul is not None and add is not None:
+        mul(list(tensors), scalar)
+        add(list(tensors), list(others), alpha=alpha)
         return
     for tensor, other in zip(tensors, others):
-        tensor.add_(other, alpha=alpha)
+        tensor.mul_(scalar).add_(other, alpha=alpha)
 
 
 def foreach_copy_(tensors: Sequence[Any], sources: Sequence[Any]) -> None:
     """``t.copy_(s)`` for each pair."""
-    import torch
-
-    fused = getattr(torch, "_foreach_copy_", None)
+    fused = _fused("_foreach_copy_", tensors)
     if fused is not None:
         fused(list(tensors), list(sources))
         return

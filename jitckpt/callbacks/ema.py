@@ -8,7 +8,7 @@ from typing import Any, Iterator, cast
 import lightning as L
 import torch
 
-from ..compat import foreach_add_, foreach_copy_, foreach_mul_, saves_distributed_checkpoint
+from ..compat import foreach_copy_, foreach_mul_add_, saves_distributed_checkpoint
 from ..errors import JiTCheckpointError
 from . import ema_sharding
 
@@ -23,8 +23,8 @@ class EMACallback(L.Callback):
     """``ema_k <- decay_k * ema_k + (1 - decay_k) * param`` after every optimizer step, for k = 1, 2.
 
     Both EMAs cover every parameter in ``named_parameters()`` order (the frozen
-    ``pos_embed`` included, as in the original). The update is fused
-    (``_foreach_mul_`` then ``_foreach_add_``: the original's arithmetic, no host sync) and runs
+    ``pos_embed`` included, as in the original). The update is the original's
+    ``mul_`` then ``add_``, bitwise (fused off the CPU; no host sync), and runs
     once per optimizer step, not per micro-batch. Its state (both EMAs by
     parameter name) goes through ``state_dict``/``load_state_dict``: a resumed
     run continues the saved EMAs and never re-initialises them. Under FSDP2 the
@@ -103,8 +103,7 @@ class EMACallback(L.Callback):
         self._ensure(pl_module)
         params = self._params(pl_module)
         for ema, decay in ((self.ema1, self.ema_decay1), (self.ema2, self.ema_decay2)):
-            foreach_mul_(ema, decay)  # the original's ema.mul_(decay).add_(param, alpha=1 - decay), rounding alike
-            foreach_add_(ema, params, alpha=1.0 - decay)
+            foreach_mul_add_(ema, decay, params, alpha=1.0 - decay)  # the original's arithmetic, rounding alike
         self.num_updates += 1
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
