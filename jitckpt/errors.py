@@ -22,10 +22,12 @@ NOT_CONVERTED = "not read, converted or written"
 # The remedies messages offer, as the Python API spells them; CLI_TERMS maps each to the command line's spelling.
 FORCE = "force=True"
 DROP_OPTIMIZER = "drop_optimizer=True"
+DATA_PATH = "data_path="
 # (the format registry adds its ``to=...`` remedy, generated from the formats it writes)
 CLI_TERMS: dict[str, str] = {
     FORCE: "--force",
     DROP_OPTIMIZER: "--drop-optimizer",
+    DATA_PATH: "--data-path ",
 }
 
 

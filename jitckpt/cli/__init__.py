@@ -13,16 +13,51 @@ May import: every other wing.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
 
 from .. import __version__
 from . import checkpoints, evaluation, example, export, train
 from ..formats.table import FORMAT_TABLE, either
-from .console import EXIT_DIFFERENT, EXIT_ERROR, echo, install_signal_handlers, state
+from .console import EXIT_DIFFERENT, EXIT_ERROR, EXIT_INTERRUPTED, echo, install_signal_handlers, print_error, state
+
+
+class _OneLineErrors(TyperGroup):
+    """The command group, whose usage errors (a missing option, a value out of range, an unknown command) are
+    one ``error:`` line naming the command, exit 2, as every other error: never click's three-line usage."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except typer.TyperException as exc:
+            code = _usage_error(exc)
+        except typer.Abort:  # Ctrl-C while click itself was reading input
+            print_error("interrupted")
+            code = EXIT_INTERRUPTED
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc: typer.TyperException) -> int:
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError":  # a bare ``jitckpt`` shows the help (our text, not a file's)
+        print(exc.format_message())
+        return EXIT_ERROR
+    where = ctx.command_path if ctx is not None else "jitckpt"
+    message = exc.format_message().rstrip(".")
+    print_error(f"{where}: {message[:1].lower()}{message[1:]} (see {where} --help)")
+    return int(getattr(exc, "exit_code", EXIT_ERROR)) or EXIT_ERROR
 
 # -h is --help for the group and, inherited through the context, for every command. The help is
 # click's plain layout (rich_markup_mode=None): Typer's rich layout shows a flag as "--json <bool>".
 app = typer.Typer(
+    cls=_OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode=None,
@@ -47,17 +82,22 @@ def main(
     state["debug"] = debug
 
 
-app.command()(checkpoints.inspect)
-app.command()(checkpoints.convert)
-app.command()(checkpoints.verify)
-app.command()(train.train)
-app.command("eval")(evaluation.evaluate_command)
-app.command("fid-stats")(evaluation.fid_stats_command)
-app.command("fid-helper-weights")(evaluation.fid_helper_weights)
-app.command("fetch-inception")(evaluation.fetch_inception)
-app.command()(evaluation.sample)
-app.command()(export.export)
-app.command()(example.example)
+COMMANDS: dict[str, Any] = {
+    "inspect": checkpoints.inspect, "convert": checkpoints.convert, "verify": checkpoints.verify, "train": train.train,
+    "eval": evaluation.evaluate_command, "fid-stats": evaluation.fid_stats_command,
+    "fid-helper-weights": evaluation.fid_helper_weights, "fetch-inception": evaluation.fetch_inception,
+    "sample": evaluation.sample, "export": export.export, "example": example.example,
+}
+
+
+def _summary(function: Any) -> str:
+    """The first sentence of a command's docstring, whole (click would cut it at 45 characters)."""
+    paragraph = " ".join((function.__doc__ or "").strip().split("\n\n")[0].split())
+    return paragraph.split(". ")[0].rstrip(".") + "."
+
+
+for _name, _function in COMMANDS.items():
+    app.command(_name, short_help=_summary(_function))(_function)
 
 
 def run() -> None:

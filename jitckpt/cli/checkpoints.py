@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..formats.table import either, facts, file_suffixes, folder_labels, writable
+from ..formats.dcp_write import MAX_SHARDS
 from .console import EXIT_DIFFERENT, echo, errors, out, present, progress, size, text, warn
 
 
@@ -106,7 +107,7 @@ def convert(
     drop_optimizer: bool = typer.Option(False, "--drop-optimizer",
                                         help="Write the full state without the optimizer (needed when inspect says "
                                              "it is unmappable)."),
-    shards: int = typer.Option(1, "--shards", help="dcp only: how many data files share the tensors."),
+    shards: int = typer.Option(1, "--shards", min=1, max=MAX_SHARDS, help="dcp only: how many data files share the tensors."),
 ) -> None:
     """Convert between the formats, losslessly (the help lists them from the format table)."""
     from .. import api, formats
@@ -151,7 +152,7 @@ def verify(
                                  help="The checkpoint to check (any format), or the first of two to compare."),
     second: Optional[Path] = typer.Argument(None, metavar="OTHER", show_default=False,
                                             help="A second checkpoint (any format): compare FILE with it."),
-    limit: int = typer.Option(10, "--limit", help="How many differences or damaged tensors to list at most."),
+    limit: int = typer.Option(10, "--limit", min=0, help="How many differences or damaged tensors to list at most."),
 ) -> None:
     """Check one checkpoint's integrity, or compare two section by section, tensor by tensor.
 

@@ -4,28 +4,43 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Optional, cast
+from typing import Any, Callable, Optional, cast
 
 import typer
 from rich.table import Table
 
+from ..model.protocol import METHODS, RANGES
 from .console import echo, errors, out, progress, text, warn
 
 # What a sampler flag left out falls back to (see jitckpt.model.protocol.resolve_sampling).
 _DEFAULT = "the checkpoint's args, else the paper's protocol for its variant, else the training defaults"
-# The sampler options eval and sample share (Typer reads these declarations; it does not change them).
-METHOD = typer.Option(None, "--method", help=f"heun or euler (default: {_DEFAULT}).")
-STEPS = typer.Option(None, "--steps", help=f"Sampling steps (default: {_DEFAULT}).")
-INTERVAL_MIN = typer.Option(None, "--interval-min", help=f"CFG interval start (default: {_DEFAULT}).")
-INTERVAL_MAX = typer.Option(None, "--interval-max", help=f"CFG interval end (default: {_DEFAULT}).")
-NOISE_SCALE = typer.Option(None, "--noise-scale", help=f"Scale of the starting noise (default: {_DEFAULT}).")
+
+
+def _method(value: Optional[str]) -> Optional[str]:
+    if value is not None and value not in METHODS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(METHODS)}")
+    return value
+
+
+# The sampler options eval and sample share (Typer reads these declarations; it does not change them). Their
+# ranges are the protocol's (RANGES), checked as the command line is read, before anything loads.
+METHOD = typer.Option(None, "--method", callback=_method, help=f"heun or euler (default: {_DEFAULT}).")
+STEPS = typer.Option(None, "--steps", min=int(RANGES["steps"][0]), max=int(RANGES["steps"][1]),
+                     help=f"Sampling steps (default: {_DEFAULT}).")
+INTERVAL_MIN = typer.Option(None, "--interval-min", min=RANGES["interval_min"][0], max=RANGES["interval_min"][1],
+                            help=f"CFG interval start (default: {_DEFAULT}).")
+INTERVAL_MAX = typer.Option(None, "--interval-max", min=RANGES["interval_max"][0], max=RANGES["interval_max"][1],
+                            help=f"CFG interval end (default: {_DEFAULT}).")
+NOISE_SCALE = typer.Option(None, "--noise-scale", min=RANGES["noise_scale"][0], max=RANGES["noise_scale"][1],
+                           help=f"Scale of the starting noise (default: {_DEFAULT}).")
+CFG_RANGE = {"min": RANGES["cfg"][0], "max": RANGES["cfg"][1]}
 
 
 def evaluate_command(
     ckpt: Path = typer.Argument(..., help="Checkpoint to score (any format)."),
     ema: str = typer.Option("1", "--ema", help="Weights to sample with: 1, 2 or raw (with --sweep, a list: 1,2)."),
-    num_images: int = typer.Option(50000, "--num-images", help="Images to generate (a multiple of the class count)."),
-    batch_size: int = typer.Option(256, "--batch-size", help="Images per generation batch."),
+    num_images: int = typer.Option(50000, "--num-images", min=1, help="Images to generate (a multiple of the class count)."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images per generation batch."),
     method: Optional[str] = METHOD,
     steps: Optional[int] = STEPS,
     cfg: Optional[str] = typer.Option(None, "--cfg", help=f"CFG scale (default: {_DEFAULT}; with --sweep, a list)."),
@@ -36,9 +51,9 @@ def evaluate_command(
     ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help="Reference images, instead of --fid-stats."),
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights",
                                                      help="torch-fidelity InceptionV3 weights (default: $JITCKPT_INCEPTION_WEIGHTS, else torch-fidelity's file in torch's hub cache)."),
-    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
-    devices: int = typer.Option(1, "--devices", help="Processes (GPUs, or CPU processes) sharing the generation."),
-    num_nodes: int = typer.Option(1, "--num-nodes", help="Nodes."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Sampling seed."),
+    devices: int = typer.Option(1, "--devices", min=1, help="Processes (GPUs, or CPU processes) sharing the generation."),
+    num_nodes: int = typer.Option(1, "--num-nodes", min=1, help="Nodes."),
     accelerator: str = typer.Option("auto", "--accelerator", help="cpu, gpu or auto."),
     save_images: Optional[Path] = typer.Option(None, "--save-images", help="Also write the images as PNGs here."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON here."),
@@ -47,16 +62,23 @@ def evaluate_command(
     """Generate images from a checkpoint and score FID / Inception Score with torch-fidelity."""
     with errors():
         from ..errors import JiTCheckpointError
-        from ..evaluation.evaluate import evaluate
-        from ..evaluation.sampling import SamplingSettings, weights_name
+        from ..evaluation import check_balanced, weights_name
 
         emas = [weights_name(e.strip()) for e in ema.split(",")]
         try:
-            cfgs = [float(c) for c in cfg.split(",")] if cfg is not None else [None]
+            cfgs: list[Optional[float]] = [float(c) for c in cfg.split(",")] if cfg is not None else [None]
         except ValueError:
             raise JiTCheckpointError(f"--cfg {cfg!r}: give a number (a comma-separated list with --sweep)") from None
+        if any(c is not None and not CFG_RANGE["min"] <= c <= CFG_RANGE["max"] for c in cfgs):
+            raise JiTCheckpointError(f"--cfg {cfg!r}: each scale must be between {CFG_RANGE['min']} and "
+                                     f"{CFG_RANGE['max']}")
         if (len(emas) > 1 or len(cfgs) > 1) and not sweep:
             raise JiTCheckpointError("lists of --ema or --cfg values need --sweep")
+        arch = _precheck(ckpt, emas, interval_min, interval_max)  # before torch loads: cheap mistakes first
+        check_balanced(num_images, arch.num_classes)
+
+        from ..evaluation.evaluate import evaluate
+        from ..evaluation.sampling import SamplingSettings
         results, once = [], _warn_once()
         for weights in emas:
             for scale in cfgs:
@@ -78,6 +100,26 @@ def evaluate_command(
             _result_table(ckpt, results[0])
 
 
+
+
+def _precheck(path: Path, weights: list[str], interval_min: Optional[float], interval_max: Optional[float]) -> Any:
+    """What can be checked before torch loads (a second or more): the interval's order, and the checkpoint
+    itself, read lazily: that it holds each set of ``weights``. Returns its architecture."""
+    from .. import load
+    from ..errors import JiTCheckpointError
+    from ..layouts.arch import Arch
+
+    if interval_min is not None and interval_max is not None and interval_min > interval_max:
+        raise JiTCheckpointError(f"--interval-min {interval_min} is above --interval-max {interval_max}")
+    ckpt = load(path, lazy=True)
+    for which in weights:
+        try:
+            ckpt.weights(which)
+        except JiTCheckpointError as exc:
+            raise type(exc)(f"{path}: {exc}") from None
+    if not isinstance(ckpt.arch, Arch):
+        raise JiTCheckpointError(f"{path}: this checkpoint does not say its architecture")
+    return ckpt.arch
 
 
 def _warn_once() -> Callable[[str], None]:
@@ -232,24 +274,27 @@ def sample(
     output: Path = typer.Option(Path("grid.png"), "-o", "--output", help="Grid image to write (.png)."),
     method: Optional[str] = METHOD,
     steps: Optional[int] = STEPS,
-    cfg: Optional[float] = typer.Option(None, "--cfg", help=f"CFG scale (default: {_DEFAULT})."),
+    cfg: Optional[float] = typer.Option(None, "--cfg", min=CFG_RANGE["min"], max=CFG_RANGE["max"],
+                                        help=f"CFG scale (default: {_DEFAULT})."),
     interval_min: Optional[float] = INTERVAL_MIN,
     interval_max: Optional[float] = INTERVAL_MAX,
     noise_scale: Optional[float] = NOISE_SCALE,
-    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Sampling seed."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
 ) -> None:
     """A grid of samples, one per listed class, for looking rather than reading."""
     with errors():
-        from ..errors import JiTCheckpointError
-        from ..evaluation.sampling import SamplingSettings, sample_grid, weights_name
+        from ..evaluation import check_classes, weights_name
+        from ..storage.atomic import check_output_path
+
+        weights = weights_name(ema)
+        check_output_path(output, force)
+        labels = check_classes(classes, _precheck(ckpt, [weights], interval_min, interval_max).num_classes)
+
+        from ..evaluation.sampling import SamplingSettings, sample_grid
         from ..model.protocol import describe_settings
 
-        try:
-            labels = [int(c) for c in classes.split(",") if c.strip()]
-        except ValueError:
-            raise JiTCheckpointError(f"--classes {classes!r}: give comma-separated integers, e.g. 1,2,3") from None
-        settings = SamplingSettings(weights_name(ema), len(labels), len(labels), method, steps, cfg, interval_min,
+        settings = SamplingSettings(weights, len(labels), len(labels), method, steps, cfg, interval_min,
                                     interval_max, seed, noise_scale)
         done = sample_grid(ckpt, labels, settings, output, force=force, on_warning=warn)
         sampling = done["sampling"]

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..formats.options import EXPORT_DTYPES, EXPORT_LAYOUTS
+from ..storage.atomic_folder import writable_folder_target
 from .console import echo, errors, warn
 
 LAYOUT_HELP = "; ".join(f"{name}: {what}" for name, what in EXPORT_LAYOUTS.items())  # from the one table
@@ -36,9 +37,12 @@ def export(
 ) -> None:
     """Export one set of weights for inference users: weights, config, model card and samples."""
     from ..evaluation import weights_name
-    from ..publishing.export import export as run_export
 
     with errors():
+        weights_name(ema)
+        writable_folder_target(output, force)  # before the checkpoint and torch load
+        from ..publishing.export import export as run_export
+
         folders = run_export(ckpt, output, weights_name(ema), all_emas=all_emas, eval_json=eval_json,
                              license=license, samples=not no_samples, force=force, on_warning=warn, layout=layout,
                              dtype=dtype, diffusers_names=diffusers_names, class_names=class_names)

@@ -7,7 +7,31 @@ from typing import Any, Optional, cast
 import typer
 
 from ..layouts.args import ORIGINAL_DEFAULTS
+from ..model.protocol import METHODS, SETTINGS
+from ..model.protocol import RANGES as PROTOCOL_RANGES
 from .console import errors, warn
+
+
+# The range of each numeric flag, checked as the command line is read (before anything loads or is created).
+_AT_LEAST_ONE = ("img_size", "epochs", "batch_size", "class_num", "save_last_freq", "log_freq", "eval_freq",
+                 "num_images", "gen_bsz")
+_FRACTIONS = ("attn_dropout", "proj_dropout", "ema_decay1", "ema_decay2", "t_eps", "label_drop_prob")
+_NOT_NEGATIVE = ("warmup_epochs", "lr", "blr", "min_lr", "weight_decay", "P_std", "seed", "num_workers")
+RANGES: dict[str, dict[str, float]] = {
+    **{name: {"min": 1} for name in _AT_LEAST_ONE}, **{name: {"min": 0.0, "max": 1.0} for name in _FRACTIONS},
+    **{name: {"min": 0} for name in _NOT_NEGATIVE},
+    **{arg: {"min": PROTOCOL_RANGES[setting][0], "max": PROTOCOL_RANGES[setting][1]}
+       for setting, arg in SETTINGS.items() if setting in PROTOCOL_RANGES},
+}
+CHOICES = {"sampling_method": METHODS, "lr_schedule": ("constant", "cosine")}
+
+
+def _choice(name: str) -> Any:
+    def check(value: Optional[str]) -> Optional[str]:
+        if value is not None and value not in CHOICES[name]:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(CHOICES[name])}")
+        return value
+    return check
 
 
 def _opt(name: str, help: str, *extra: str) -> Any:
@@ -18,7 +42,9 @@ def _opt(name: str, help: str, *extra: str) -> Any:
     default = ORIGINAL_DEFAULTS.get(name)
     if default not in (None, "") and "(default" not in help:
         help = f"{help.rstrip('.')} (default {default})."
-    return typer.Option(None, *spellings, help=help, show_default=False)
+    bounds = RANGES.get(name, {})
+    return typer.Option(None, *spellings, help=help, show_default=False, min=bounds.get("min"), max=bounds.get("max"),
+                        callback=_choice(name) if name in CHOICES else None)
 
 
 def train(
@@ -65,10 +91,10 @@ def train(
     inception_weights: Optional[str] = _opt("inception_weights", "Inception weights file (default: "
                                             "$JITCKPT_INCEPTION_WEIGHTS, else torch-fidelity's in torch's hub cache)."),
     devices: str = typer.Option("auto", "--devices", help="Lightning devices (a count, a list, or auto)."),
-    num_nodes: int = typer.Option(1, "--num-nodes", "--num_nodes", help="Number of nodes."),
+    num_nodes: int = typer.Option(1, "--num-nodes", "--num_nodes", min=1, help="Number of nodes."),
     strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto, ddp, fsdp2 (ModelParallelStrategy: sharded checkpoints), ..."),
     precision: str = typer.Option("32-true", "--precision", help="Lightning precision, e.g. bf16-mixed."),
-    accumulate_grad_batches: int = typer.Option(1, "--accumulate-grad-batches", "--accumulate_grad_batches",
+    accumulate_grad_batches: int = typer.Option(1, "--accumulate-grad-batches", "--accumulate_grad_batches", min=1,
                                                 help="Micro-batches per optimizer step."),
     accelerator: str = typer.Option("auto", "--accelerator", help="cpu, gpu or auto."),
     logger: str = typer.Option("csv", "--logger", help="csv, tensorboard or none."),
@@ -82,9 +108,14 @@ def train(
     given = dict(locals())  # the flags, taken before any other local exists
     with errors():
         from ..layouts.args import ORIGINAL_DEFAULTS
-        from ..training.run import train as run_training
 
         overrides = {k: v for k, v in given.items() if k in ORIGINAL_DEFAULTS and k != "resume"}
+        if data_path is not None or (resume is None and not evaluate_gen):  # before Lightning loads (seconds)
+            from ..evaluation.images import training_folder
+
+            training_folder(data_path or ORIGINAL_DEFAULTS["data_path"])
+        from ..training.run import train as run_training
+
         if evaluate_gen:  # the original's evaluation-only run
             from pathlib import Path
 

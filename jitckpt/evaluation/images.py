@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
+
+from ..errors import DATA_PATH, JiTCheckpointError
+
+
+def training_folder(data_path: str | os.PathLike[str]) -> str:
+    """``data_path/train``, the ImageFolder the original trains on; one line naming it when it is missing."""
+    root = os.path.join(data_path, "train")
+    if not os.path.isdir(root):
+        raise JiTCheckpointError(f"no training folder {root!r}: {DATA_PATH}{str(data_path)!r} must hold "
+                                 "train/<class>/<images>")
+    return root
 
 
 def center_crop_arr(pil_image: Any, image_size: int) -> Any:

@@ -22,16 +22,12 @@ from ..model.loading import (  # noqa: F401 (re-exported: where callers found th
 from ..errors import JiTCheckpointError
 from ..model.denoiser import Denoiser
 from ..schema import JiTCheckpoint
-from . import WEIGHT_CHOICES, weights_name  # noqa: F401 (re-exported: where callers found them)
+from . import WEIGHT_CHOICES, check_balanced, weights_name  # noqa: F401 (re-exported: where callers found them)
 
 
 def class_labels(num_images: int, num_classes: int) -> np.ndarray:
     """The original layout: class ``i`` repeated ``num_images / num_classes`` times."""
-    if num_images <= 0 or num_images % num_classes:
-        raise JiTCheckpointError(
-            f"--num-images {num_images} must be a positive multiple of the class count {num_classes} "
-            "(the same number of images for every class)"
-        )
+    check_balanced(num_images, num_classes)
     return np.arange(num_classes).repeat(num_images // num_classes)
 
 

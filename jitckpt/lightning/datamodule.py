@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import JiTCheckpointError
-from ..evaluation.images import center_crop_arr
+from ..evaluation.images import center_crop_arr, training_folder
 
 
 class JiTDataModule(L.LightningDataModule):
@@ -29,10 +29,7 @@ class JiTDataModule(L.LightningDataModule):
 
     def check(self) -> str:
         """The training folder ``data_path/train``; a one-line error when it is missing (checked before any work)."""
-        root = os.path.join(self.data_path, "train")
-        if not os.path.isdir(root):
-            raise JiTCheckpointError(f"no training folder {root!r}: --data-path must hold train/<class>/<images>")
-        return root
+        return training_folder(self.data_path)
 
     def batches_per_epoch(self) -> int:
         """Batches of one epoch on one device, from a count of the files in the class folders (no image is read)."""

@@ -48,13 +48,14 @@ def _number(low: float, high: float, whole: bool = False) -> Any:
 
 
 # What a setting read from a checkpoint's args must be to be used (a file's values are never trusted blindly).
+# The range of each numeric setting (the command line's options take theirs from here too).
+RANGES: dict[str, tuple[float, float]] = {
+    "steps": (1, 10_000), "cfg": (0.0, 100.0), "interval_min": (0.0, 1.0), "interval_max": (0.0, 1.0),
+    "noise_scale": (1e-6, 100.0),
+}
 VALID: dict[str, Any] = {
     "method": lambda value: value in METHODS,
-    "steps": _number(1, 10_000, whole=True),
-    "cfg": _number(0.0, 100.0),
-    "interval_min": _number(0.0, 1.0),
-    "interval_max": _number(0.0, 1.0),
-    "noise_scale": _number(1e-6, 100.0),
+    **{name: _number(low, high, whole=name == "steps") for name, (low, high) in RANGES.items()},
 }
 
 # The fallback: main_jit.get_args_parser()'s defaults (the one copy, in train_args.py).

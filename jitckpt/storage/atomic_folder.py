@@ -163,6 +163,15 @@ def _keep_modes(target: Path, folder_fd: int) -> dict[str, int]:
     return modes
 
 
+def writable_folder_target(path: str | os.PathLike[str], force: bool = False) -> Path:
+    """:func:`check_folder_target`, and that the folder to hold it takes new entries (an unwritable one is an
+    :class:`OutputError` now, not after minutes of work)."""
+    target = check_folder_target(path, force)
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise output_error(str(target), PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
+    return target
+
+
 def temporary_name(target: Path) -> Path:
     """A hidden temporary folder name beside ``target``, one :func:`remove_stale_folders` knows."""
     return target.parent / temp_name(target.name)

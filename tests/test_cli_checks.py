@@ -1,0 +1,95 @@
+"""Bad numbers and cheap mistakes on the command line: one ``error:`` line, exit 2, nothing created, and all of it
+before torch is imported (each case runs in a fresh process that reports whether torch was loaded)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import GOLDEN
+
+ROOT = Path(__file__).resolve().parent.parent
+# Runs the command line as the console script does, then says on stderr whether torch was ever imported.
+HARNESS = """
+import sys
+from jitckpt.cli import run
+sys.argv = ["jitckpt", *sys.argv[1:]]
+try:
+    run()
+except SystemExit as exit:
+    code = exit.code
+sys.stderr.write("TORCH " + str("torch" in sys.modules) + "\\n")
+sys.exit(code)
+"""
+G = str(GOLDEN)
+CASES = {
+    "eval --steps 0": (["eval", G, "--steps", "0"], "'--steps': 0 is not in the range 1<=x<=10000"),
+    "eval --steps -3": (["eval", G, "--steps", "-3"], "'--steps': -3 is not in the range"),
+    "eval --batch-size 0": (["eval", G, "--batch-size", "0"], "'--batch-size': 0 is not in the range x>=1"),
+    "eval --num-images 0": (["eval", G, "--num-images", "0"], "'--num-images': 0 is not in the range x>=1"),
+    "eval --num-images 15": (["eval", G, "--num-images", "15"], "--num-images 15 must be a positive multiple of the class count 10"),
+    "eval --interval-min 2": (["eval", G, "--interval-min", "2"], "'--interval-min': 2.0 is not in the range 0.0<=x<=1.0"),
+    "eval interval reversed": (["eval", G, "--interval-min", "0.8", "--interval-max", "0.2"], "--interval-min 0.8 is above --interval-max 0.2"),
+    "eval --devices 0": (["eval", G, "--devices", "0"], "'--devices': 0 is not in the range x>=1"),
+    "eval --ema 3": (["eval", G, "--ema", "3"], "--ema '3': choose 1, 2 or raw"),
+    "eval --cfg 500": (["eval", G, "--cfg", "500"], "--cfg '500': each scale must be between 0.0 and 100.0"),
+    "eval --method": (["eval", G, "--method", "ddim"], "'--method': 'ddim' is not one of euler, heun"),
+    "eval missing file": (["eval", "missing.pth"], "missing.pth"),
+    "sample --steps -1": (["sample", G, "--steps", "-1"], "'--steps': -1 is not in the range"),
+    "sample --classes 0,99": (["sample", G, "--classes", "0,99"], "--classes '0,99': each class must be between 0 and 9"),
+    "sample --classes x": (["sample", G, "--classes", "a,b"], "--classes 'a,b': give comma-separated class numbers"),
+    "train --batch_size 0": (["train", "--batch_size", "0"], "'--batch-size' / '--batch_size': 0 is not in the range x>=1"),
+    "train --epochs 0": (["train", "--epochs", "0"], "'--epochs': 0 is not in the range x>=1"),
+    "train --ema_decay1 2": (["train", "--ema_decay1", "2"], "0.0<=x<=1.0"),
+    "train no data": (["train"], "no training folder './data/imagenet/train': --data-path './data/imagenet' must hold"),
+    "train --lr_schedule": (["train", "--lr_schedule", "step"], "'step' is not one of constant, cosine"),
+    "verify --limit -1": (["verify", G, "--limit", "-1"], "'--limit': -1 is not in the range x>=0"),
+    "convert --shards 0": (["convert", G, "-o", "x.dcp", "--shards", "0"], "'--shards': 0 is not in the range 1<=x<=1024"),
+    "export missing -o": (["export", G], "missing option '-o' / '--output'"),
+    "export --ema 4": (["export", G, "-o", "out", "--ema", "4"], "--ema '4': choose 1, 2 or raw"),
+    "unknown command": (["evaluate", G], "jitckpt: no such command 'evaluate'"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_bad_input_is_one_line_before_torch_and_creates_nothing(tmp_path, case):
+    args, expected = CASES[case]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", HARNESS, *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    lines = done.stderr.splitlines()
+    assert lines[-1] == "TORCH False", f"torch was imported before the error: {done.stderr}"
+    assert done.returncode == 2 and done.stdout == "", (done.returncode, done.stdout, done.stderr)
+    assert len(lines) == 2 and lines[0].startswith("error: ") and expected in lines[0], lines
+    assert list(tmp_path.iterdir()) == [], "something was created"
+
+
+def test_a_usage_error_names_the_command_and_where_its_help_is(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "jitckpt", "eval", G, "--steps", "zero"], cwd=tmp_path,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2 and done.stderr == ("error: jitckpt eval: invalid value for '--steps': 'zero' is "
+                                                    "not a valid int range (see jitckpt eval --help)\n")
+
+
+def test_the_command_list_shows_each_summary_whole():
+    from typer.testing import CliRunner
+
+    from jitckpt.cli import app
+
+    shown = CliRunner().invoke(app, ["--help"]).output
+    commands = shown.split("Commands:")[1]
+    assert "..." not in commands and "score an FID." in " ".join(commands.split())
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into any folder")
+def test_export_into_a_folder_it_cannot_write_says_so_before_reading(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    done = subprocess.run([sys.executable, "-c", HARNESS, "export", G, "-o", str(locked / "out")], cwd=tmp_path,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2 and done.stderr.splitlines()[-1] == "TORCH False"
+    assert "Permission denied" in done.stderr and list(locked.iterdir()) == []
