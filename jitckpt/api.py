@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import formats
-from .errors import DROP_OPTIMIZER, NOT_CONVERTED, OutputError, SchemaError, naming, render
+from .errors import FORCE, DROP_OPTIMIZER, NOT_CONVERTED, OutputError, SchemaError, naming, render
 from .storage.atomic import atomic_output, check_output_path
 from .schema import JiTCheckpoint
 from .tensors.anytensor import dtype_name, is_tensor, iter_tensor_bytes, shape_of, to_torch
@@ -140,6 +140,9 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
     if to is None:
         to = "safetensors" if weights else ("ckpt" if src_format == "pth" else "pth")
     target = Path(dst) if dst is not None else default_output(source, to)
+    if dst is None and (target.exists() or target.is_symlink()):  # force replaces only an output the user named
+        raise OutputError(f"{str(target)!r} already exists, and it is only the default output name; name the output "
+                          f"(-o {str(target)!r} with {FORCE} to replace it)")
     if target.resolve() == source.resolve():
         raise OutputError(f"output {str(target)!r} is the source file; give another name with -o")
     if formats.get(to).WRITES == "folder":

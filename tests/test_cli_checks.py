@@ -93,3 +93,35 @@ def test_export_into_a_folder_it_cannot_write_says_so_before_reading(tmp_path):
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 2 and done.stderr.splitlines()[-1] == "TORCH False"
     assert "Permission denied" in done.stderr and list(locked.iterdir()) == []
+
+
+def _run(tmp_path, *args):
+    return subprocess.run([sys.executable, "-m", "jitckpt", *map(str, args)], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+
+
+def test_force_never_replaces_a_file_by_its_default_name(tmp_path):
+    import shutil
+
+    source = tmp_path / "old.pth"
+    shutil.copy(GOLDEN, source)
+    mine = tmp_path / "old.ckpt"
+    mine.write_bytes(b"the user's own file")
+    done = _run(tmp_path, "convert", source, "--force")
+    assert done.returncode == 2 and "only the default output name" in done.stderr
+    assert mine.read_bytes() == b"the user's own file"
+    assert _run(tmp_path, "convert", source, "-o", mine, "--force").returncode == 0  # named: replaced
+    assert mine.read_bytes()[:2] == b"PK"
+
+
+def test_resuming_a_run_that_has_reached_its_epochs_says_nothing_to_train(tmp_path):
+    import jitckpt
+
+    finished = jitckpt.load(GOLDEN, lazy=True).epoch
+    (tmp_path / "data" / "train" / "a").mkdir(parents=True)
+    done = _run(tmp_path, "train", "--resume", GOLDEN, "--epochs", finished + 1, "--data_path", tmp_path / "data",
+                "--output_dir", tmp_path / "out")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: nothing to train: {GOLDEN} finished epoch {finished} (epochs count from 0) "
+                                  f"and --epochs is {finished + 1}; give --epochs {finished + 2} or more")
+    assert not (tmp_path / "out").exists()

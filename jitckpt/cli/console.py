@@ -27,6 +27,8 @@ EXIT_DIFFERENT = 1
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 PROGRESS_MIN_BYTES = 16 << 20
+LARGE_JOB = {"bytes": 1 << 30, "images": 1000}  # work that gets a line at every tenth off a terminal
+LOG_EVERY_S = 30.0
 
 # Neither console parses markup, emoji codes or highlights: what is printed is what was given.
 out = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)  # one line per value, copy-pastable
@@ -182,11 +184,15 @@ def install_signal_handlers() -> None:
 
 @contextmanager
 def progress(total: int, label: str, unit: str = "bytes") -> Iterator[Optional[Callable[[int], None]]]:
-    """A progress bar on stderr (bytes of big files, or images with their rate); yields the advance callback.
+    """Progress on stderr (bytes of big files, or images with their rate); yields the advance callback.
 
-    Only on a terminal: piped into a log, a bar is noise (and rich ends it with a stray empty line).
+    On a terminal, a bar. Piped into a log, where a bar is noise, one line at every tenth of a large job
+    (:data:`LARGE_JOB`) and every :data:`LOG_EVERY_S` seconds of any, each with the rate and the time left.
     """
-    if not err.is_terminal or (unit == "bytes" and total < PROGRESS_MIN_BYTES):
+    if not err.is_terminal:
+        yield _progress_lines(total, label, unit)
+        return
+    if unit == "bytes" and total < PROGRESS_MIN_BYTES:
         yield None
         return
     from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
@@ -205,6 +211,38 @@ def progress(total: int, label: str, unit: str = "bytes") -> Iterator[Optional[C
             bar.update(task, rate=f"{done / max(time.perf_counter() - started, 1e-9):.2f} {unit}/s")
 
         yield advance
+
+
+def _progress_lines(total: int, label: str, unit: str) -> Callable[[int], None]:
+    """The advance callback that writes :func:`progress`'s lines for a log."""
+    started = last = time.perf_counter()
+    state = {"done": 0, "tenth": -1}  # a large job's first step gets a line too: the estimate, up front
+    large = total >= LARGE_JOB.get(unit, 0)
+
+    def advance(n: int) -> None:
+        nonlocal last
+        state["done"] += n
+        now, done = time.perf_counter(), state["done"]
+        tenth = done * 10 // max(total, 1)
+        if not ((large and tenth > state["tenth"]) or now - last >= LOG_EVERY_S):
+            return
+        state["tenth"], last = tenth, now
+        rate = done / max(now - started, 1e-9)
+        left = (total - done) / rate if rate else 0.0
+        amount = f"{size(done)} of {size(total)}" if unit == "bytes" else f"{done} of {total} {unit}"
+        rate_text = f"{size(int(rate))}/s" if unit == "bytes" else f"{rate:.2f} {unit}/s"
+        err.print(Text(printable(f"{label}: {amount} ({100 * done // max(total, 1)}%), {rate_text}, "
+                                 f"about {_duration(left)} left")))
+
+    return advance
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 __all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_INTERRUPTED", "Terminated", "echo", "err", "error_message",

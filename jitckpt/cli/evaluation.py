@@ -74,8 +74,8 @@ def evaluate_command(
                                      f"{CFG_RANGE['max']}")
         if (len(emas) > 1 or len(cfgs) > 1) and not sweep:
             raise JiTCheckpointError("lists of --ema or --cfg values need --sweep")
-        arch = _precheck(ckpt, emas, interval_min, interval_max)  # before torch loads: cheap mistakes first
-        check_balanced(num_images, arch.num_classes)
+        lazy = _precheck(ckpt, emas, interval_min, interval_max)  # before torch loads: cheap mistakes first
+        check_balanced(num_images, lazy.arch.num_classes)
 
         from ..evaluation.evaluate import evaluate
         from ..evaluation.sampling import SamplingSettings
@@ -84,7 +84,7 @@ def evaluate_command(
             for scale in cfgs:
                 settings = SamplingSettings(weights, num_images, batch_size, method, steps, scale, interval_min,
                                             interval_max, seed, noise_scale)
-                label = f"sampling {ckpt.name} ({weights}, cfg {scale if scale is not None else 'default'})"
+                label = f"sampling {ckpt.name} ({weights}, cfg {_cfg(lazy, scale)})"
                 with progress(num_images, label, unit="images") as advance:
                     results.append(evaluate(ckpt, settings, inception_weights, fid_stats, ref_dir, save_images,
                                             devices, num_nodes, accelerator, progress=advance,
@@ -104,7 +104,7 @@ def evaluate_command(
 
 def _precheck(path: Path, weights: list[str], interval_min: Optional[float], interval_max: Optional[float]) -> Any:
     """What can be checked before torch loads (a second or more): the interval's order, and the checkpoint
-    itself, read lazily: that it holds each set of ``weights``. Returns its architecture."""
+    itself, read lazily: that it holds each set of ``weights`` and says its architecture. Returns it (lazy)."""
     from .. import load
     from ..errors import JiTCheckpointError
     from ..layouts.arch import Arch
@@ -119,7 +119,14 @@ def _precheck(path: Path, weights: list[str], interval_min: Optional[float], int
             raise type(exc)(f"{path}: {exc}") from None
     if not isinstance(ckpt.arch, Arch):
         raise JiTCheckpointError(f"{path}: this checkpoint does not say its architecture")
-    return ckpt.arch
+    return ckpt
+
+
+def _cfg(ckpt: Any, scale: Optional[float]) -> float:
+    """The guidance scale ``ckpt`` is sampled with (``scale`` if given, else what its args or protocol say)."""
+    from ..model.protocol import resolve_sampling
+
+    return resolve_sampling(ckpt.arch, ckpt.args, {} if scale is None else {"cfg": scale}).cfg
 
 
 def _warn_once() -> Callable[[str], None]:
@@ -289,7 +296,7 @@ def sample(
 
         weights = weights_name(ema)
         check_output_path(output, force)
-        labels = check_classes(classes, _precheck(ckpt, [weights], interval_min, interval_max).num_classes)
+        labels = check_classes(classes, _precheck(ckpt, [weights], interval_min, interval_max).arch.num_classes)
 
         from ..evaluation.sampling import SamplingSettings, sample_grid
         from ..model.protocol import describe_settings

@@ -128,6 +128,10 @@ def evaluate(path: str | os.PathLike, settings: SamplingSettings, inception_weig
             raise JiTCheckpointError("nothing to score: without --fid-stats or --ref-dir there is no FID, and these "
                                      "Inception weights have no classifier, so no Inception Score; add "
                                      "--fid-stats STATS.npz or --ref-dir IMAGES (or weights with a classifier)")
+        if fid_stats is None and ref_dir is None:  # said before sampling, never a silent gap in the results
+            notes.append("no reference statistics (--fid-stats, --ref-dir, or the original's "
+                         f"fid_stats/jit_in{arch.img_size}_stats.npz in the working directory): FID is not computed, "
+                         "only the Inception Score")
         provenance["inception_weights"] = inception_record(weights_path(inception_weights))
         ref_images = len(image_files(ref_dir)) if ref_dir is not None else None
         provenance["reference"] = reference_record(fid_stats, ref_dir, ref_images)

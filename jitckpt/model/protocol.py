@@ -237,7 +237,8 @@ def _no_protocol_reason(arch: Arch | None) -> str:
 
 def describe_settings(settings: Mapping[str, Any]) -> str:
     """One line: ``heun, 50 steps, cfg 2.4 in [0.1, 1.0], noise scale 1.0``."""
-    return (f"{settings['method']}, {settings['steps']} steps, cfg {settings['cfg']} in "
+    steps = settings["steps"]
+    return (f"{settings['method']}, {steps} step{'' if steps == 1 else 's'}, cfg {settings['cfg']} in "
             f"[{settings['interval_min']}, {settings['interval_max']}], noise scale {settings['noise_scale']}")
 
 

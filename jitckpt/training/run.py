@@ -100,6 +100,10 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
         if "model" in overrides or "img_size" in overrides or "class_num" in overrides:
             raise JiTCheckpointError("--model, --img-size and --class-num come from the checkpoint when resuming")
     args.update(overrides)
+    if saved is not None and saved.epoch is not None and saved.epoch + 1 >= args["epochs"]:
+        raise JiTCheckpointError(f"nothing to train: {source} finished epoch {saved.epoch} (epochs count from 0) "
+                                 f"and --epochs is {args['epochs']}; give --epochs {saved.epoch + 2} or more to "
+                                 "train on")
     # evaluation during training is this command's choice, not inherited from the checkpoint's run
     args["online_eval"], args["evaluate_gen"] = bool(overrides.get("online_eval")), False
     arch = arch or official(args["model"], args["img_size"], args["class_num"])

@@ -168,3 +168,11 @@ def test_nothing_to_score_stops_before_generating(tmp_path, inception_weights, m
                                  "--inception-weights", str(fid_only)])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
     assert "nothing to score" in result.stderr and "--fid-stats" in result.stderr and not generated
+
+
+def test_a_run_without_reference_statistics_says_fid_is_not_computed(tmp_path, inception_weights, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no fid_stats/ here: nothing to find where the original looks
+    said = []
+    result = evaluate(GOLDEN, SamplingSettings(**FAST), inception_weights, on_warning=said.append)
+    assert result.get("fid") is None and result["inception_score_mean"] is not None
+    assert any("FID is not computed, only the Inception Score" in line for line in said), said

@@ -54,7 +54,7 @@ def test_eval_json_records_the_default_settings_their_sources_and_checksums(tmp_
     (warning,) = saved["warnings"]
     assert "original training defaults" in warning and "cfg 1.0" in warning and "steps 50" not in warning
     assert result.stderr.count("warning:") == 1 and "original training defaults" in result.stderr
-    for row in ("EMA 2", "heun, 1 steps, cfg 1.0 in [0.0, 1.0], noise scale 1.0",
+    for row in ("EMA 2", "heun, 1 step, cfg 1.0 in [0.0, 1.0], noise scale 1.0",
                 "the original training defaults (steps from the command line)",
                 f"(sha256 {sha256(stats)})", f"(sha256 {sha256(inception_weights)})"):
         assert row in result.stdout, row
@@ -112,6 +112,6 @@ def test_sample_says_which_settings_it_used(tmp_path):
     path = tiny_released(tmp_path / "tiny.pth")
     result = run("sample", path, "--classes", "1,2", "-o", tmp_path / "g.png", "--steps", "1", "--noise-scale", "0.5")
     assert result.exit_code == 0, result.output
-    assert "heun, 1 steps, cfg 1.0 in [0.0, 1.0], noise scale 0.5" in result.stdout
+    assert "heun, 1 step, cfg 1.0 in [0.0, 1.0], noise scale 0.5" in result.stdout
     assert "steps, noise_scale from the command line" in result.stdout
     assert result.stderr.count("warning:") == 1 and "original training defaults" in result.stderr
