@@ -86,6 +86,7 @@ COMMANDS: dict[str, Any] = {
     "inspect": checkpoints.inspect, "convert": checkpoints.convert, "verify": checkpoints.verify, "train": train.train,
     "eval": evaluation.evaluate_command, "fid-stats": evaluation.fid_stats_command,
     "fid-helper-weights": evaluation.fid_helper_weights, "fetch-inception": evaluation.fetch_inception,
+    "fetch-stats": evaluation.fetch_stats_command,
     "sample": evaluation.sample, "export": export.export, "example": example.example,
 }
 

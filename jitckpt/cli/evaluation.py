@@ -274,6 +274,32 @@ def fetch_inception(
             echo(f"{path} is already there (SHA-256 verified); --force downloads it again")
 
 
+def fetch_stats_command(
+    img_size: int = typer.Option(256, "--img-size", help="256 or 512: which of the original's statistics."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Where to put them (default: "
+                                          "fid_stats/jit_in{img_size}_stats.npz here, where the original looks)."),
+    url: Optional[str] = typer.Option(None, "--url", help="Download from here instead (a mirror); the git blob id is "
+                                      "checked all the same."),
+    force: bool = typer.Option(False, "--force", help="Download again even if the file is already there."),
+) -> None:
+    """Download the original repository's reference statistics (fid_stats/jit_in256_stats.npz or 512), checked
+    against their git blob ids, to where eval and FIDEvaluationCallback find them."""
+    with errors():
+        from contextlib import ExitStack
+
+        from ..evaluation.fetch import fetch_stats
+
+        with ExitStack() as stack:
+            def bar(total: int) -> Optional[Callable[[int], None]]:
+                return stack.enter_context(progress(total, f"downloading jit_in{img_size}_stats.npz"))
+
+            path, downloaded = fetch_stats(img_size, output, url, force=force, progress=bar)
+        if downloaded:
+            echo(f"wrote {path} (git blob id verified)")
+        else:
+            echo(f"{path} is already there (git blob id verified); --force downloads it again")
+
+
 def sample(
     ckpt: Path = typer.Argument(..., help="Checkpoint (any format)."),
     ema: str = typer.Option("1", "--ema", help="Weights to sample with: 1, 2 or raw."),

@@ -2,6 +2,7 @@
 directory, torch-fidelity's Inception weights in torch's hub cache; ``fetch-inception`` puts them there."""
 
 import functools
+from dataclasses import replace
 import hashlib
 import http.server
 import json
@@ -146,7 +147,7 @@ def test_fetch_inception_downloads_into_the_hub_cache(server, empty_torch_home, 
     folder, base = server
     payload = bytes(range(256)) * 4099  # a small stand-in for the weights
     (folder / "w.pth").write_bytes(payload)
-    monkeypatch.setattr(fetch_module, "WEIGHTS_SHA256", hashlib.sha256(payload).hexdigest())
+    monkeypatch.setattr(fetch_module, "INCEPTION", replace(fetch_module.INCEPTION, digest=hashlib.sha256(payload).hexdigest()))
     result = run("fetch-inception", "--url", f"{base}/w.pth")
     assert result.exit_code == 0, result.output
     target = empty_torch_home / "hub" / "checkpoints" / WEIGHTS_NAME
@@ -160,7 +161,7 @@ def test_fetch_inception_downloads_into_the_hub_cache(server, empty_torch_home, 
 def test_fetch_inception_wrong_checksum_leaves_nothing(server, empty_torch_home, monkeypatch):
     folder, base = server
     (folder / "w.pth").write_bytes(b"not the weights" * 1000)
-    monkeypatch.setattr(fetch_module, "WEIGHTS_SHA256", "0" * 64)
+    monkeypatch.setattr(fetch_module, "INCEPTION", replace(fetch_module.INCEPTION, digest="0" * 64))
     result = run("fetch-inception", "--url", f"{base}/w.pth")
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
@@ -209,7 +210,7 @@ def hostile_server():
 def test_fetch_inception_is_bounded_in_size_time_and_scheme(hostile_server, empty_torch_home, monkeypatch):
     import time
 
-    monkeypatch.setattr(fetch_module, "WEIGHTS_BYTES", 1 << 20)
+    monkeypatch.setattr(fetch_module, "INCEPTION", replace(fetch_module.INCEPTION, max_bytes=1 << 20))
     monkeypatch.setattr(fetch_module, "DEADLINE_S", 2)
     for url, message in ((f"{hostile_server}/endless", "sent more than the 1048576 bytes"),
                          (f"{hostile_server}/slow", "took more than 2 s"),
@@ -220,3 +221,50 @@ def test_fetch_inception_is_bounded_in_size_time_and_scheme(hostile_server, empt
         assert result.exit_code == 2 and message in result.stderr, result.output
         assert len(result.stderr.strip().splitlines()) == 1 and time.monotonic() - started < 10
         assert not any(empty_torch_home.rglob("*"))  # no partial file, no folder it made
+
+
+def _git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def test_the_seeds_examples_run_unchanged_after_fetch_stats_and_fetch_inception(
+        server, workdir, inception_weights, empty_torch_home, monkeypatch):
+    """The seed README's callbacks, as written there, start once the two fetch commands have run (both files
+    served from 127.0.0.1, each checked against its digest: the statistics by their git blob id)."""
+    from jitckpt.callbacks import create_default_callbacks
+
+    folder, base = server
+    make_stats(inception_weights)
+    stats = Path("fid_stats/jit_in16_stats.npz").read_bytes()
+    shutil.rmtree("fid_stats")
+    (folder / "jit_in256_stats.npz").write_bytes(stats)
+    shutil.copyfile(inception_weights, folder / "inception.pth")
+    monkeypatch.setitem(fetch_module.STATS, 256, replace(fetch_module.STATS[256], digest=_git_blob_id(stats)))
+    weights = Path(inception_weights).read_bytes()  # random weights: not the published file's size or digest
+    monkeypatch.setattr(fetch_module, "INCEPTION", replace(
+        fetch_module.INCEPTION, digest=hashlib.sha256(weights).hexdigest(), max_bytes=len(weights)))
+    with pytest.raises(JiTCheckpointError, match="needs fid_stats"):  # before: the seed's line stops
+        FIDEvaluationCallback(eval_freq=40, num_images=50000, batch_size=256, num_classes=1000, img_size=256,
+                              use_ema=True).on_fit_start(SimpleNamespace(callbacks=[EMACallback()]), None)
+    result = run("fetch-stats", "--url", f"{base}/jit_in256_stats.npz")
+    assert result.exit_code == 0 and "wrote fid_stats/jit_in256_stats.npz (git blob id verified)" in result.stdout
+    assert run("fetch-inception", "--url", f"{base}/inception.pth").exit_code == 0
+    # the seed's lines, unchanged
+    fid = FIDEvaluationCallback(eval_freq=40, num_images=50000, batch_size=256, num_classes=1000, img_size=256,
+                                use_ema=True)
+    args = SimpleNamespace(online_eval=True)
+    callbacks = create_default_callbacks(ema_decay1=0.9999, ema_decay2=0.9996, save_dir="./outputs/jit_b16_256",
+                                         eval_freq=40, img_size=256, epochs=600, enable_fid_eval=args.online_eval)
+    for callback in (fid, next(c for c in callbacks if isinstance(c, FIDEvaluationCallback))):
+        callback.on_fit_start(SimpleNamespace(callbacks=[EMACallback(), callback]), None)
+        assert callback.fid_stats == workdir / "fid_stats" / "jit_in256_stats.npz"
+
+
+def test_fetch_stats_refuses_a_file_whose_blob_id_differs(server, workdir):
+    folder, base = server
+    (folder / "stats.npz").write_bytes(b"not the statistics")
+    result = run("fetch-stats", "--url", f"{base}/stats.npz")
+    assert result.exit_code == 2 and "git blob id" in result.stderr and "nothing was written" in result.stderr
+    assert not Path("fid_stats").exists()
+    result = run("fetch-stats", "--img-size", "384")
+    assert result.exit_code == 2 and "256 and 512 px only" in result.stderr
