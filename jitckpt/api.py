@@ -86,9 +86,7 @@ def save(ckpt: JiTCheckpoint, path: str | os.PathLike, format: str | None = None
     if name is None:
         raise OutputError(f"cannot tell the format from {target.name!r}; use a {formats.suffix_list()} name or pass "
                           "a format")
-    module = formats.get(name)
-    if module.WRITES == "none":
-        raise OutputError(f"{module.LABEL}s are written by `jitckpt export`, not by convert or save")
+    module = formats.get(name, writing=True)
     if weights is not None:
         ckpt.weights(weights)  # an unknown or absent set fails here, before touching the disk
     elif drop_optimizer:
@@ -132,6 +130,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
         if to is None:
             raise OutputError(f"cannot tell the format to write from {Path(dst).name!r}: name it "
                               f"{formats.suffix_list()}, or pass {formats.to_remedy()}")
+    if to is not None:
+        formats.get(to, writing=True)  # before reading: a format convert does not write has no default name
     src_format, ckpt = formats.read(source)
     if on_warning is not None:
         for line in ckpt.warnings:

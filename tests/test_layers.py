@@ -45,8 +45,21 @@ def allowed(wing: str) -> set[str]:
     return {name.strip() for name in rule.split(",")}
 
 
+def _root_faces() -> dict[str, str]:
+    """The names the root package re-exports lazily (``from jitckpt import convert`` is an import of the api)."""
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    lazy = next(n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "_LAZY")
+    return {name: f"jitckpt.{module}" for name, module in ast.literal_eval(lazy.value).items()}
+
+
+ROOT_FACES = _root_faces()
+DYNAMIC_IMPORTS = {"import_module", "__import__", "resolve_name", "run_module"}
+
+
 def imports_of(module: str) -> set[str]:
-    """The jitckpt modules ``module`` imports, anywhere in its body (a package import counts as its ``__init__``)."""
+    """The jitckpt modules ``module`` imports, anywhere in its body (a package import counts as its ``__init__``;
+    a lazy name of the root package as the module it comes from; ``importlib.import_module("jitckpt.x")`` and
+    the like as ``jitckpt.x``)."""
     path = MODULES[module]
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     found = set()
@@ -58,7 +71,13 @@ def imports_of(module: str) -> set[str]:
             if node.level:
                 parts = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(parts + ([base] if base else []))
-            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES
+                     else ROOT_FACES.get(alias.name, base) if base == "jitckpt" else base for alias in node.names]
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in DYNAMIC_IMPORTS:
+            names = [arg.value.split(":")[0] for arg in node.args[:1]
+                     if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
+            assert all(n.startswith("jitckpt") or not n.startswith(".") for n in names), \
+                f"{module}: a relative import by name ({names}): write it as an import statement"
         else:
             continue
         found.update(name for name in names if name in MODULES and name != module)
@@ -112,6 +131,16 @@ def test_no_circle_of_modules():
 def test_the_walk_sees_lazy_imports():
     """A function-level import counts: the walk is not fooled by moving an import into a function."""
     assert "jitckpt.model.loading" in GRAPH["jitckpt.model"]
+
+
+def test_the_walk_sees_imports_in_disguise(tmp_path, monkeypatch):
+    """The root's lazy names, importlib and __import__ are imports too."""
+    probe = PACKAGE / "storage" / "crc32.py"
+    for disguise in ("from .. import convert", "from jitckpt import load as _l",
+                     "import importlib; importlib.import_module('jitckpt.cli.console')", "__import__('jitckpt.api')"):
+        monkeypatch.setitem(MODULES, "jitckpt.storage.crc32", tmp_path / "crc32.py")
+        (tmp_path / "crc32.py").write_text(probe.read_text() + "\n" + disguise + "\n")
+        assert imports_of("jitckpt.storage.crc32") - {"jitckpt.errors"}, disguise
 
 
 def test_every_module_is_small():

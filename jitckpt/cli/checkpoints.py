@@ -95,10 +95,14 @@ def _sampling_text(info: dict) -> Text:
     return text(describe_settings(sampling), " (from ", (origin, style), ")")
 
 
+_FOLDER_OUTPUTS = [name for name in writable() if facts(name).writes == "folder"]
+
+
 def convert(
     src: Path = typer.Argument(..., help="Checkpoint to convert (any format)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file, or folder for dcp (default: SRC "
-                                                                       "with the new suffix, beside it)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file, or folder for "
+                                          + either(_FOLDER_OUTPUTS)
+                                          + " (default: SRC with the new suffix, beside it)."),
     to: Optional[str] = typer.Option(None, "--to", help=f"{either(writable())} (default: from -o, else .pth -> "
                                                         ".ckpt, others -> .pth)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="raw, ema1 or ema2: which weights a --weights-only export keeps."),
@@ -119,7 +123,7 @@ def convert(
         if weights is not None and not weights_only:
             raise JiTCheckpointError("--weights chooses the weights of a --weights-only export; add --weights-only")
         if to is not None:
-            formats.get(to)
+            formats.get(to, writing=True)
         started = time.perf_counter()
         source_bytes = formats.size_on_disk(src) if src.exists() else 0
         with progress(source_bytes, f"converting {src.name}") as advance:

@@ -13,18 +13,30 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from types import ModuleType
+from importlib import import_module
 from typing import Any
 
 from ..torchfile import read as torchread
-from ..errors import CLI_TERMS, FormatError, JiTCheckpointError, UnsafePickleError, naming, render
+from ..errors import CLI_TERMS, FormatError, JiTCheckpointError, OutputError, UnsafePickleError, naming, render
 from .table import FORMAT_TABLE, either, suffix_list as suffix_list, writable as writable  # noqa: F401 (re-exported)
 from ..layouts import recognise
 from ..schema import JiTCheckpoint
-from . import dcp, diffusers, export, lightning, original, safetensors
+from . import lightning, original
+from .protocol import HeadSniffer
 
-_MODULES = {m.__name__.rsplit(".", 1)[1]: m for m in (original, lightning, safetensors, dcp, export, diffusers)}
-FORMATS: dict[str, ModuleType] = {row.name: _MODULES[row.module] for row in FORMAT_TABLE}
+
+
+def _implementation(where: str) -> Any:
+    """A row's ``module``: a module of this package by name, or ``package.module:object`` (a format that lives
+    elsewhere, as an entry point names one)."""
+    if ":" not in where:
+        return import_module(f"{__name__}.{where}")
+    module, _, name = where.partition(":")
+    return getattr(import_module(module), name)
+
+
+# One implementation per row of the format table, in its order: a new format is its module and its row.
+FORMATS: dict[str, Any] = {row.name: _implementation(row.module) for row in FORMAT_TABLE}
 
 
 def to_remedy() -> str:
@@ -40,8 +52,7 @@ def _check_readable(path: str) -> int:
     if not os.path.exists(path):
         raise FormatError(f"{path}: no such file")
     if os.path.isdir(path):
-        raise FormatError(f"{path}: is a folder, but not a torch.distributed.checkpoint directory (no "
-                          f"{dcp.METADATA_FILE} in it) nor any folder format jitckpt reads ("
+        raise FormatError(f"{path}: is a folder, but none of the folder formats jitckpt reads ("
                           + "; ".join(m.DESCRIPTION for m in FORMATS.values() if m.KIND == "folder") + ")")
     size = os.path.getsize(path)
     if size == 0:
@@ -57,8 +68,9 @@ def _sniff(path: str) -> tuple[str, Any]:
     size = _check_readable(path)
     with open(path, "rb") as f:
         head = f.read(16)
-    if safetensors.detect_head(head, size):
-        return safetensors.NAME, None
+    for name, module in FORMATS.items():  # file formats that know themselves by their first bytes
+        if module.KIND == "file" and isinstance(module, HeadSniffer) and module.detect_head(head, size):
+            return name, None
     if torchread.is_torch_zip(head):
         tree = torchread.read_tree(path)
         if not isinstance(tree, dict):
@@ -137,7 +149,12 @@ def format_for_suffix(path: str | os.PathLike[str]) -> str | None:
     return next((n for n, m in FORMATS.items() if suffix in m.SUFFIXES), None)
 
 
-def get(name: str) -> ModuleType:
+def get(name: str, writing: bool = False) -> Any:
+    """The module of format ``name``; an error listing the formats (those convert writes, when ``writing``), or,
+    ``writing`` a format another command writes, saying which."""
     if name not in FORMATS:
-        raise FormatError(f"unknown format {name!r}; choose one of: {', '.join(FORMATS)}")
-    return FORMATS[name]
+        raise FormatError(f"unknown format {name!r}; choose one of: {', '.join(writable() if writing else FORMATS)}")
+    module = FORMATS[name]
+    if writing and module.WRITES == "none":
+        raise OutputError(f"{module.LABEL}s are written by `jitckpt export`, not by convert or save")
+    return module

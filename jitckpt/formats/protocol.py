@@ -49,3 +49,11 @@ class FolderWriter(Protocol):
 @runtime_checkable
 class FolderFormat(Protocol):
     def detect_folder(self, path: Any) -> bool: ...
+
+
+@runtime_checkable
+class HeadSniffer(Protocol):
+    """A file format that knows its files by their first 16 bytes and their size (safetensors by its header's
+    length and opening brace); detection asks each such format, in the table's order, before torch zips."""
+
+    def detect_head(self, head: bytes, size: int) -> bool: ...

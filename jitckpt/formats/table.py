@@ -14,7 +14,7 @@ class FormatFacts:
     (a file or a folder) and how ``convert`` writes it (``none``: another command does)."""
 
     name: str
-    module: str  # the module of jitckpt.formats that reads (and writes) it
+    module: str  # the module of jitckpt.formats that reads (and writes) it, or "package.module:object"
     suffixes: tuple[str, ...]
     label: str
     description: str

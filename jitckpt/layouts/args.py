@@ -87,7 +87,10 @@ def args_from_module(pl_module: Any, extra: Mapping[str, Any] | None = None) -> 
     if getattr(pl_module, "absolute_lr", None) is not None:
         args["lr"] = pl_module.absolute_lr
     if args.get("batch_size") is None:  # the module was given none: the data module's or the loader's (per device)
-        trainer = getattr(pl_module, "_trainer", None)
+        try:
+            trainer = getattr(pl_module, "trainer", None)
+        except RuntimeError:  # Lightning's module not attached to a trainer
+            trainer = None
         batch = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
         if batch is None:
             batch = getattr(getattr(trainer, "train_dataloader", None), "batch_size", None)

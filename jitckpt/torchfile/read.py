@@ -9,7 +9,7 @@ any size is understood by reading its few-kilobyte pickle.
 
 from __future__ import annotations
 
-import _codecs
+import codecs
 import argparse
 import collections
 import pathlib
@@ -78,7 +78,7 @@ def _encode(text: Any, encoding: Any = "latin1") -> bytes:
     """``_codecs.encode``: how protocol 2 pickles ``bytes``."""
     if type(text) is not str or encoding != "latin1":
         raise ValueError("bytes must be pickled as latin1 text")
-    encoded: bytes = _codecs.encode(text, encoding)
+    encoded: bytes = codecs.encode(text, encoding)  # what the pickle's _codecs.encode names
     return encoded
 
 
@@ -138,7 +138,7 @@ def _bytearray(*args: Any) -> bytearray:
     if len(args) == 1 and type(args[0]) is bytes:
         return bytearray(args[0])
     if len(args) == 2 and type(args[0]) is str and args[1] in ("latin-1", "latin1"):
-        return bytearray(_codecs.encode(args[0], "latin1"))
+        return bytearray(codecs.encode(args[0], "latin1"))
     raise ValueError("bytearray takes the bytes it holds")
 
 

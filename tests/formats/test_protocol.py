@@ -1,5 +1,5 @@
 """The format contract: every registered module satisfies it, and a new format (a toy module here) shows up in
-detection, in errors and in the command line's help with no other edit than its row and its registry entry."""
+detection, in errors and in the command line's help with no other edit than its module and its row."""
 
 from __future__ import annotations
 
@@ -29,45 +29,39 @@ def test_every_format_module_satisfies_the_contract(name):
 
 
 @pytest.fixture
-def toy_format(monkeypatch):
-    """A toy folder format, ``toy``: a folder holding TOY (reads as the golden checkpoint), written as one."""
-    from tests.helpers import GOLDEN
-
-    module = types.ModuleType("jitckpt.formats.toy")
-    row = format_table.FormatFacts("toy", "toy", (".toy",), "toy folder", "toy folder (for the contract's test)",
-                                   "folder", "folder")
-    module.NAME, module.SUFFIXES, module.LABEL, module.DESCRIPTION = row.name, row.suffixes, row.label, row.description
-    module.KIND, module.WRITES = row.kind, row.writes
-    module.detect_folder = lambda path: (Path(path) / "TOY").is_file()
-    module.read = lambda path: jitckpt.load(GOLDEN, lazy=True)
-
-    def write_folder(ckpt, folder, progress=None, weights=None, shards=1):
-        with folder.file("TOY") as handle:  # a durable file in the folder being written (an OutputFolder)
-            handle.write(b"toy")
-
-    module.write_folder = write_folder
-    monkeypatch.setattr(format_table, "FORMAT_TABLE", format_table.FORMAT_TABLE + (row,))
-    monkeypatch.setitem(formats.FORMATS, "toy", module)
-    monkeypatch.setitem(sys.modules, "jitckpt.formats.toy", module)
-    yield module
+def toy_formats(monkeypatch):
+    """Two new formats, each added as a format is: its module and its row in the table (then the registry
+    reads the table again, as a new process would)."""
+    rows = (format_table.FormatFacts("toy", "tests.formats.toy_formats:toy_folder", (".toy",), "toy folder",
+                                     "toy folder (for the contract's test)", "folder", "folder"),
+            format_table.FormatFacts("toyfile", "tests.formats.toy_formats:toy_file", (".tf",), "toy file",
+                                     "toy file (for the contract's test)", "file", "file"))
+    monkeypatch.setattr(format_table, "FORMAT_TABLE", format_table.FORMAT_TABLE + rows)
+    importlib.reload(formats)
+    yield formats.FORMATS["toy"], formats.FORMATS["toyfile"]
+    monkeypatch.undo()
+    importlib.reload(formats)
     for name in ("jitckpt.cli.checkpoints", "jitckpt.cli"):
         importlib.reload(importlib.import_module(name))  # the help as it was
 
 
-def test_a_new_format_appears_in_detection_errors_and_help(toy_format, tmp_path, golden):
-    assert isinstance(toy_format, Format)
+def test_a_new_format_appears_in_detection_errors_and_help(toy_formats, tmp_path, golden):
+    toy, toyfile = toy_formats
+    assert isinstance(toy, Format) and isinstance(toy, FolderWriter) and isinstance(toyfile, FileWriter)
     (tmp_path / "in.toy").mkdir()
     (tmp_path / "in.toy" / "TOY").write_text("toy")
     assert jitckpt.detect_format(tmp_path / "in.toy") == "toy"
     with pytest.raises(FormatError, match="choose one of: .*toy"):
         formats.get("nope")
-    with pytest.raises(OutputError, match=r"\.dcp or \.toy"):
+    with pytest.raises(OutputError, match=r"\.dcp, \.toy or \.tf"):
         jitckpt.convert(golden, tmp_path / "x.bin")
     assert jitckpt.convert(golden, tmp_path / "out.toy").joinpath("TOY").is_file()
+    written = jitckpt.convert(golden, tmp_path / "out.tf")  # a file format, known by its first bytes
+    assert written.read_bytes().startswith(b"TOYFILE!") and jitckpt.detect_format(written) == "toyfile"
     for name in ("jitckpt.cli.checkpoints", "jitckpt.cli"):
         importlib.reload(importlib.import_module(name))
     app = sys.modules["jitckpt.cli"].app
     help_text = " ".join(CliRunner().invoke(app, ["convert", "--help"]).stdout.split())
-    assert "dcp or toy" in help_text and "toy folder" in help_text
+    assert "dcp, toy or toyfile" in help_text and "toy folder" in help_text and "toy file" in help_text
     result = CliRunner().invoke(app, ["convert", str(golden), "-o", str(tmp_path / "y.bin")])
-    assert result.exit_code == 2 and "--to pth, ckpt, safetensors, dcp or toy" in result.stderr
+    assert result.exit_code == 2 and "--to pth, ckpt, safetensors, dcp, toy or toyfile" in result.stderr
