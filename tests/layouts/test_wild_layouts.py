@@ -222,7 +222,7 @@ def test_a_hugging_face_cache_snapshot_of_links_reads(tmp_path):
     assert_golden_ema1(jitckpt.load(snapshot, lazy=True))
     (snapshot / "model_index.json").unlink()
     os.mkfifo(snapshot / "model_index.json")  # never opened: a FIFO is not a regular file
-    assert "not a torch.distributed.checkpoint directory" in _one_line_error(snapshot)
+    assert "none of the folder formats jitckpt reads" in _one_line_error(snapshot)
 
 
 def test_one_set_of_weights_that_does_not_say_which_serves_any_ema(tmp_path):
