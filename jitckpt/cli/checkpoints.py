@@ -13,11 +13,11 @@ from rich.text import Text
 
 from ..formats.table import either, facts, file_suffixes, folder_labels, writable
 from ..formats.dcp_write import MAX_SHARDS
-from .console import EXIT_DIFFERENT, echo, errors, out, present, progress, size, text, warn
+from .console import EXIT_DIFFERENT, echo, errors, present, progress, show, size, text, warn
 
 
 def inspect(
-    path: Path = typer.Argument(..., help=f"Checkpoint file ({file_suffixes()}) or folder ({folder_labels()}); detected "
+    path: Path = typer.Argument(..., metavar="PATH", help=f"Checkpoint file ({file_suffixes()}) or folder ({folder_labels()}); detected "
                                           "from its bytes."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of tables."),
 ) -> None:
@@ -65,7 +65,7 @@ def inspect(
         rows.append(("sampling", _sampling_text(info)))
         for key, value in rows:
             table.add_row(key, value)
-        out.print(table)
+        show(table)
         for warning in info["warnings"]:
             warn(warning)
 
@@ -99,7 +99,7 @@ _FOLDER_OUTPUTS = [name for name in writable() if facts(name).writes == "folder"
 
 
 def convert(
-    src: Path = typer.Argument(..., help="Checkpoint to convert (any format)."),
+    src: Path = typer.Argument(..., metavar="SRC", help="Checkpoint to convert (any format)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file, or folder for "
                                           + either(_FOLDER_OUTPUTS)
                                           + " (default: SRC with the new suffix, beside it)."),

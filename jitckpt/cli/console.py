@@ -17,7 +17,7 @@ import time
 import traceback
 from contextlib import contextmanager
 from types import FrameType
-from typing import Callable, Iterator, Optional, Tuple, Union
+from typing import Any, Callable, Iterator, Optional, Tuple, Union
 
 import typer
 from rich.console import Console
@@ -75,6 +75,16 @@ def text(*parts: Part) -> Text:
 def echo(*parts: Part) -> None:
     """Print one line on stdout (see :func:`text`)."""
     out.print(text(*parts))
+
+
+def show(block: Any) -> None:
+    """Print a table (or another block) on stdout; off a terminal, without the spaces that pad its lines."""
+    if out.is_terminal:
+        out.print(block)
+        return
+    with out.capture() as captured:
+        out.print(block)
+    out.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
 def warn(message: object) -> None:
@@ -246,5 +256,5 @@ def _duration(seconds: float) -> str:
 
 
 __all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_INTERRUPTED", "Terminated", "echo", "err", "error_message",
-           "errors", "install_signal_handlers", "out", "present", "print_error", "printable", "progress", "size",
+           "errors", "install_signal_handlers", "out", "present", "print_error", "printable", "progress", "show", "size",
            "state", "text", "warn"]

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..model.protocol import METHODS, RANGES
-from .console import echo, errors, out, progress, text, warn
+from .console import echo, errors, progress, show, text, warn
 
 # What a sampler flag left out falls back to (see jitckpt.model.protocol.resolve_sampling).
 _DEFAULT = "the checkpoint's args, else the paper's protocol for its variant, else the training defaults"
@@ -37,7 +37,7 @@ CFG_RANGE = {"min": RANGES["cfg"][0], "max": RANGES["cfg"][1]}
 
 
 def evaluate_command(
-    ckpt: Path = typer.Argument(..., help="Checkpoint to score (any format)."),
+    ckpt: Path = typer.Argument(..., metavar="CKPT", help="Checkpoint to score (any format)."),
     ema: str = typer.Option("1", "--ema", help="Weights to sample with: 1, 2 or raw (with --sweep, a list: 1,2)."),
     num_images: int = typer.Option(50000, "--num-images", min=1, help="Images to generate (a multiple of the class count)."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images per generation batch."),
@@ -195,7 +195,7 @@ def _result_table(ckpt: Path, result: dict) -> None:
     ]
     for key, value in rows:
         table.add_row(key, text(value))
-    out.print(table)
+    show(table)
 
 
 def _sweep_table(ckpt: Path, results: list[dict]) -> None:
@@ -211,14 +211,14 @@ def _sweep_table(ckpt: Path, results: list[dict]) -> None:
             f"{r['inception_score_mean']:.4f} ± {r['inception_score_std']:.4f}"
         cells = (r["weights"], f"{r['cfg']}", fid_text, is_text, f"{r['seconds']:.1f} s")
         table.add_row(*(text(cell) for cell in cells))
-    out.print(table)
+    show(table)
     shared = {**results[0], "sampling": {**results[0]["sampling"], "cfg": "(per row)"}}
     for key, value in _sampler_rows(shared)[2:]:  # what every row shares: not the weights or image count
         echo((key, "bold cyan"), f"  {value}")
 
 
 def fid_stats_command(
-    image_dir: Path = typer.Argument(..., help="Folder of images, or an ImageFolder tree."),
+    image_dir: Path = typer.Argument(..., metavar="IMAGE_DIR", help="Folder of images, or an ImageFolder tree."),
     output: Path = typer.Option(..., "-o", "--output", help="Statistics file to write (.npz with mu, sigma)."),
     img_size: Optional[int] = typer.Option(None, "--img-size", help="Center-crop size, as prepare_ref.py (default: none)."),
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights",
@@ -301,7 +301,7 @@ def fetch_stats_command(
 
 
 def sample(
-    ckpt: Path = typer.Argument(..., help="Checkpoint (any format)."),
+    ckpt: Path = typer.Argument(..., metavar="CKPT", help="Checkpoint (any format)."),
     ema: str = typer.Option("1", "--ema", help="Weights to sample with: 1, 2 or raw."),
     classes: str = typer.Option("0,1,2,3", "--classes", help="Comma-separated class labels, one image each."),
     output: Path = typer.Option(Path("grid.png"), "-o", "--output", help="Grid image to write (.png)."),

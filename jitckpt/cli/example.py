@@ -14,7 +14,7 @@ from .console import echo, errors, out
 
 def example(
     ctx: typer.Context,
-    folder: Path = typer.Argument(Path("jitckpt-example"), help="Folder to run the example in."),
+    folder: Path = typer.Argument(Path("jitckpt-example"), metavar="FOLDER", help="Folder to run the example in."),
     force: bool = typer.Option(False, "--force", help="Overwrite files left there by an earlier run."),
 ) -> None:
     """Run the main job on the bundled tiny original checkpoint: inspect, convert, verify, then resume

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 
 from ..errors import JiTCheckpointError
-from ..layouts.arch import Arch, official
+from ..layouts.arch import Arch, expected_shapes, official
 from ..model.denoiser import DiffusionConfig, diffusion_loss, generate
 from ..layouts.groupings import ORIGINAL, ORIGINAL_BETAS
 from ..model.jit import JiT
@@ -90,6 +90,18 @@ class JiTLightningModule(L.LightningModule):
             kwargs["batch_size"] = args["batch_size"]
         kwargs.update(overrides)
         return cls(**kwargs)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse, in one line naming both, a checkpoint of another architecture (before Lightning loads its
+        state dict, whose error lists every mismatched tensor)."""
+        saved = (checkpoint.get("hyper_parameters") or {}).get("arch")
+        if isinstance(saved, Mapping):
+            theirs = Arch.from_dict(saved)
+            if expected_shapes(theirs) != expected_shapes(self.arch):
+                raise JiTCheckpointError(
+                    f"the checkpoint holds a different network than this module: {theirs.describe()}, not "
+                    f"{self.arch.describe()}; build the module from the checkpoint "
+                    "(JiTLightningModule.from_args(ckpt.args, arch=ckpt.arch) with ckpt = jitckpt.load(path))")
 
     def configure_model(self) -> None:
         """Under ``ModelParallelStrategy`` (FSDP2): shard every block, then the network."""

@@ -46,3 +46,26 @@ def test_generate_matches_the_denoiser():
     torch.manual_seed(1)
     b = denoiser.generate(labels)
     assert a.shape == (3, 3, 16, 16) and torch.equal(a, b)
+
+
+def test_resuming_another_architecture_is_one_line_naming_both(tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from jitckpt.errors import JiTCheckpointError
+    from jitckpt.lightning import JiTCheckpointIO
+
+    golden = jitckpt.load(GOLDEN, lazy=True)
+    deeper = dataclasses.replace(golden.arch, depth=golden.arch.depth + 1, variant=None)
+    module = JiTLightningModule.from_args(golden.args, arch=deeper)
+    data = torch.load(FIXTURES / "train_data.pt")
+    loader = DataLoader(TensorDataset(data["images"], data["labels"]), batch_size=4, drop_last=True)
+    trainer = L.Trainer(max_epochs=golden.epoch + 2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, plugins=[JiTCheckpointIO()],
+                        default_root_dir=tmp_path)
+    with pytest.raises(JiTCheckpointError) as raised:
+        trainer.fit(module, loader, ckpt_path=str(GOLDEN))
+    message = str(raised.value)
+    assert "\n" not in message and f"depth={golden.arch.depth} " in message and f"depth={deeper.depth} " in message
+    assert message.startswith("the checkpoint holds a different network than this module")
