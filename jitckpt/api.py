@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -175,6 +176,40 @@ def iter_tensors(ckpt: JiTCheckpoint) -> Iterator[tuple[str, Any]]:
                     yield f"optimizer/#{index}/{slot}", value
 
 
+def held(ckpt: JiTCheckpoint) -> str | None:
+    """The set of weights a weights-only checkpoint holds (``'ema1'``, ``'ema2'``, ``'raw'``, or ``''`` when it
+    does not say); None for a training state."""
+    return str(ckpt.extra.get("weights") or "") if ckpt.is_weights_only else None
+
+
+def compared(a: JiTCheckpoint, b: JiTCheckpoint) -> str:
+    """What :func:`compare` compares for ``a`` and ``b``, in words (only what both hold)."""
+    if held(a) is not None or held(b) is not None:
+        which = held(a) or held(b) or ""
+        return f"the {which or 'one set of'} weights" + (f" (against the training state's {which or 'raw'} section)"
+                                                         if (held(a) is None) != (held(b) is None) else "")
+    parts = [name for name, there in (("epoch", a.epoch is not None and b.epoch is not None),
+                                      ("step", a.global_step is not None and b.global_step is not None),
+                                      ("args", bool(a.args or b.args)), ("model", True),
+                                      ("EMA 1", a.model_ema1 is not None and b.model_ema1 is not None),
+                                      ("EMA 2", a.model_ema2 is not None and b.model_ema2 is not None),
+                                      ("optimizer", a.optimizer is not None and b.optimizer is not None)) if there]
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _compare_weights(a: JiTCheckpoint, b: JiTCheckpoint, limit: int) -> list[str]:
+    """A weights-only side against the same set of the other: an export of EMA 1 against the EMA 1 it came from."""
+    ha, hb = held(a), held(b)
+    if ha and hb and ha != hb:
+        return [f"weights: the first holds {ha}, the second {hb}"]
+    which = ha or hb or "raw"
+    try:
+        sa, sb = a.weights(which), b.weights(which)
+    except SchemaError as exc:
+        return [f"weights: {exc}"]
+    return list(itertools.islice(_compare_state(which, sa, sb), limit))
+
+
 def compare(a: JiTCheckpoint, b: JiTCheckpoint, limit: int = 10) -> list[str]:
     """The first ``limit`` differences between two checkpoints' states; empty when they match.
 
@@ -187,6 +222,8 @@ def compare(a: JiTCheckpoint, b: JiTCheckpoint, limit: int = 10) -> list[str]:
         diffs.append(text)
         return len(diffs) >= limit
 
+    if held(a) is not None or held(b) is not None:  # one set of weights: compare it with its match
+        return _compare_weights(a, b, limit)
     for name in ("epoch", "global_step"):
         if getattr(a, name) != getattr(b, name) and note(f"{name}: {getattr(a, name)!r} != {getattr(b, name)!r}"):
             return diffs

@@ -201,6 +201,6 @@ def _compare_two(first: Path, second: Path, limit: int) -> None:
         for line in diffs:
             echo(f"  {line}")
         raise typer.Exit(EXIT_DIFFERENT)
-    count = sum(1 for _ in api.iter_tensors(a))
-    echo(("same", "green"), f": {count} tensors, epoch, step, args and optimizer match ({first.name} vs {second.name})")
+    count = sum(1 for _ in api.iter_tensors(a)) if api.held(a) is None else len(a.model)
+    echo(("same", "green"), f": {count} tensors; {api.compared(a, b)} match ({first.name} vs {second.name})")
 
