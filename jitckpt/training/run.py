@@ -180,15 +180,36 @@ def _fit(args: Mapping[str, Any], output_dir: Path, callbacks: list, logger: str
     import lightning as L
     from lightning.pytorch.callbacks import RichProgressBar
 
+    from lightning.pytorch.utilities import rank_zero_info
+
     quiet_lightning_noise()
+    # One line instead of Lightning's model summary (whose FLOPs column reads 0 for a model without an example input)
+    counts = [(p.numel(), p.requires_grad) for p in module.parameters()]
+    rank_zero_info(f"model: {module.arch.describe()}; {sum(n for n, _ in counts):,} parameters, "
+                   f"{sum(n for n, grad in counts if grad):,} trainable")
     trainer = L.Trainer(
-        max_epochs=args["epochs"], default_root_dir=output_dir, enable_checkpointing=False,
+        max_epochs=args["epochs"], default_root_dir=output_dir, enable_checkpointing=False, enable_model_summary=False,
         log_every_n_steps=min(50, data.batches_per_epoch()),  # Lightning's default, or every batch of a small set
-        callbacks=callbacks + ([RichProgressBar()] if on_terminal else []), enable_progress_bar=on_terminal,
+        callbacks=callbacks + ([_progress_bar(RichProgressBar)()] if on_terminal else []), enable_progress_bar=on_terminal,
         logger=_logger(logger, output_dir), **options,
     )
     trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
     return trainer
+
+
+def _progress_bar(base: Any) -> Any:
+    """Lightning's rich bar without its ``v_num``, and the LR in a form that shows small values (``5.00e-05``,
+    where the bar's three decimals read ``0.000``)."""
+
+    class ProgressBar(base):  # type: ignore[misc, valid-type]
+        def get_metrics(self, trainer: Any, pl_module: Any) -> dict[str, Any]:
+            items = dict(super().get_metrics(trainer, pl_module))
+            items.pop("v_num", None)
+            if isinstance(items.get("lr"), float):
+                items["lr"] = f"{items['lr']:.2e}"
+            return items
+
+    return ProgressBar
 
 
 def _fsdp2(options: Mapping[str, Any]) -> Any:

@@ -78,8 +78,33 @@ def test_train_prints_jitckpt_lines_not_lightnings_noise(golden, image_folder, t
          "--output_dir", str(tmp_path / "out"), "--batch_size", "4", "--num_workers", "0", "--accelerator", "cpu",
          "--logger", "csv"], capture_output=True, text=True, cwd=root, env={**os.environ, "PYTHONPATH": root})
     assert result.returncode == 0, result.stderr
-    for noise in ("litlogger", "LeafSpec", "log_every_n_steps"):
+    for noise in ("litlogger", "LeafSpec", "log_every_n_steps", "FLOPs", "Total params"):
         assert noise not in result.stdout + result.stderr
+    assert "; 151,224 parameters, 150,456 trainable" in result.stdout + result.stderr  # one line, not a summary
+
+
+def test_the_progress_bar_shows_the_lr_readably_and_no_version_number(monkeypatch):
+    from lightning.pytorch.callbacks import RichProgressBar
+    from lightning.pytorch.callbacks.progress import progress_bar
+
+    from jitckpt.training.run import _progress_bar
+
+    monkeypatch.setattr(progress_bar.ProgressBar, "get_metrics", lambda self, trainer, module: {
+        "v_num": 3, "lr": 5e-05, "loss": 0.5})
+    assert _progress_bar(RichProgressBar)().get_metrics(None, None) == {"lr": "5.00e-05", "loss": 0.5}
+
+
+def test_the_data_module_speaks_python_and_the_command_line_its_flags(tmp_path):
+    from typer.testing import CliRunner
+
+    from jitckpt.cli import app
+    from jitckpt.errors import JiTCheckpointError
+    from jitckpt.lightning import JiTDataModule
+
+    with pytest.raises(JiTCheckpointError, match=r"data_path='.*nowhere' must hold train/<class>/<images>"):
+        JiTDataModule(data_path=str(tmp_path / "nowhere")).check()
+    result = CliRunner().invoke(app, ["train", "--data_path", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "--data-path '" in result.stderr and "data_path=" not in result.stderr
 
 
 def test_quieting_lightning_keeps_real_warnings():
