@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import formats
+from .formats.table import WEIGHTS_ONLY_TO, facts
 from .errors import FORCE, DROP_OPTIMIZER, NOT_CONVERTED, OutputError, SchemaError, naming, render
 from .storage.atomic import atomic_output, check_output_path
 from .schema import JiTCheckpoint
@@ -139,7 +140,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
             if NOT_CONVERTED in line:
                 on_warning(line)
     if to is None:
-        to = "safetensors" if weights else ("ckpt" if src_format == "pth" else "pth")
+        to = WEIGHTS_ONLY_TO if weights else facts(src_format).converts_to
     target = Path(dst) if dst is not None else default_output(source, to)
     if dst is None and (target.exists() or target.is_symlink()):  # force replaces only an output the user named
         raise OutputError(f"{str(target)!r} already exists, and it is only the default output name; name the output "

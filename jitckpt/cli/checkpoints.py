@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ..formats.table import either, facts, file_suffixes, folder_labels, writable
+from ..formats.table import default_targets, either, facts, file_suffixes, folder_labels, writable
 from ..formats.dcp_write import MAX_SHARDS
 from .console import EXIT_DIFFERENT, echo, errors, present, progress, show, size, text, warn
 
@@ -103,8 +103,8 @@ def convert(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file, or folder for "
                                           + either(_FOLDER_OUTPUTS)
                                           + " (default: SRC with the new suffix, beside it)."),
-    to: Optional[str] = typer.Option(None, "--to", help=f"{either(writable())} (default: from -o, else .pth -> "
-                                                        ".ckpt, others -> .pth)."),
+    to: Optional[str] = typer.Option(None, "--to", help=f"{either(writable())} (default: from -o, else "
+                                                        f"{default_targets()})."),
     weights: Optional[str] = typer.Option(None, "--weights", help="raw, ema1 or ema2: which weights a --weights-only export keeps."),
     weights_only: bool = typer.Option(False, "--weights-only", help="Write only one set of weights (plain net. keys), for inference."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),

@@ -20,12 +20,13 @@ class FormatFacts:
     description: str
     kind: Literal["file", "folder"]
     writes: Literal["file", "folder", "none"]
+    converts_to: str = "pth"  # what ``convert`` writes from this format when told nothing (``-o`` nor ``--to``)
 
 
 FORMAT_TABLE: tuple[FormatFacts, ...] = (
     FormatFacts("pth", "original", (".pth", ".pt"), "original JiT .pth",  # .bin is not ours to claim
                 "original JiT .pth (torch.save of model, optimizer, epoch, args, model_ema1, model_ema2)",
-                "file", "file"),
+                "file", "file", converts_to="ckpt"),
     FormatFacts("ckpt", "lightning", (".ckpt",), "Lightning .ckpt",
                 "Lightning .ckpt (trainer.fit(..., ckpt_path=...) resumes from it)", "file", "file"),
     FormatFacts("safetensors", "safetensors", (".safetensors",), "safetensors",
@@ -40,6 +41,9 @@ FORMAT_TABLE: tuple[FormatFacts, ...] = (
                 "diffusers folder (model_index.json, transformer/config.json and diffusion_pytorch_model.safetensors: "
                 "one set of weights, for inference)", "folder", "none"),
 )
+
+
+WEIGHTS_ONLY_TO = "safetensors"  # what a weights-only conversion writes when told nothing
 
 
 def facts(name: str) -> FormatFacts:
@@ -69,3 +73,10 @@ def file_suffixes() -> str:
 def folder_labels() -> str:
     """``DCP directory, jitckpt export folder or diffusers folder``."""
     return either([row.label for row in FORMAT_TABLE if row.kind == "folder"])
+
+
+def default_targets() -> str:
+    """``.pth -> .ckpt, others -> .pth``: what ``convert`` writes when told nothing, in words."""
+    special = [row for row in FORMAT_TABLE if row.converts_to != "pth" and row.suffixes]
+    return ", ".join(f"{row.suffixes[0]} -> {facts(row.converts_to).suffixes[0]}" for row in special) + \
+        ", others -> " + facts("pth").suffixes[0]
