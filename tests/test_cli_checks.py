@@ -125,3 +125,20 @@ def test_resuming_a_run_that_has_reached_its_epochs_says_nothing_to_train(tmp_pa
     assert done.stderr.startswith(f"error: nothing to train: {GOLDEN} finished epoch {finished} (epochs count from 0) "
                                   f"and --epochs is {finished + 1}; give --epochs {finished + 2} or more")
     assert not (tmp_path / "out").exists()
+
+
+def test_piped_output_carries_no_padding_and_the_help_names_arguments_alike(tmp_path):
+    shown = _run(tmp_path, "inspect", GOLDEN).stdout
+    assert shown and not [line for line in shown.splitlines() if line != line.rstrip()]
+    for command, name in (("inspect", "PATH"), ("convert", "SRC"), ("eval", "CKPT"), ("sample", "CKPT"),
+                          ("export", "CKPT"), ("verify", "FILE"), ("fid-stats", "IMAGE_DIR")):
+        usage = _run(tmp_path, command, "--help").stdout.splitlines()[0]
+        assert usage.endswith(name + "}") or f"{{{name}}} [" in usage, usage  # upper case, as FILE [OTHER]
+
+
+def test_the_sampling_label_names_the_guidance_the_run_will_use():
+    import jitckpt
+    from jitckpt.cli.evaluation import _cfg
+
+    lazy = jitckpt.load(GOLDEN, lazy=True)
+    assert _cfg(lazy, None) == lazy.args["cfg"] and _cfg(lazy, 3.5) == 3.5  # never "cfg default"
