@@ -203,12 +203,21 @@ def _compare_weights(a: JiTCheckpoint, b: JiTCheckpoint, limit: int) -> list[str
     ha, hb = held(a), held(b)
     if ha and hb and ha != hb:
         return [f"weights: the first holds {ha}, the second {hb}"]
-    which = ha or hb or "raw"
-    try:
-        sa, sb = a.weights(which), b.weights(which)
-    except SchemaError as exc:
-        return [f"weights: {exc}"]
-    return list(itertools.islice(_compare_state(which, sa, sb), limit))
+    # one set that does not say which (a Hub folder): whichever section of the other it matches
+    said = ha or hb or ""
+    candidates = [said] if said else ["ema1", "ema2", "raw"]
+    first: list[str] = []
+    for which in candidates:
+        try:
+            sa, sb = a.weights(which), b.weights(which)
+        except SchemaError as exc:
+            found = [f"weights: {exc}"]
+        else:
+            found = list(itertools.islice(_compare_state(which, sa, sb), limit))
+        if not found:
+            return []
+        first = first or found
+    return first
 
 
 def compare(a: JiTCheckpoint, b: JiTCheckpoint, limit: int = 10) -> list[str]:

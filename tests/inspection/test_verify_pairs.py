@@ -51,3 +51,14 @@ def test_two_training_states_list_what_both_hold_and_the_args_that_differ(tmp_pa
     assert result.exit_code == 1 and lines[1].strip().startswith("args.output_dir: ") and len(lines) == 2
     assert "/somewhere/else" in lines[1] and "blr" not in lines[1]  # the differing key, not the whole args
     assert torch.equal(full.model["net.pos_embed"], jitckpt.load(tmp_path / "moved.pth").model["net.pos_embed"])
+
+
+def test_one_set_that_does_not_say_which_matches_whichever_section_it_is(tmp_path):
+    from safetensors.torch import save_file
+
+    golden = jitckpt.load(GOLDEN)
+    save_file({k: v.contiguous() for k, v in golden.model_ema2.items()}, tmp_path / "plain.safetensors")
+    result = verify(tmp_path / "plain.safetensors", GOLDEN)  # a plain state dict: the Hub's kind of file
+    assert result.exit_code == 0 and "the one set of weights" in result.stdout, result.output
+    save_file({k: v.contiguous() + 1 for k, v in golden.model_ema2.items()}, tmp_path / "other.safetensors")
+    assert verify(tmp_path / "other.safetensors", GOLDEN).exit_code == 1
