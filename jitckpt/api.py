@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import formats
-from .formats.table import WEIGHTS_ONLY_TO, facts
+from .formats.table import WEIGHTS_ONLY_TO, either, facts, writable
+
+_FOLDER_WRITERS = [name for name in writable() if facts(name).writes == "folder"]
 from .errors import FORCE, DROP_OPTIMIZER, NOT_CONVERTED, OutputError, SchemaError, naming, render
 from .storage.atomic import atomic_output, check_output_path
 from .schema import JiTCheckpoint
@@ -134,6 +136,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
                               f"{formats.suffix_list()}, or pass {formats.to_remedy()}")
     if to is not None:
         formats.get(to, writing=True)  # before reading: a format convert does not write has no default name
+    if shards != 1 and (to is None or formats.get(to).WRITES != "folder"):
+        raise OutputError(f"--shards {shards} applies to a folder format ({either(_FOLDER_WRITERS)}) only")
     src_format, ckpt = formats.read(source)
     if on_warning is not None:
         for line in ckpt.warnings:
@@ -142,11 +146,11 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
     if to is None:
         to = WEIGHTS_ONLY_TO if weights else facts(src_format).converts_to
     target = Path(dst) if dst is not None else default_output(source, to)
+    if target.resolve() == source.resolve():
+        raise OutputError(f"output {str(target)!r} is the source file; give another name with -o")
     if dst is None and (target.exists() or target.is_symlink()):  # force replaces only an output the user named
         raise OutputError(f"{str(target)!r} already exists, and it is only the default output name; name the output "
                           f"(-o {str(target)!r} with {FORCE} to replace it)")
-    if target.resolve() == source.resolve():
-        raise OutputError(f"output {str(target)!r} is the source file; give another name with -o")
     if formats.get(to).WRITES == "folder":
         from .storage.atomic_folder import check_folder_target
 

@@ -30,7 +30,7 @@ CASES = {
     "eval --steps 0": (["eval", G, "--steps", "0"], "'--steps': 0 is not in the range 1<=x<=10000"),
     "eval --steps -3": (["eval", G, "--steps", "-3"], "'--steps': -3 is not in the range"),
     "eval --batch-size 0": (["eval", G, "--batch-size", "0"], "'--batch-size': 0 is not in the range x>=1"),
-    "eval --num-images 0": (["eval", G, "--num-images", "0"], "'--num-images': 0 is not in the range x>=1"),
+    "eval --num-images 0": (["eval", G, "--num-images", "0"], "'--num-images': 0 is not in the range 1<=x<="),
     "eval --num-images 15": (["eval", G, "--num-images", "15"], "--num-images 15 must be a positive multiple of the class count 10"),
     "eval --interval-min 2": (["eval", G, "--interval-min", "2"], "'--interval-min': 2.0 is not in the range 0.0<=x<=1.0"),
     "eval interval reversed": (["eval", G, "--interval-min", "0.8", "--interval-max", "0.2"], "--interval-min 0.8 is above --interval-max 0.2"),
@@ -52,6 +52,21 @@ CASES = {
     "export missing -o": (["export", G], "missing option '-o' / '--output'"),
     "export --ema 4": (["export", G, "-o", "out", "--ema", "4"], "--ema '4': choose 1, 2 or raw"),
     "unknown command": (["evaluate", G], "jitckpt: no such command 'evaluate'"),
+    # found by a stranger's attack: NaN past a range, sizes past memory, options Lightning would refuse late
+    "eval --noise-scale nan": (["eval", G, "--noise-scale", "nan"], "nan is not a finite number"),
+    "eval --cfg nan (sample)": (["sample", G, "--cfg", "nan"], "nan is not a finite number"),
+    "eval --num-images 1e20": (["eval", G, "--num-images", "100000000000000000000"], "1<=x<=10000000"),
+    "eval --interval-max below the file's min": (["eval", G, "--interval-max", "0.05"],
+                                                 "the CFG interval would be [0.1, 0.05]: its start is above its end"),
+    "eval --accelerator tpu": (["eval", G, "--accelerator", "tpu"], "'tpu' is not one of auto, cpu, gpu, cuda, mps"),
+    "eval --json under a file": (["eval", G, "--json", f"{G}/r.json"], "is a file"),
+    "train --devices 0": (["train", "--devices", "0"], "give auto, a count of at least 1"),
+    "train --precision 7": (["train", "--precision", "7"], "'7' is not one of"),
+    "train --lr nan": (["train", "--lr", "nan"], "nan is not a finite number"),
+    "sample --classes 1,,2": (["sample", G, "--classes", "1,,2"], "give comma-separated class numbers"),
+    "convert --shards to a file": (["convert", G, "-o", "x.pth", "--shards", "3"],
+                                   "--shards 3 applies to a folder format (dcp) only"),
+    "convert under a file": (["convert", G, "-o", f"{G}/x.pth"], "is a file"),
 }
 
 

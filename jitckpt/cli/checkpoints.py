@@ -201,6 +201,7 @@ def _compare_two(first: Path, second: Path, limit: int) -> None:
         for line in diffs:
             echo(f"  {line}")
         raise typer.Exit(EXIT_DIFFERENT)
-    count = sum(1 for _ in api.iter_tensors(a)) if api.held(a) is None else len(a.model)
+    one_set = a if api.held(a) is not None else b if api.held(b) is not None else None
+    count = len(one_set.model) if one_set is not None else sum(1 for _ in api.iter_tensors(a))
     echo(("same", "green"), f": {count} tensors; {api.compared(a, b)} match ({first.name} vs {second.name})")
 

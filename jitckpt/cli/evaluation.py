@@ -10,36 +10,32 @@ import typer
 from rich.table import Table
 
 from ..model.protocol import METHODS, RANGES
+from . import checks
 from .console import echo, errors, progress, show, text, warn
 
 # What a sampler flag left out falls back to (see jitckpt.model.protocol.resolve_sampling).
 _DEFAULT = "the checkpoint's args, else the paper's protocol for its variant, else the training defaults"
 
 
-def _method(value: Optional[str]) -> Optional[str]:
-    if value is not None and value not in METHODS:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(METHODS)}")
-    return value
-
-
 # The sampler options eval and sample share (Typer reads these declarations; it does not change them). Their
 # ranges are the protocol's (RANGES), checked as the command line is read, before anything loads.
-METHOD = typer.Option(None, "--method", callback=_method, help=f"heun or euler (default: {_DEFAULT}).")
+METHOD = typer.Option(None, "--method", callback=checks.choice(METHODS), help=f"heun or euler (default: {_DEFAULT}).")
 STEPS = typer.Option(None, "--steps", min=int(RANGES["steps"][0]), max=int(RANGES["steps"][1]),
                      help=f"Sampling steps (default: {_DEFAULT}).")
-INTERVAL_MIN = typer.Option(None, "--interval-min", min=RANGES["interval_min"][0], max=RANGES["interval_min"][1],
+INTERVAL_MIN = typer.Option(None, "--interval-min", callback=checks.finite, min=RANGES["interval_min"][0], max=RANGES["interval_min"][1],
                             help=f"CFG interval start (default: {_DEFAULT}).")
-INTERVAL_MAX = typer.Option(None, "--interval-max", min=RANGES["interval_max"][0], max=RANGES["interval_max"][1],
+INTERVAL_MAX = typer.Option(None, "--interval-max", callback=checks.finite, min=RANGES["interval_max"][0], max=RANGES["interval_max"][1],
                             help=f"CFG interval end (default: {_DEFAULT}).")
-NOISE_SCALE = typer.Option(None, "--noise-scale", min=RANGES["noise_scale"][0], max=RANGES["noise_scale"][1],
+NOISE_SCALE = typer.Option(None, "--noise-scale", callback=checks.finite, min=RANGES["noise_scale"][0], max=RANGES["noise_scale"][1],
                            help=f"Scale of the starting noise (default: {_DEFAULT}).")
 CFG_RANGE = {"min": RANGES["cfg"][0], "max": RANGES["cfg"][1]}
+MAX_IMAGES = 10_000_000  # 200x the protocol's 50,000: a larger count is a typo
 
 
 def evaluate_command(
     ckpt: Path = typer.Argument(..., metavar="CKPT", help="Checkpoint to score (any format)."),
     ema: str = typer.Option("1", "--ema", help="Weights to sample with: 1, 2 or raw (with --sweep, a list: 1,2)."),
-    num_images: int = typer.Option(50000, "--num-images", min=1, help="Images to generate (a multiple of the class count)."),
+    num_images: int = typer.Option(50000, "--num-images", min=1, max=MAX_IMAGES, help="Images to generate (a multiple of the class count)."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images per generation batch."),
     method: Optional[str] = METHOD,
     steps: Optional[int] = STEPS,
@@ -54,7 +50,8 @@ def evaluate_command(
     seed: int = typer.Option(0, "--seed", min=0, help="Sampling seed."),
     devices: int = typer.Option(1, "--devices", min=1, help="Processes (GPUs, or CPU processes) sharing the generation."),
     num_nodes: int = typer.Option(1, "--num-nodes", min=1, help="Nodes."),
-    accelerator: str = typer.Option("auto", "--accelerator", help="cpu, gpu or auto."),
+    accelerator: str = typer.Option("auto", "--accelerator", callback=checks.choice(checks.ACCELERATORS),
+                                    help="cpu, gpu or auto."),
     save_images: Optional[Path] = typer.Option(None, "--save-images", help="Also write the images as PNGs here."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON here."),
     sweep: bool = typer.Option(False, "--sweep", help="Score every combination of the --ema and --cfg lists."),
@@ -76,6 +73,10 @@ def evaluate_command(
             raise JiTCheckpointError("lists of --ema or --cfg values need --sweep")
         lazy = _precheck(ckpt, emas, interval_min, interval_max)  # before torch loads: cheap mistakes first
         check_balanced(num_images, lazy.arch.num_classes)
+        if json_out is not None:
+            from ..storage.atomic import check_output_path
+
+            check_output_path(json_out, force=True)  # its folder, now, not after the sampling
 
         from ..evaluation.evaluate import evaluate
         from ..evaluation.sampling import SamplingSettings
@@ -112,6 +113,14 @@ def _precheck(path: Path, weights: list[str], interval_min: Optional[float], int
     if interval_min is not None and interval_max is not None and interval_min > interval_max:
         raise JiTCheckpointError(f"--interval-min {interval_min} is above --interval-max {interval_max}")
     ckpt = load(path, lazy=True)
+    if interval_min is not None or interval_max is not None:  # one flag against the other end from the file
+        from ..model.protocol import resolve_sampling
+
+        flags = {k: v for k, v in (("interval_min", interval_min), ("interval_max", interval_max)) if v is not None}
+        plan = resolve_sampling(ckpt.arch, ckpt.args, flags)
+        if plan.interval_min > plan.interval_max:
+            raise JiTCheckpointError(f"the CFG interval would be [{plan.interval_min}, {plan.interval_max}]: its "
+                                     "start is above its end (give --interval-min and --interval-max together)")
     for which in weights:
         try:
             ckpt.weights(which)
@@ -307,7 +316,7 @@ def sample(
     output: Path = typer.Option(Path("grid.png"), "-o", "--output", help="Grid image to write (.png)."),
     method: Optional[str] = METHOD,
     steps: Optional[int] = STEPS,
-    cfg: Optional[float] = typer.Option(None, "--cfg", min=CFG_RANGE["min"], max=CFG_RANGE["max"],
+    cfg: Optional[float] = typer.Option(None, "--cfg", min=CFG_RANGE["min"], max=CFG_RANGE["max"], callback=checks.finite,
                                         help=f"CFG scale (default: {_DEFAULT})."),
     interval_min: Optional[float] = INTERVAL_MIN,
     interval_max: Optional[float] = INTERVAL_MAX,

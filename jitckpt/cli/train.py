@@ -9,6 +9,7 @@ import typer
 from ..layouts.args import ORIGINAL_DEFAULTS
 from ..model.protocol import METHODS, SETTINGS
 from ..model.protocol import RANGES as PROTOCOL_RANGES
+from . import checks
 from .console import errors, warn
 
 
@@ -23,15 +24,10 @@ RANGES: dict[str, dict[str, float]] = {
     **{arg: {"min": PROTOCOL_RANGES[setting][0], "max": PROTOCOL_RANGES[setting][1]}
        for setting, arg in SETTINGS.items() if setting in PROTOCOL_RANGES},
 }
+RANGES["num_images"]["max"] = 10_000_000  # 200x the protocol's 50,000: a larger count is a typo
 CHOICES = {"sampling_method": METHODS, "lr_schedule": ("constant", "cosine")}
 
 
-def _choice(name: str) -> Any:
-    def check(value: Optional[str]) -> Optional[str]:
-        if value is not None and value not in CHOICES[name]:
-            raise typer.BadParameter(f"{value!r} is not one of {', '.join(CHOICES[name])}")
-        return value
-    return check
 
 
 def _opt(name: str, help: str, *extra: str) -> Any:
@@ -44,7 +40,7 @@ def _opt(name: str, help: str, *extra: str) -> Any:
         help = f"{help.rstrip('.')} (default {default})."
     bounds = RANGES.get(name, {})
     return typer.Option(None, *spellings, help=help, show_default=False, min=bounds.get("min"), max=bounds.get("max"),
-                        callback=_choice(name) if name in CHOICES else None)
+                        callback=checks.choice(CHOICES[name]) if name in CHOICES else checks.finite)
 
 
 def train(
@@ -90,13 +86,16 @@ def train(
     fid_stats: Optional[str] = _opt("fid_stats", "Reference statistics (npz with mu, sigma) for FID."),
     inception_weights: Optional[str] = _opt("inception_weights", "Inception weights file (default: "
                                             "$JITCKPT_INCEPTION_WEIGHTS, else torch-fidelity's in torch's hub cache)."),
-    devices: str = typer.Option("auto", "--devices", help="Lightning devices (a count, a list, or auto)."),
+    devices: str = typer.Option("auto", "--devices", callback=checks.devices,
+                                help="Lightning devices (a count, a list, or auto)."),
     num_nodes: int = typer.Option(1, "--num-nodes", "--num_nodes", min=1, help="Number of nodes."),
     strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto, ddp, fsdp2 (ModelParallelStrategy: sharded checkpoints), ..."),
-    precision: str = typer.Option("32-true", "--precision", help="Lightning precision, e.g. bf16-mixed."),
+    precision: str = typer.Option("32-true", "--precision", callback=checks.choice(checks.PRECISIONS),
+                                  help="Lightning precision, e.g. bf16-mixed."),
     accumulate_grad_batches: int = typer.Option(1, "--accumulate-grad-batches", "--accumulate_grad_batches", min=1,
                                                 help="Micro-batches per optimizer step."),
-    accelerator: str = typer.Option("auto", "--accelerator", help="cpu, gpu or auto."),
+    accelerator: str = typer.Option("auto", "--accelerator", callback=checks.choice(checks.ACCELERATORS),
+                                    help="cpu, gpu or auto."),
     logger: str = typer.Option("csv", "--logger", help="csv, tensorboard or none."),
     drop_optimizer: bool = typer.Option(False, "--drop-optimizer", "--drop_optimizer",
                                         help="Resume with a fresh AdamW when the checkpoint's optimizer state "

@@ -23,7 +23,7 @@ def check_balanced(num_images: int, num_classes: int) -> None:
 def check_classes(classes: str, num_classes: int) -> list[int]:
     """``--classes 1,2,3`` as labels, each one of the model's ``num_classes``."""
     try:
-        labels = [int(c) for c in classes.split(",") if c.strip()]
+        labels = [int(c) for c in classes.split(",")]
     except ValueError:
         raise JiTCheckpointError(f"--classes {classes!r}: give comma-separated class numbers, e.g. 1,2,3") from None
     wrong = [label for label in labels if not 0 <= label < num_classes]

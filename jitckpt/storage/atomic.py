@@ -43,7 +43,8 @@ def check_output_path(path: str | os.PathLike[str], force: bool = False) -> Path
     target = Path(path)
     folder = target.parent
     if not folder.is_dir():
-        raise OutputError(f"output folder {str(folder)!r} does not exist; create it first")
+        raise OutputError(f"output folder {str(folder)!r} " + ("is a file" if folder.exists() else
+                                                              "does not exist; create it first"))
     if target.is_dir():
         raise OutputError(f"output path {str(target)!r} is a folder; give a file name")
     if target.exists() and not force:

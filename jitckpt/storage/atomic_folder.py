@@ -29,7 +29,8 @@ def check_folder_target(path: str | os.PathLike[str], force: bool = False) -> Pa
     """Raise :class:`OutputError` unless a folder can be written at ``path``."""
     target = Path(path)
     if not target.parent.is_dir():
-        raise OutputError(f"output folder {str(target.parent)!r} does not exist; create it first")
+        raise OutputError(f"output folder {str(target.parent)!r} " + ("is a file" if target.parent.exists() else
+                                                                     "does not exist; create it first"))
     if target.exists() and not target.is_dir():
         raise OutputError(f"{str(target)!r} is a file, and this output is a folder: give another name")
     if target.exists() and not force:
