@@ -63,6 +63,8 @@ CASES = {
     "train --devices 0": (["train", "--devices", "0"], "give auto, a count of at least 1"),
     "train --precision 7": (["train", "--precision", "7"], "'7' is not one of"),
     "train --lr nan": (["train", "--lr", "nan"], "nan is not a finite number"),
+    "train --model": (["train", "--model", "JiT-Q/99"], "'JiT-Q/99' is not one of JiT-B/16"),
+    "train --resume missing": (["train", "--resume", "nope.pth"], "--resume 'nope.pth': no such file or folder"),
     "sample --classes 1,,2": (["sample", G, "--classes", "1,,2"], "give comma-separated class numbers"),
     "convert --shards to a file": (["convert", G, "-o", "x.pth", "--shards", "3"],
                                    "--shards 3 applies to a folder format (dcp) only"),

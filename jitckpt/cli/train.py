@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional, cast
 
 import typer
 
+from ..layouts.arch import VARIANTS
 from ..layouts.args import ORIGINAL_DEFAULTS
 from ..model.protocol import METHODS, SETTINGS
 from ..model.protocol import RANGES as PROTOCOL_RANGES
@@ -25,7 +27,7 @@ RANGES: dict[str, dict[str, float]] = {
        for setting, arg in SETTINGS.items() if setting in PROTOCOL_RANGES},
 }
 RANGES["num_images"]["max"] = 10_000_000  # 200x the protocol's 50,000: a larger count is a typo
-CHOICES = {"sampling_method": METHODS, "lr_schedule": ("constant", "cosine")}
+CHOICES = {"sampling_method": METHODS, "lr_schedule": ("constant", "cosine"), "model": VARIANTS}
 
 
 
@@ -106,10 +108,12 @@ def train(
     """Train JiT with Lightning, or resume a run from any checkpoint (the original main_jit.py flags work)."""
     given = dict(locals())  # the flags, taken before any other local exists
     with errors():
-        from ..layouts.args import ORIGINAL_DEFAULTS
-
         overrides = {k: v for k, v in given.items() if k in ORIGINAL_DEFAULTS and k != "resume"}
-        if data_path is not None or (resume is None and not evaluate_gen):  # before Lightning loads (seconds)
+        if resume is not None and not os.path.exists(resume):  # before Lightning loads (seconds)
+            from ..errors import JiTCheckpointError
+
+            raise JiTCheckpointError(f"--resume {resume!r}: no such file or folder")
+        if data_path is not None or (resume is None and not evaluate_gen):
             from ..evaluation.images import training_folder
 
             training_folder(data_path or ORIGINAL_DEFAULTS["data_path"])
