@@ -28,6 +28,19 @@ def choice(options: tuple[str, ...]) -> Callable[[Optional[str]], Optional[str]]
     return check
 
 
+def not_under_a_file(path: str, flag: str) -> None:
+    """An output folder to be made at ``path``: refused at once when a file stands at it or above it."""
+    from pathlib import Path
+
+    from ..errors import OutputError
+
+    for place in (Path(path), *Path(path).parents):
+        if place.exists():
+            if not place.is_dir():
+                raise OutputError(f"{flag} {path!r}: {str(place)!r} is a file, not a folder")
+            return
+
+
 def devices(value: str) -> str:
     """Lightning's --devices: auto, a count of at least 1, or a comma-separated list of device indices."""
     parts = value.split(",")

@@ -73,6 +73,10 @@ def evaluate_command(
             raise JiTCheckpointError("lists of --ema or --cfg values need --sweep")
         lazy = _precheck(ckpt, emas, interval_min, interval_max)  # before torch loads: cheap mistakes first
         check_balanced(num_images, lazy.arch.num_classes)
+        for flag, given in (("--inception-weights", inception_weights), ("--fid-stats", fid_stats)):
+            if given is not None and not given.is_file():
+                raise JiTCheckpointError(f"{flag} {str(given)!r}: " + ("a folder, not a file" if given.is_dir()
+                                                                       else "no such file"))
         if json_out is not None:
             from ..storage.atomic import check_output_path
 

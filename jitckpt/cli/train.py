@@ -10,6 +10,7 @@ import typer
 from ..layouts.arch import VARIANTS
 from ..layouts.args import ORIGINAL_DEFAULTS
 from ..model.protocol import METHODS, SETTINGS
+from ..training import LOGGERS
 from ..model.protocol import RANGES as PROTOCOL_RANGES
 from . import checks
 from .console import errors, warn
@@ -98,7 +99,7 @@ def train(
                                                 help="Micro-batches per optimizer step."),
     accelerator: str = typer.Option("auto", "--accelerator", callback=checks.choice(checks.ACCELERATORS),
                                     help="cpu, gpu or auto."),
-    logger: str = typer.Option("csv", "--logger", help="csv, tensorboard or none."),
+    logger: str = typer.Option("csv", "--logger", callback=checks.choice(LOGGERS), help="csv, tensorboard or none."),
     drop_optimizer: bool = typer.Option(False, "--drop-optimizer", "--drop_optimizer",
                                         help="Resume with a fresh AdamW when the checkpoint's optimizer state "
                                              "cannot be mapped onto the parameters."),
@@ -116,7 +117,9 @@ def train(
         if data_path is not None or (resume is None and not evaluate_gen):
             from ..evaluation.images import training_folder
 
-            training_folder(data_path or ORIGINAL_DEFAULTS["data_path"])
+            training_folder(data_path if data_path is not None else ORIGINAL_DEFAULTS["data_path"])
+        if output_dir is not None:
+            checks.not_under_a_file(output_dir, "--output-dir")
         from ..training.run import train as run_training
 
         if evaluate_gen:  # the original's evaluation-only run

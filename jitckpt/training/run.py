@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 
 from ..formats import read as read_checkpoint
 from ..errors import JiTCheckpointError
+from . import LOGGERS
 from ..layouts.arch import official
 from .resume import load_weights, plan_resume
 from ..layouts.args import ORIGINAL_DEFAULTS
@@ -225,7 +226,6 @@ def _fsdp2(options: Mapping[str, Any]) -> Any:
 
 # Strategy names jitckpt accepts besides Lightning's own: FSDP2 is Lightning's ModelParallelStrategy.
 STRATEGY_ALIASES: dict[str, Callable[[Mapping[str, Any]], Any]] = {"fsdp2": _fsdp2, "model_parallel": _fsdp2}
-LOGGERS = ("csv", "tensorboard", "none")
 # Lightning's lines that say nothing about this run: an advertisement, and a deprecation inside Lightning itself.
 NOISE_LOG_LINES = ("litlogger",)
 NOISE_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
