@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import formats
-from .formats.table import WEIGHTS_ONLY_TO, either, facts, writable
-
-_FOLDER_WRITERS = [name for name in writable() if facts(name).writes == "folder"]
+from .formats.table import WEIGHTS_ONLY_TO, either, facts, folder_writable
 from .errors import FORCE, DROP_OPTIMIZER, NOT_CONVERTED, OutputError, SchemaError, naming, render
 from .storage.atomic import atomic_output, check_output_path
 from .schema import JiTCheckpoint
@@ -137,7 +135,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
     if to is not None:
         formats.get(to, writing=True)  # before reading: a format convert does not write has no default name
     if shards != 1 and (to is None or formats.get(to).WRITES != "folder"):
-        raise OutputError(f"--shards {shards} applies to a folder format ({either(_FOLDER_WRITERS)}) only")
+        raise OutputError(f"--shards {shards} applies to a folder format ({either(folder_writable())}) only")
     src_format, ckpt = formats.read(source)
     if on_warning is not None:
         for line in ckpt.warnings:

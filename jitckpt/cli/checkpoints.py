@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ..formats.table import default_targets, either, facts, file_suffixes, folder_labels, writable
+from ..formats.table import default_targets, either, facts, file_suffixes, folder_labels, folder_writable, writable
 from ..formats.dcp_write import MAX_SHARDS
 from .console import EXIT_DIFFERENT, echo, errors, present, progress, show, size, text, warn
 
@@ -95,13 +95,10 @@ def _sampling_text(info: dict) -> Text:
     return text(describe_settings(sampling), " (from ", (origin, style), ")")
 
 
-_FOLDER_OUTPUTS = [name for name in writable() if facts(name).writes == "folder"]
-
-
 def convert(
     src: Path = typer.Argument(..., metavar="SRC", help="Checkpoint to convert (any format)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file, or folder for "
-                                          + either(_FOLDER_OUTPUTS)
+                                          + either(folder_writable())
                                           + " (default: SRC with the new suffix, beside it)."),
     to: Optional[str] = typer.Option(None, "--to", help=f"{either(writable())} (default: from -o, else "
                                                         f"{default_targets()})."),

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
 from ..errors import JiTCheckpointError
+from ..storage.crc32 import hash_stream
 
 WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_NAME}"
@@ -77,9 +78,7 @@ class Known:
     def digest_of(self, handle: BinaryIO, size: int) -> str:
         handle.seek(0)
         hasher = hashlib.sha256() if self.kind == "SHA-256" else hashlib.sha1(f"blob {size}\0".encode())
-        while chunk := handle.read(CHUNK):
-            hasher.update(chunk)
-        return hasher.hexdigest()
+        return hash_stream(handle, hasher, CHUNK)
 
 
 INCEPTION = Known(WEIGHTS_URL, WEIGHTS_SHA256, WEIGHTS_BYTES)

@@ -60,6 +60,11 @@ def either(items: list[str]) -> str:
     return ", ".join(items[:-1]) + f" or {items[-1]}" if len(items) > 1 else "".join(items)
 
 
+def folder_writable() -> list[str]:
+    """The formats ``convert`` writes as folders (the ones ``--shards`` and ``-o FOLDER`` apply to)."""
+    return [name for name in writable() if facts(name).writes == "folder"]
+
+
 def suffix_list() -> str:
     """``.pth, .ckpt, .safetensors or .dcp``: the names an output may end in (each format's first suffix)."""
     return either([facts(name).suffixes[0] for name in writable()])

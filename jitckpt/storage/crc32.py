@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from typing import Any, Callable, Optional
+from typing import Any, BinaryIO, Callable, Optional
 
 # Shared libraries with a zlib-compatible ``crc(value, pointer, length)`` function, by name as the dynamic
 # loader finds them (no search of the current folder, no ``ldconfig`` run): the first that loads serves.
@@ -100,8 +100,12 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
     computes: provenance records, downloads, the config.json of an export). OSError on a file it cannot read."""
     import hashlib
 
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hash_stream(handle, hashlib.sha256(), chunk_size)
+
+
+def hash_stream(handle: BinaryIO, hasher: Any, chunk_size: int = 1 << 20) -> str:
+    """``hasher`` (a hashlib object) fed the rest of ``handle``, ``chunk_size`` bytes at a time; its hex digest."""
+    while chunk := handle.read(chunk_size):
+        hasher.update(chunk)
+    return str(hasher.hexdigest())
