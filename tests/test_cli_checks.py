@@ -52,6 +52,8 @@ CASES = {
     "export missing -o": (["export", G], "missing option '-o' / '--output'"),
     "export --ema 4": (["export", G, "-o", "out", "--ema", "4"], "--ema '4': choose 1, 2 or raw"),
     "unknown command": (["evaluate", G], "jitckpt: no such command 'evaluate'"),
+    "eval --steps without a value": (["eval", G, "--steps"],
+                                     "jitckpt eval: option '--steps' requires an argument (see jitckpt eval --help)"),
     # found by a stranger's attack: NaN past a range, sizes past memory, options Lightning would refuse late
     "eval --noise-scale nan": (["eval", G, "--noise-scale", "nan"], "nan is not a finite number"),
     "eval --cfg nan (sample)": (["sample", G, "--cfg", "nan"], "nan is not a finite number"),

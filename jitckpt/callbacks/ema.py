@@ -10,6 +10,7 @@ import torch
 
 from ..compat import foreach_copy_, foreach_mul_add_, saves_distributed_checkpoint
 from ..errors import JiTCheckpointError
+from ..lightning.checkpoint_io import explain_unread_resume
 from . import ema_sharding
 
 
@@ -195,6 +196,9 @@ class EMACallback(L.Callback):
             state["ema1"] = dict(zip(self.names, self.ema1))
             state["ema2"] = dict(zip(self.names, self.ema2))
         return state
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        explain_unread_resume(trainer, exception)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         """Under sharding, every rank's EMA shards go where the strategy keeps every rank's data."""

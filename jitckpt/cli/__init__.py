@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
 from . import checkpoints, evaluation, example, export, train
@@ -42,6 +42,19 @@ class _OneLineErrors(TyperGroup):
             print_error("interrupted")
             code = EXIT_INTERRUPTED
         sys.exit(code if isinstance(code, int) else 0)
+
+
+class _NamedCommand(TyperCommand):
+    """A command whose usage errors name it: click's parser raises some (an option missing its value) without
+    the command's context, and the line would otherwise point at the top-level help."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # click's Context, vendored inside typer
+        try:
+            return super().parse_args(ctx, args)
+        except typer.TyperException as exc:
+            if getattr(exc, "ctx", False) is None:
+                exc.ctx = ctx  # type: ignore[attr-defined]  # click's UsageError carries the context it names
+            raise
 
 
 def _usage_error(exc: typer.TyperException) -> int:
@@ -98,7 +111,7 @@ def _summary(function: Any) -> str:
 
 
 for _name, _function in COMMANDS.items():
-    app.command(_name, short_help=_summary(_function))(_function)
+    app.command(_name, short_help=_summary(_function), cls=_NamedCommand)(_function)
 
 
 def run() -> None:

@@ -27,6 +27,7 @@ from lightning.pytorch.plugins.io import AsyncCheckpointIO
 
 from .. import formats
 from ..formats import lightning as lightning_format
+from ..formats.table import facts
 from ..schema import JiTCheckpoint
 from ..tensors.lazy import LazyTensor, iter_refs
 
@@ -198,3 +199,25 @@ class JiTAsyncCheckpointIO(AsyncCheckpointIO):
         self._buffers.clear()
         super().teardown()
         self._raise_failure()
+
+
+def explain_unread_resume(trainer: Any, exception: BaseException) -> None:
+    """Lightning's ``on_exception``: when the trainer resumed through a reader other than jitckpt's and
+    ``ckpt_path`` is a file only :class:`JiTCheckpointIO` reads (an original ``.pth``, a safetensors file,
+    a DCP directory), add a note to the exception saying so. torch's own message about an original
+    checkpoint suggests ``weights_only=False``, which would run the file's code and still not restore it."""
+    reader = getattr(trainer.strategy, "checkpoint_io", None)
+    reader = getattr(reader, "checkpoint_io", reader)  # an AsyncCheckpointIO wraps the reader
+    path = getattr(trainer, "ckpt_path", None)
+    if path is None or isinstance(reader, JiTCheckpointIO) or not os.path.exists(path):
+        return
+    try:
+        kind = formats.detect_format(path)
+    except Exception:  # not a checkpoint jitckpt knows: the exception says what it says
+        return
+    if kind == "ckpt":  # Lightning's own: its reader's error stands
+        return
+    note = (f"jitckpt: Lightning's own reader cannot restore {str(path)!r} ({facts(kind).label}); "
+            "pass Trainer(plugins=[jitckpt.lightning.JiTCheckpointIO()]) (no weights_only=False needed)")
+    if note not in getattr(exception, "__notes__", []):
+        exception.__notes__ = [*getattr(exception, "__notes__", []), note]  # add_note, also on Python 3.10

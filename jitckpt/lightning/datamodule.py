@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import JiTCheckpointError
 from ..evaluation.images import center_crop_arr, training_folder
+from .checkpoint_io import explain_unread_resume
 
 
 class JiTDataModule(L.LightningDataModule):
@@ -36,6 +37,10 @@ class JiTDataModule(L.LightningDataModule):
         root = self.check()
         count = sum(1 for cls in os.scandir(root) if cls.is_dir() for f in os.scandir(cls.path) if f.is_file())
         return max(1, count // self.batch_size)
+
+    def on_exception(self, exception: BaseException) -> None:
+        if self.trainer is not None:
+            explain_unread_resume(self.trainer, exception)
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:

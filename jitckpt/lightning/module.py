@@ -33,7 +33,8 @@ class JiTLightningModule(L.LightningModule):
     keys of the original Denoiser. Images arrive as uint8 and are mapped to
     [-1, 1]. The absolute LR is ``learning_rate`` if given, else ``blr`` times
     the effective batch size (batch x devices x nodes x accumulation) / 256.
-    ``arch`` (a dict of :class:`Arch` fields) builds non-official dimensions.
+    ``arch`` (an :class:`Arch`, such as a loaded checkpoint's ``.arch``, or a dict of its fields) builds
+    non-official dimensions.
 
     The training noise of each batch comes from a generator seeded with
     ``(seed, epoch, batch, rank)``, so an interrupted and resumed run draws
@@ -61,12 +62,14 @@ class JiTLightningModule(L.LightningModule):
         num_sampling_steps: int = 50,
         cfg_scale: float = 1.0,
         cfg_interval: Sequence[float] = (0.0, 1.0),
-        arch: Mapping[str, Any] | None = None,
+        arch: Arch | Mapping[str, Any] | None = None,
         batch_size: int | None = None,
         seed: int = 0,
         compile: bool = False,
     ) -> None:
         super().__init__()
+        if isinstance(arch, Arch):  # a checkpoint's ``.arch``: kept in the hyperparameters as plain data
+            arch = arch.to_dict()
         self.save_hyperparameters()
         self.arch = Arch.from_dict(arch) if arch is not None else official(model_name, img_size, num_classes)
         if (self.arch.img_size, self.arch.num_classes) != (img_size, num_classes) and arch is None:

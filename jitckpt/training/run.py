@@ -92,6 +92,7 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
     from ..lightning import JiTDataModule
 
     check_logger(logger)
+    check_strategy((trainer_options or {}).get("strategy", "auto"))
     source, arch, args, source_format, saved = None, None, dict(ORIGINAL_DEFAULTS), None, None
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if resume:
@@ -226,6 +227,20 @@ def _fsdp2(options: Mapping[str, Any]) -> Any:
 
 # Strategy names jitckpt accepts besides Lightning's own: FSDP2 is Lightning's ModelParallelStrategy.
 STRATEGY_ALIASES: dict[str, Callable[[Mapping[str, Any]], Any]] = {"fsdp2": _fsdp2, "model_parallel": _fsdp2}
+
+
+def check_strategy(strategy: Any) -> None:
+    """Refuse a strategy name neither Lightning's registry nor :data:`STRATEGY_ALIASES` knows, in one line
+    listing them (Lightning's own refusal is a traceback after the output folder exists)."""
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    if not isinstance(strategy, str):
+        return  # a Strategy object: Lightning judges it
+    names = ["auto", *STRATEGY_ALIASES, *StrategyRegistry.available_strategies()]
+    if strategy.lower() not in names:
+        raise JiTCheckpointError(f"--strategy {strategy!r} is not a strategy; choose one of {', '.join(names)}")
+
+
 # Lightning's lines that say nothing about this run: an advertisement, and a deprecation inside Lightning itself.
 NOISE_LOG_LINES = ("litlogger",)
 NOISE_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)

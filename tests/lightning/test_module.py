@@ -69,3 +69,30 @@ def test_resuming_another_architecture_is_one_line_naming_both(tmp_path):
     message = str(raised.value)
     assert "\n" not in message and f"depth={golden.arch.depth} " in message and f"depth={deeper.depth} " in message
     assert message.startswith("the checkpoint holds a different network than this module")
+
+
+def test_a_checkpoints_arch_object_builds_the_module_and_is_kept_as_plain_data():
+    golden = jitckpt.load(GOLDEN, lazy=True)
+    module = JiTLightningModule(arch=golden.arch, img_size=golden.arch.img_size, num_classes=golden.arch.num_classes)
+    assert module.arch == golden.arch and module.hparams["arch"] == golden.arch.to_dict()
+
+
+def test_forgetting_the_plugin_adds_a_note_naming_it_instead_of_only_torchs_weights_only_advice(tmp_path):
+    import pickle
+
+    import pytest
+
+    from jitckpt.callbacks import EMACallback
+
+    golden = jitckpt.load(GOLDEN, lazy=True)
+    module = JiTLightningModule.from_args(golden.args, arch=golden.arch)
+    data = torch.load(FIXTURES / "train_data.pt")
+    loader = DataLoader(TensorDataset(data["images"], data["labels"]), batch_size=4, drop_last=True)
+    trainer = L.Trainer(max_epochs=golden.epoch + 2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        callbacks=[EMACallback()])
+    with pytest.raises(pickle.UnpicklingError) as raised:
+        trainer.fit(module, loader, ckpt_path=str(GOLDEN))
+    notes = raised.value.__notes__
+    assert len(notes) == 1 and "plugins=[jitckpt.lightning.JiTCheckpointIO()]" in notes[0]
+    assert str(GOLDEN) in notes[0] and "original JiT .pth" in notes[0]

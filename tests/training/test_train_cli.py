@@ -55,6 +55,14 @@ def test_train_missing_data_folder_is_one_line(golden, tmp_path):
     assert not (tmp_path / "o").exists()  # inputs are checked before anything is created
 
 
+def test_an_unknown_strategy_is_one_line_listing_lightnings_names_before_any_work(golden, image_folder, tmp_path):
+    result = runner.invoke(app, ["train", "--resume", str(golden), "--data-path", str(image_folder),
+                                 "--output-dir", str(tmp_path / "o"), "--strategy", "bogus", "--accelerator", "cpu"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "--strategy 'bogus'" in result.stderr and "ddp_spawn" in result.stderr and "fsdp2" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_tensorboard_without_its_package_is_one_line_before_any_work(golden, tmp_path, monkeypatch):
     import importlib.util
 
