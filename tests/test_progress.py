@@ -30,3 +30,9 @@ def test_a_large_job_off_a_terminal_reports_every_tenth(capsys, monkeypatch):
 def test_a_small_job_stays_quiet_unless_it_is_slow(capsys, monkeypatch):
     lines = lines_logged(capsys, monkeypatch, "sampling", 40, 5, 7.0)
     assert len(lines) == 1 and "(" in lines[0] and "images/s" in lines[0]  # one line after 30 s, no more
+
+
+def test_a_large_job_done_within_seconds_prints_nothing_and_its_first_estimate_waits_for_a_rate(capsys, monkeypatch):
+    assert lines_logged(capsys, monkeypatch, "verifying x.pth", 1000, 50, 0.05) == []  # 1 s in all
+    lines = lines_logged(capsys, monkeypatch, "verifying x.pth", 1000, 10, 0.5)
+    assert lines[0].startswith(f"verifying x.pth: {int(console.QUIET_S / 0.5) * 10} of 1000")  # not 10 of 1000

@@ -29,6 +29,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 PROGRESS_MIN_BYTES = 16 << 20
 LARGE_JOB = {"bytes": 1 << 30, "images": 1000}  # work that gets a line at every tenth off a terminal
 LOG_EVERY_S = 30.0
+QUIET_S = 2.0  # off a terminal, no line before the job has run this long
 
 # Neither console parses markup, emoji codes or highlights: what is printed is what was given.
 out = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)  # one line per value, copy-pastable
@@ -197,7 +198,9 @@ def progress(total: int, label: str, unit: str = "bytes") -> Iterator[Optional[C
     """Progress on stderr (bytes of big files, or images with their rate); yields the advance callback.
 
     On a terminal, a bar. Piped into a log, where a bar is noise, one line at every tenth of a large job
-    (:data:`LARGE_JOB`) and every :data:`LOG_EVERY_S` seconds of any, each with the rate and the time left.
+    (:data:`LARGE_JOB`) and every :data:`LOG_EVERY_S` seconds of any, each with the rate and the time left,
+    from :data:`QUIET_S` seconds on: a job done sooner prints nothing, and the first estimate rests on a
+    measured rate, not on the first chunk's.
     """
     if not err.is_terminal:
         yield _progress_lines(total, label, unit)
@@ -234,7 +237,7 @@ def _progress_lines(total: int, label: str, unit: str) -> Callable[[int], None]:
         state["done"] += n
         now, done = time.perf_counter(), state["done"]
         tenth = done * 10 // max(total, 1)
-        if not ((large and tenth > state["tenth"]) or now - last >= LOG_EVERY_S):
+        if now - started < QUIET_S or not ((large and tenth > state["tenth"]) or now - last >= LOG_EVERY_S):
             return
         state["tenth"], last = tenth, now
         rate = done / max(now - started, 1e-9)
