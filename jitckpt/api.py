@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 
 from . import formats
 from .formats.table import WEIGHTS_ONLY_TO, either, facts, folder_writable
+from .storage import sources
 from .errors import FORCE, DROP_OPTIMIZER, NOT_CONVERTED, OutputError, SchemaError, naming, render
 from .storage.atomic import atomic_output, check_output_path
 from .schema import JiTCheckpoint
@@ -107,9 +108,11 @@ def save(ckpt: JiTCheckpoint, path: str | os.PathLike, format: str | None = None
     return target
 
 
-def default_output(src: Path, to: str) -> Path:
-    """``old.pth`` -> ``old.ckpt`` beside it (and so on for each format)."""
-    return src.with_suffix(formats.get(to).SUFFIXES[0])
+def default_output(src: str | Path, to: str) -> Path:
+    """``old.pth`` -> ``old.ckpt`` beside it (and so on for each format); for a URL, in the working folder."""
+    if sources.is_url(src):
+        return Path(sources.basename(src) or "checkpoint").with_suffix(formats.get(to).SUFFIXES[0])
+    return Path(src).with_suffix(formats.get(to).SUFFIXES[0])
 
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: str | None = None, *,
@@ -126,7 +129,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
     with :class:`OutputError` unless ``to`` says the format. ``on_warning`` hears
     of any data of the source that the output will not hold.
     """
-    source = Path(src)
+    source: str | Path = str(src) if sources.is_url(src) else Path(src)
     if to is None and dst is not None:
         to = formats.format_for_suffix(dst)
         if to is None:
@@ -144,7 +147,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
     if to is None:
         to = WEIGHTS_ONLY_TO if weights else facts(src_format).converts_to
     target = Path(dst) if dst is not None else default_output(source, to)
-    if target.resolve() == source.resolve():
+    if isinstance(source, Path) and target.resolve() == source.resolve():
         raise OutputError(f"output {str(target)!r} is the source file; give another name with -o")
     if dst is None and (target.exists() or target.is_symlink()):  # force replaces only an output the user named
         raise OutputError(f"{str(target)!r} already exists, and it is only the default output name; name the output "

@@ -71,6 +71,10 @@ class KeyMappingError(SchemaError):
     """State-dict keys cannot be mapped onto the canonical ``net.`` keys unambiguously."""
 
 
+class SourceError(JiTCheckpointError):
+    """A remote file could not be read as it was when first opened: absent, unreachable, cut short, changed."""
+
+
 class OutputError(JiTCheckpointError):
     """The output path cannot be written: it exists (and no force), or its folder is missing."""
 

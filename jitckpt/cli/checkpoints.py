@@ -13,12 +13,13 @@ from rich.text import Text
 
 from ..formats.table import default_targets, either, facts, file_suffixes, folder_labels, folder_writable, writable
 from ..formats.dcp_write import MAX_SHARDS
+from ..storage import sources
 from .console import EXIT_DIFFERENT, echo, errors, present, progress, show, size, text, warn
 
 
 def inspect(
-    path: Path = typer.Argument(..., metavar="PATH", help=f"Checkpoint file ({file_suffixes()}) or folder ({folder_labels()}); detected "
-                                          "from its bytes."),
+    path: str = typer.Argument(..., metavar="PATH", help=f"Checkpoint file ({file_suffixes()}) or folder ({folder_labels()}), "
+                                         "or its URL; detected from its bytes."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of tables."),
 ) -> None:
     """Show format, epoch, architecture, sections and training args, reading headers only."""
@@ -96,7 +97,7 @@ def _sampling_text(info: dict) -> Text:
 
 
 def convert(
-    src: Path = typer.Argument(..., metavar="SRC", help="Checkpoint to convert (any format)."),
+    src: str = typer.Argument(..., metavar="SRC", help="Checkpoint to convert (any format), or its URL."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file, or folder for "
                                           + either(folder_writable())
                                           + " (default: SRC with the new suffix, beside it)."),
@@ -122,8 +123,8 @@ def convert(
         if to is not None:
             formats.get(to, writing=True)
         started = time.perf_counter()
-        source_bytes = formats.size_on_disk(src) if src.exists() else 0
-        with progress(source_bytes, f"converting {src.name}") as advance:
+        source_bytes = formats.size_on_disk(src) if sources.exists(src) else 0
+        with progress(source_bytes, f"converting {sources.basename(src)}") as advance:
             target = api.convert(src, output, to, weights=weights, force=force, drop_optimizer=drop_optimizer,
                                  progress=advance, shards=shards, on_warning=warn)
         seconds = time.perf_counter() - started
@@ -149,10 +150,10 @@ convert.__doc__ = (f"Convert between {either([facts(n).label for n in writable()
 
 
 def verify(
-    first: Path = typer.Argument(..., metavar="FILE",
-                                 help="The checkpoint to check (any format), or the first of two to compare."),
-    second: Optional[Path] = typer.Argument(None, metavar="OTHER", show_default=False,
-                                            help="A second checkpoint (any format): compare FILE with it."),
+    first: str = typer.Argument(..., metavar="FILE",
+                                help="The checkpoint to check (any format, or its URL), or the first of two to compare."),
+    second: Optional[str] = typer.Argument(None, metavar="OTHER", show_default=False,
+                                           help="A second checkpoint (any format, or its URL): compare FILE with it."),
     limit: int = typer.Option(10, "--limit", min=0, help="How many differences or damaged tensors to list at most."),
 ) -> None:
     """Check one checkpoint's integrity, or compare two section by section, tensor by tensor.
@@ -168,10 +169,10 @@ def verify(
             _compare_two(first, second, limit)
 
 
-def _check_one(path: Path, limit: int) -> None:
+def _check_one(path: str, limit: int) -> None:
     from ..inspection import integrity
 
-    with progress(path.stat().st_size if path.is_file() else 0, f"verifying {path.name}") as advance:
+    with progress(sources.size(path) if sources.is_file(path) else 0, f"verifying {sources.basename(path)}") as advance:
         report = integrity.check_file(path, limit, progress=advance)
     if not report.intact:
         echo(("damaged", "red"), f": {path}")
@@ -188,7 +189,7 @@ def _check_one(path: Path, limit: int) -> None:
                                   "by another tool), so only its structure was checked)")
 
 
-def _compare_two(first: Path, second: Path, limit: int) -> None:
+def _compare_two(first: str, second: str, limit: int) -> None:
     from .. import api
 
     a, b = api.load(first, lazy=True), api.load(second, lazy=True)
@@ -200,5 +201,5 @@ def _compare_two(first: Path, second: Path, limit: int) -> None:
         raise typer.Exit(EXIT_DIFFERENT)
     one_set = a if api.held(a) is not None else b if api.held(b) is not None else None
     count = len(one_set.model) if one_set is not None else sum(1 for _ in api.iter_tensors(a))
-    echo(("same", "green"), f": {count} tensors; {api.compared(a, b)} match ({first.name} vs {second.name})")
+    echo(("same", "green"), f": {count} tensors; {api.compared(a, b)} match ({sources.basename(first)} vs {sources.basename(second)})")
 

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from ..model.protocol import METHODS, RANGES
+from ..storage import sources
 from . import checks
 from .console import echo, errors, progress, show, text, warn
 
@@ -33,7 +34,7 @@ MAX_IMAGES = 10_000_000  # 200x the protocol's 50,000: a larger count is a typo
 
 
 def evaluate_command(
-    ckpt: Path = typer.Argument(..., metavar="CKPT", help="Checkpoint to score (any format)."),
+    ckpt: str = typer.Argument(..., metavar="CKPT", help="Checkpoint to score (any format), or its URL."),
     ema: str = typer.Option("1", "--ema", help="Weights to sample with: 1, 2 or raw (with --sweep, a list: 1,2)."),
     num_images: int = typer.Option(50000, "--num-images", min=1, max=MAX_IMAGES, help="Images to generate (a multiple of the class count)."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images per generation batch."),
@@ -89,7 +90,7 @@ def evaluate_command(
             for scale in cfgs:
                 settings = SamplingSettings(weights, num_images, batch_size, method, steps, scale, interval_min,
                                             interval_max, seed, noise_scale)
-                label = f"sampling {ckpt.name} ({weights}, cfg {_cfg(lazy, scale)})"
+                label = f"sampling {sources.basename(ckpt)} ({weights}, cfg {_cfg(lazy, scale)})"
                 with progress(num_images, label, unit="images") as advance:
                     results.append(evaluate(ckpt, settings, inception_weights, fid_stats, ref_dir, save_images,
                                             devices, num_nodes, accelerator, progress=advance,
@@ -107,7 +108,7 @@ def evaluate_command(
 
 
 
-def _precheck(path: Path, weights: list[str], interval_min: Optional[float], interval_max: Optional[float]) -> Any:
+def _precheck(path: str, weights: list[str], interval_min: Optional[float], interval_max: Optional[float]) -> Any:
     """What can be checked before torch loads (a second or more): the interval's order, and the checkpoint
     itself, read lazily: that it holds each set of ``weights`` and says its architecture. Returns it (lazy)."""
     from .. import load
@@ -184,13 +185,13 @@ def _sampler_rows(result: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def _result_table(ckpt: Path, result: dict) -> None:
+def _result_table(ckpt: str | Path, result: dict) -> None:
     if not result["main_process"]:
         return  # another node's process of a multi-node run: rank zero reports
     if "inception_score_mean" not in result:
         echo(f"generated {result['num_images']} images in {result['seconds']:.1f} s (not scored)")
         return
-    title = text((f"{ckpt.name}, {result['weights']} weights", "table.title"))
+    title = text((f"{sources.basename(ckpt)}, {result['weights']} weights", "table.title"))
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold cyan")
     table.add_column(overflow="fold")  # a hash wraps in a narrow terminal or a log, never loses its end
@@ -211,10 +212,10 @@ def _result_table(ckpt: Path, result: dict) -> None:
     show(table)
 
 
-def _sweep_table(ckpt: Path, results: list[dict]) -> None:
+def _sweep_table(ckpt: str | Path, results: list[dict]) -> None:
     if not results or not results[0]["main_process"]:
         return
-    title = f"{ckpt.name}: sweep over EMA and CFG ({results[0]['num_images']} images each)"
+    title = f"{sources.basename(ckpt)}: sweep over EMA and CFG ({results[0]['num_images']} images each)"
     table = Table(title=text((title, "table.title")), title_justify="left")
     for column in ("weights", "cfg", "FID", "Inception Score", "time"):
         table.add_column(column, justify="left" if column == "weights" else "right")
@@ -314,7 +315,7 @@ def fetch_stats_command(
 
 
 def sample(
-    ckpt: Path = typer.Argument(..., metavar="CKPT", help="Checkpoint (any format)."),
+    ckpt: str = typer.Argument(..., metavar="CKPT", help="Checkpoint (any format), or its URL."),
     ema: str = typer.Option("1", "--ema", help="Weights to sample with: 1, 2 or raw."),
     classes: str = typer.Option("0,1,2,3", "--classes", help="Comma-separated class labels, one image each."),
     output: Path = typer.Option(Path("grid.png"), "-o", "--output", help="Grid image to write (.png)."),

@@ -15,7 +15,7 @@ LAYOUT_HELP = "; ".join(f"{name}: {what}" for name, what in EXPORT_LAYOUTS.items
 
 
 def export(
-    ckpt: Path = typer.Argument(..., metavar="CKPT", help="Checkpoint to export (any format)."),
+    ckpt: str = typer.Argument(..., metavar="CKPT", help="Checkpoint to export (any format), or its URL."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder to write (model.safetensors, config.json, "
                                                           "README.md, samples.png)."),
     ema: str = typer.Option("1", "--ema", help="1, 2 or raw: which weights."),

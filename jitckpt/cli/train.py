@@ -110,7 +110,7 @@ def train(
     given = dict(locals())  # the flags, taken before any other local exists
     with errors():
         overrides = {k: v for k, v in given.items() if k in ORIGINAL_DEFAULTS and k != "resume"}
-        if resume is not None and not os.path.exists(resume):  # before Lightning loads (seconds)
+        if resume is not None and "://" not in resume and not os.path.exists(resume):  # before Lightning (seconds)
             from ..errors import JiTCheckpointError
 
             raise JiTCheckpointError(f"--resume {resume!r}: no such file or folder")

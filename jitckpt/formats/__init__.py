@@ -20,6 +20,7 @@ from ..torchfile import read as torchread
 from ..errors import CLI_TERMS, FormatError, JiTCheckpointError, OutputError, UnsafePickleError, naming, render
 from .table import FORMAT_TABLE, either, suffix_list as suffix_list, writable as writable  # noqa: F401 (re-exported)
 from ..layouts import recognise
+from ..storage import sources
 from ..schema import JiTCheckpoint
 from . import lightning, original
 from .protocol import HeadSniffer
@@ -49,12 +50,15 @@ _LEGACY_TORCH_HEAD = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8"  # pick
 
 
 def _check_readable(path: str) -> int:
-    if not os.path.exists(path):
+    if sources.is_url(path):  # no folder format matched: a file, or the server's own reason why not
+        size = sources.size(path)
+    elif not os.path.exists(path):
         raise FormatError(f"{path}: no such file")
-    if os.path.isdir(path):
+    elif os.path.isdir(path):
         raise FormatError(f"{path}: is a folder, but none of the folder formats jitckpt reads ("
                           + "; ".join(m.DESCRIPTION for m in FORMATS.values() if m.KIND == "folder") + ")")
-    size = os.path.getsize(path)
+    else:
+        size = os.path.getsize(path)
     if size == 0:
         raise FormatError(f"{path}: file is empty")
     return size
@@ -66,8 +70,7 @@ def _sniff(path: str) -> tuple[str, Any]:
     if folder is not None:
         return folder, None
     size = _check_readable(path)
-    with open(path, "rb") as f:
-        head = f.read(16)
+    head = sources.read_bytes(path, 16)
     for name, module in FORMATS.items():  # file formats that know themselves by their first bytes
         if module.KIND == "file" and isinstance(module, HeadSniffer) and module.detect_head(head, size):
             return name, None
@@ -97,15 +100,14 @@ def named_in_folder(folder: str | os.PathLike[str], stem: str = "checkpoint-last
 
 def is_torch_file(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` starts as a zip (a torch file, or a corrupt one); reads 4 bytes."""
-    with open(path, "rb") as f:
-        return torchread.is_torch_zip(f.read(4))
+    return torchread.is_torch_zip(sources.read_bytes(os.fspath(path), 4))
 
 
 def size_on_disk(path: str | os.PathLike[str]) -> int:
     """Bytes of a checkpoint: the file's size, or the sum of a folder's regular files (one level of
     subfolders deep, as a diffusers folder's transformer/ and scheduler/)."""
-    if not os.path.isdir(path):
-        return os.path.getsize(path)
+    if sources.is_url(path) or not os.path.isdir(path):
+        return sources.size(path) if sources.is_file(path) else 0  # a remote folder's files are not listed
     total = 0
     for entry in os.scandir(os.fspath(path)):
         if entry.is_file(follow_symlinks=False):

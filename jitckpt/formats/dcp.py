@@ -24,6 +24,7 @@ from typing import Any
 from ..torchfile import read as torchread
 from .table import facts
 from ..errors import NOT_CONVERTED, FormatError, render
+from ..storage import sources
 from ..layouts import SHARDED_EMA_PREFIXES, TREE_LAYOUTS, Match, canonical_key, recognise
 from ..schema import JiTCheckpoint, from_file_payload
 from ..tensors.sharded import Piece, assemble
@@ -42,7 +43,7 @@ MAX_LIST_INDEX = 1 << 16  # a list position in an item's path (param_groups, ...
 
 def detect_folder(path: str | os.PathLike[str]) -> bool:
     """True for a directory holding DCP's ``.metadata``."""
-    return os.path.isdir(path) and os.path.isfile(os.path.join(path, METADATA_FILE))
+    return sources.is_dir(path) and sources.is_file(sources.join(path, METADATA_FILE))
 
 
 def read(path: str) -> JiTCheckpoint:
@@ -51,16 +52,14 @@ def read(path: str) -> JiTCheckpoint:
 
 def read_tree(path: str) -> dict[str, Any]:
     """The directory's nested state dict (and ``meta.pt``'s entries), tensors as lazy references."""
-    meta_path = os.path.join(path, METADATA_FILE)
-    with open(meta_path, "rb") as f:
-        data = f.read(dcp_metadata.MAX_METADATA_BYTES + 1)
+    meta_path = sources.join(path, METADATA_FILE)
+    data = sources.read_bytes(meta_path, dcp_metadata.MAX_METADATA_BYTES + 1)
     layout = dcp_metadata.parse(data, meta_path)
     files = _ShardFiles(path)
     identities = {}
     for where in layout.locations.values():  # before any piece is read: within its file, sharing no byte
         if where.file not in identities:
-            info = os.stat(files(where.file))
-            identities[where.file] = (info.st_dev, info.st_ino, info.st_size)
+            identities[where.file] = (*sources.file_key(files(where.file)), sources.size(files(where.file)))
         if where.offset + where.length > identities[where.file][2]:
             raise FormatError(f"{meta_path}: a piece at bytes {where.offset}..{where.offset + where.length} of "
                               f"{render(where.file, 60)} would run past the file's end ({identities[where.file][2]} "
@@ -69,15 +68,15 @@ def read_tree(path: str) -> dict[str, Any]:
     flat = {key: (_tensor(key, item, layout, files, path) if item is not None else _bytes(key, layout, files))
             for key, item in layout.items.items()}
     tree = _unflatten(flat, layout.paths, path)
-    extra_meta = os.path.join(path, LIGHTNING_META)
-    if os.path.lexists(extra_meta) and not is_regular_file(extra_meta):
+    extra_meta = sources.join(path, LIGHTNING_META)
+    if sources.exists(extra_meta) and not is_regular_file(extra_meta):
         raise FormatError(f"{extra_meta}: not a regular file (a FIFO, device, folder or dangling link); the epoch, "
                           "step and callbacks Lightning keeps there cannot be read")
-    if not os.path.lexists(extra_meta) and any(isinstance(k, str) and k.startswith("optimizer_") and k[10:].isdigit()
+    if not sources.exists(extra_meta) and any(isinstance(k, str) and k.startswith("optimizer_") and k[10:].isdigit()
                                                for k in tree):
         raise FormatError(f"{path}: a Lightning sharded checkpoint without its {LIGHTNING_META} (epoch, global "
                           "step, loops, callbacks): the directory is incomplete")
-    if os.path.lexists(extra_meta):
+    if sources.exists(extra_meta):
         meta = torchread.read_tree(extra_meta)
         if not isinstance(meta, dict):
             raise FormatError(f"{extra_meta}: holds a {type(meta).__name__}, not Lightning's checkpoint metadata")
@@ -97,7 +96,7 @@ class _ShardFiles:
 
     def __call__(self, name: str) -> str:
         if name not in self.checked:
-            full = os.path.join(self.folder, name)
+            full = sources.join(self.folder, name)
             if not is_regular_file(full):
                 raise FormatError(f"{full}: shard file is missing or not a regular file (.metadata stores data "
                                   "there)")

@@ -19,6 +19,7 @@ from typing import Any
 
 from .table import facts
 from ..errors import FormatError, SchemaError, render
+from ..storage import sources
 from ..layouts import to_canonical
 from ..layouts.configs import TRANSFORMER_CLASS, arch_fields, is_transformer_config
 from ..layouts.arch import Arch, infer_arch, variant_name
@@ -49,12 +50,12 @@ def transformer_dir(path: str | os.PathLike[str]) -> str | None:
     """The folder holding the transformer's config and weights: ``path/transformer`` of a pipeline folder, or
     ``path`` itself when it is a transformer folder; None when ``path`` is neither."""
     path = str(path)
-    if not os.path.isdir(path):
+    if not sources.is_dir(path):
         return None
-    if is_regular_file(os.path.join(path, MODEL_INDEX)) and os.path.isdir(os.path.join(path, TRANSFORMER)):
-        return os.path.join(path, TRANSFORMER)
-    has_weights = any(os.path.lexists(os.path.join(path, n)) for n in (WEIGHTS_FILE, INDEX_FILE))
-    if has_weights and is_transformer_config(try_json(os.path.join(path, CONFIG_FILE))):
+    if is_regular_file(sources.join(path, MODEL_INDEX)) and sources.is_dir(sources.join(path, TRANSFORMER)):
+        return sources.join(path, TRANSFORMER)
+    has_weights = any(sources.exists(sources.join(path, n)) for n in (WEIGHTS_FILE, INDEX_FILE))
+    if has_weights and is_transformer_config(try_json(sources.join(path, CONFIG_FILE))):
         return path
     return None
 
@@ -72,8 +73,8 @@ def read(path: str) -> JiTCheckpoint:
         raise FormatError(f"{path}: not a diffusers folder (no model_index.json with transformer/, nor a "
                           f"transformer folder with {CONFIG_FILE} and {WEIGHTS_FILE})")
     if folder != path:
-        _check_model_index(os.path.join(path, MODEL_INDEX))
-    config_path = os.path.join(folder, CONFIG_FILE)
+        _check_model_index(sources.join(path, MODEL_INDEX))
+    config_path = sources.join(folder, CONFIG_FILE)
     config = read_json(config_path)
     if not is_transformer_config(config):
         raise FormatError(f"{config_path}: not a config of diffusers' JiTTransformer2DModel")
@@ -107,8 +108,8 @@ def _check_model_index(where: str) -> None:
 def read_weights(folder: str) -> tuple[dict[str, TensorRef], dict[str, str], str]:
     """(tensors by the file's names, the first file's metadata, what to name in messages) of a transformer
     folder: the single weights file, or every shard its index names, each checked against the index."""
-    single, index_path = os.path.join(folder, WEIGHTS_FILE), os.path.join(folder, INDEX_FILE)
-    if not os.path.lexists(index_path):
+    single, index_path = sources.join(folder, WEIGHTS_FILE), sources.join(folder, INDEX_FILE)
+    if not sources.exists(index_path):
         if not is_regular_file(single):
             raise FormatError(f"{single}: missing or not a regular file")
         found, meta = safetensors.read_header(single)
@@ -120,7 +121,7 @@ def read_weights(folder: str) -> tuple[dict[str, TensorRef], dict[str, str], str
     tensors: dict[str, TensorRef] = {}
     first_meta: dict[str, str] | None = None
     for name, keys in sorted(shards.items()):
-        shard = os.path.join(folder, name)
+        shard = sources.join(folder, name)
         if not is_regular_file(shard):
             raise FormatError(f"{shard}: shard named by {INDEX_FILE} is missing or not a regular file")
         found, meta = safetensors.read_header(shard)
@@ -172,11 +173,11 @@ def recorded_files(path: str) -> list[tuple[str, str]]:
         return []
     _, meta, _ = read_weights(folder)
     digest = meta.get(export.CONFIG_DIGEST_KEY)
-    return [(os.path.join(folder, CONFIG_FILE), digest)] if digest else []
+    return [(sources.join(folder, CONFIG_FILE), digest)] if digest else []
 
 
 def _conversion_weights(path: str) -> str | None:
     """Which weights ``conversion_metadata.json`` (written by the Hub converters) says were converted."""
-    record = try_json(os.path.join(path, CONVERSION_METADATA))
+    record = try_json(sources.join(path, CONVERSION_METADATA))
     value = record.get("weights") if isinstance(record, dict) else None
     return _WEIGHT_NAMES.get(value) if isinstance(value, str) else None

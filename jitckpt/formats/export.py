@@ -13,6 +13,7 @@ import os
 
 from .table import facts
 from ..errors import FormatError
+from ..storage import sources
 from ..schema import JiTCheckpoint
 from . import safetensors
 from ._jsonfile import is_regular_file, try_json
@@ -26,19 +27,19 @@ CONFIG_DIGEST_KEY = "jitckpt.config_sha256"  # in the weights' metadata: the SHA
 
 
 def detect_folder(path: str | os.PathLike[str]) -> bool:
-    config = try_json(os.path.join(path, CONFIG_FILE)) if os.path.isdir(path) else None
-    return isinstance(config, dict) and MARK in config and is_regular_file(os.path.join(path, WEIGHTS_FILE))
+    config = try_json(sources.join(path, CONFIG_FILE)) if sources.is_dir(path) else None
+    return isinstance(config, dict) and MARK in config and is_regular_file(sources.join(path, WEIGHTS_FILE))
 
 
 def recorded_files(path: str) -> list[tuple[str, str]]:
     """(file, SHA-256 recorded for it) of the folder's JSON files whose digest its weights' metadata records."""
-    _, meta = safetensors.read_header(os.path.join(path, WEIGHTS_FILE))
+    _, meta = safetensors.read_header(sources.join(path, WEIGHTS_FILE))
     digest = meta.get(CONFIG_DIGEST_KEY)
-    return [(os.path.join(path, CONFIG_FILE), digest)] if digest else []
+    return [(sources.join(path, CONFIG_FILE), digest)] if digest else []
 
 
 def read(path: str) -> JiTCheckpoint:
-    ckpt = safetensors.read(os.path.join(path, WEIGHTS_FILE))
+    ckpt = safetensors.read(sources.join(path, WEIGHTS_FILE))
     if not ckpt.is_weights_only or "weights" not in ckpt.extra:
         raise FormatError(f"{path}: {WEIGHTS_FILE} is not a weights-only export")
     ckpt.warnings.append(f"{path} is an export of the {ckpt.extra['weights']} weights only: no optimizer, "

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, Callable
 
 from .table import facts
 from ..errors import FormatError, render
+from ..storage import sources
 from ..schema import SECTIONS, JiTCheckpoint, from_file_payload
 from ..tensors.anytensor import crc_of, dtype_name, is_tensor, nbytes_of, shape_of, write_tensor
 from ..tensors.lazy import DTYPES, SAFETENSORS_TO_DTYPE, LazyTensor, TensorRef, contiguous_strides
@@ -57,16 +58,16 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _parse_header(path: str) -> tuple[dict[str, Any], int, int]:
     """(header JSON object, where the data area starts, its size), all bounds checked."""
-    with open(path, "rb") as f:
-        size = f.seek(0, 2)
-        head = os.pread(f.fileno(), 8, 0)
+    with sources.Reader(path) as reader:
+        size = sources.size(path)
+        head = reader.pread(8, 0)
         if len(head) < 8:
             raise FormatError(f"{path}: truncated safetensors file (no header)")
         (length,) = struct.unpack("<Q", head)
         if length > min(MAX_HEADER, size - 8):
             raise FormatError(f"{path}: corrupt or truncated safetensors file (header of {length} bytes "
                               f"in a file of {size})")
-        text = os.pread(f.fileno(), length, 8)
+        text = reader.pread(length, 8)
     if not text.startswith(b"{"):
         raise FormatError(f"{path}: corrupt safetensors header (it does not start with '{{')")
     try:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..storage.crc32 import sha256_file
 from ..tensors.lazy import LazyTensor, iter_refs
-from ..tensors.regions import fd_region_crc
+from ..storage import sources
+from ..tensors.regions import reader_region_crc
 from ..torchfile.archive import read_archive, starts_as_zip
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def check_file(path: str | os.PathLike, limit: int = 10,
         from ..formats.dcp import stored_tensors
 
         refs = stored_tensors(path)
-    if os.path.isfile(path) and starts_as_zip(path):  # every zip entry: the tensors and the pickle itself
+    if sources.is_file(path) and starts_as_zip(path):  # every zip entry: the tensors and the pickle itself
         regions = [(path, e.offset, e.size, e.crc, e.name) for e in read_archive(path).entries.values()]
     else:
         unique = {(ref.path, ref.checksum): ref.name for ref in refs if ref.checksum is not None}
@@ -111,18 +112,18 @@ def _crcs(regions: list[tuple[str, int, int, int, str]], progress: Callable[[int
 
     def work(share: list[int]) -> None:
         buffer = memoryview(bytearray(READ_BYTES))
-        opened: dict[str, int] = {}
+        opened: dict[str, sources.Reader] = {}
         try:
             for index in share:
                 file, start, length = regions[index][:3]
                 if file not in opened:
-                    opened[file] = os.open(file, os.O_RDONLY)
-                results[index] = fd_region_crc(opened[file], buffer, file, start, length)
+                    opened[file] = sources.Reader(file)
+                results[index] = reader_region_crc(opened[file], buffer, start, length)
                 if progress is not None:
                     progress(length)
         finally:
-            for fd in opened.values():
-                os.close(fd)
+            for reader in opened.values():
+                reader.close()
 
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
         list(pool.map(work, shares))

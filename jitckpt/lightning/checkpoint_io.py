@@ -29,6 +29,7 @@ from .. import formats
 from ..formats import lightning as lightning_format
 from ..formats.table import facts
 from ..schema import JiTCheckpoint
+from ..storage import sources
 from ..tensors.lazy import LazyTensor, iter_refs
 
 
@@ -38,19 +39,23 @@ class JiTCheckpointIO(CheckpointIO):
     ``prepared`` maps a path to a :class:`JiTCheckpoint` to restore instead of the
     file's own content (``jitckpt train`` passes the source as it decided to resume
     it: EMAs filled from the raw weights, a fresh optimizer, ...); the tensors are
-    still read from the file.
+    still read from the file. ``ckpt_path`` may be a URL (``https://``, ``hf://``, any fsspec address, read by
+    range requests: see :mod:`jitckpt.storage.sources`), with fsspec's ``storage_options`` for its filesystem.
     """
 
-    def __init__(self, prepared: dict[str, JiTCheckpoint] | None = None) -> None:
-        self.prepared = {os.path.abspath(k): v for k, v in (prepared or {}).items()}
+    def __init__(self, prepared: dict[str, JiTCheckpoint] | None = None,
+                 storage_options: dict[str, Any] | None = None) -> None:
+        self.prepared = {_key(k): v for k, v in (prepared or {}).items()}
+        self.storage_options = dict(storage_options or {})
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
-        """The dictionary Lightning restores from, for a file or directory of any format."""
+        """The dictionary Lightning restores from, for a file or directory of any format, local or remote."""
         path = str(path)
-        ckpt = self.prepared.get(os.path.abspath(path))
-        if ckpt is None:  # every format, Lightning's own included, through the schema's checks
-            _, ckpt = formats.read(path)
-        return _materialize(lightning_format.to_tree(ckpt), map_location)
+        with sources.storage_options(self.storage_options):
+            ckpt = self.prepared.get(_key(path))
+            if ckpt is None:  # every format, Lightning's own included, through the schema's checks
+                _, ckpt = formats.read(path)
+            return _materialize(lightning_format.to_tree(ckpt), map_location)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         """Write ``checkpoint`` (Lightning's dictionary) in the format the suffix of ``path`` names (``.ckpt``
@@ -84,6 +89,10 @@ class JiTCheckpointIO(CheckpointIO):
 
 
 READERS = 2  # reads and CRCs release the GIL: two threads keep two cores busy
+
+
+def _key(path: str) -> str:
+    return path if sources.is_url(path) else os.path.abspath(path)
 
 
 def _materialize(tree: Any, map_location: Any) -> Any:

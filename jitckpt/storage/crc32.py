@@ -76,12 +76,23 @@ __all__ = ["IMPLEMENTATIONS", "crc32", "name"]
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-    """The SHA-256 of a whole file as hex, read ``chunk_size`` bytes at a time (the one file digest jitckpt
-    computes: provenance records, downloads, the config.json of an export). OSError on a file it cannot read."""
+    """The SHA-256 of a whole file (local or remote) as hex, read ``chunk_size`` bytes at a time (the one file
+    digest jitckpt computes: provenance records, downloads, the config.json of an export). OSError on a local
+    file it cannot read."""
     import hashlib
 
-    with open(path, "rb") as handle:
-        return hash_stream(handle, hashlib.sha256(), chunk_size)
+    from . import sources
+
+    if not sources.is_url(path):
+        with open(path, "rb") as handle:
+            return hash_stream(handle, hashlib.sha256(), chunk_size)
+    hasher, offset, total = hashlib.sha256(), 0, sources.size(path)
+    with sources.Reader(str(path)) as reader:
+        while offset < total:
+            chunk = reader.pread(min(chunk_size, total - offset), offset)
+            hasher.update(chunk)
+            offset += len(chunk)
+    return hasher.hexdigest()
 
 
 def hash_stream(handle: BinaryIO, hasher: Any, chunk_size: int = 1 << 20) -> str:

@@ -14,12 +14,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from ..storage import sources
 from ..storage.crc32 import crc32
 from ..storage.writeback import SeekableOutput, start_writeback
 from .regions import CHUNK_BYTES as CHUNK_BYTES, Checksum as Checksum, damaged, region_crc, truncated, verify_region
 
 WRITEBACK_BYTES = 1 << 20  # chunks at least this large get their writeback started as soon as written
 COPY_BYTES = 64 << 20  # per in-kernel copy call; bounds the gap between progress updates
+REMOTE_READ_BYTES = 16 << 20  # per range request: bounds what one answer may hold in memory twice
 
 # dtype name -> (itemsize in bytes, safetensors code, legacy torch storage class)
 DTYPES: dict[str, tuple[int, str, str]] = {
@@ -169,12 +171,11 @@ class TensorRef(LazyTensor):
         elif self.nbytes == 0:
             self._check_crc(0)
         buffer = memoryview(bytearray(min(chunk, self.nbytes)))
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
+        with sources.Reader(self.path) as reader:
             done, crc = 0, 0
             while done < self.nbytes:
                 want = min(len(buffer), self.nbytes - done)
-                got = os.preadv(fd, [buffer[:want]], self.offset + done)
+                got = reader.readinto(buffer[:want], self.offset + done)
                 if got <= 0:
                     raise truncated(self.path)
                 done += got
@@ -183,8 +184,6 @@ class TensorRef(LazyTensor):
                     if done == self.nbytes:
                         self._check_crc(crc)
                 yield buffer[:got]
-        finally:
-            os.close(fd)
 
     def crc32(self) -> int:
         """The CRC-32 of the tensor's row-major bytes, the file's own checksum verified on the way."""
@@ -210,12 +209,12 @@ class TensorRef(LazyTensor):
     def copy_to(self, handle: SeekableOutput, progress: Callable[[int], None] | None = None) -> None:
         """Append the tensor's bytes to ``handle`` with in-kernel copies where possible."""
         copy_range = getattr(os, "copy_file_range", None)
-        if copy_range is None or not self.is_contiguous:
+        if copy_range is None or not self.is_contiguous or sources.is_url(self.path):
             return write_chunks(self.iter_bytes(), handle, progress)
         handle.flush()
         start = handle.tell()
         origin = getattr(handle, "origin", 0)  # an archive embedded in a larger file counts from there
-        src = os.open(self.path, os.O_RDONLY)
+        src = os.open(sources.local(self.path), os.O_RDONLY)
         try:
             done = 0
             while done < self.nbytes:
@@ -241,11 +240,7 @@ class TensorRef(LazyTensor):
         own = self.checksum_is_own
         if not own:
             self.verify()
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            data = os.pread(fd, self.span, self.offset)
-        finally:
-            os.close(fd)
+        data = sources.read_bytes(self.path, self.span, self.offset)
         if len(data) != self.span:
             raise truncated(self.path)
         if own:
@@ -257,18 +252,16 @@ class TensorRef(LazyTensor):
         own = self.checksum_is_own
         if not own:
             self.verify()
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
+        with sources.Reader(self.path) as reader:
             done, crc = 0, 0
             while done < self.nbytes:
-                got = os.preadv(fd, [target[done:self.nbytes]], self.offset + done)
+                got = reader.readinto(target[done:min(self.nbytes, done + REMOTE_READ_BYTES)]
+                                      if reader.fd is None else target[done:self.nbytes], self.offset + done)
                 if got <= 0:
                     raise truncated(self.path)
                 if own:
                     crc = crc32(target[done:done + got], crc)
                 done += got
-        finally:
-            os.close(fd)
         if own:
             self._check_crc(crc)
 

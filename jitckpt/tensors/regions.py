@@ -5,10 +5,10 @@ May be used by any lazy tensor; knows nothing of dtypes or shapes.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
+from ..storage import sources
 from ..storage.crc32 import crc32
 
 CHUNK_BYTES = 8 << 20  # 8 MiB: large enough for full disk speed, small for RSS
@@ -47,20 +47,17 @@ _verified: set[tuple[Any, ...]] = set()  # regions already checked, keyed with t
 def region_crc(path: str, start: int, length: int) -> int:
     """The CRC-32 of ``length`` bytes of ``path`` from ``start``, read in chunks."""
     buffer = memoryview(bytearray(min(CHUNK_BYTES, max(length, 1))))
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return fd_region_crc(fd, buffer, path, start, length)
-    finally:
-        os.close(fd)
+    with sources.Reader(path) as reader:
+        return reader_region_crc(reader, buffer, start, length)
 
 
-def fd_region_crc(fd: int, buffer: memoryview, path: str, start: int, length: int) -> int:
-    """The CRC-32 of ``length`` bytes of the open file ``fd`` (``path``) from ``start``, read through ``buffer``."""
+def reader_region_crc(reader: sources.Reader, buffer: memoryview, start: int, length: int) -> int:
+    """The CRC-32 of ``length`` bytes of the file ``reader`` reads from ``start``, read through ``buffer``."""
     crc, done = 0, 0
     while done < length:
-        got = os.preadv(fd, [buffer[:min(len(buffer), length - done)]], start + done)
+        got = reader.readinto(buffer[:min(len(buffer), length - done)], start + done)
         if got <= 0:
-            raise truncated(path)
+            raise truncated(reader.path)
         crc = crc32(buffer[:got], crc)
         done += got
     return crc
@@ -68,8 +65,7 @@ def fd_region_crc(fd: int, buffer: memoryview, path: str, start: int, length: in
 
 def verify_region(path: str, checksum: Checksum, name: str) -> None:
     """Check the CRC-32 of a region (a storage shared by views is checked once per file version)."""
-    st = os.stat(path)
-    key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, checksum)
+    key = (sources.identity(path), checksum)
     if key in _verified:
         return
     crc = region_crc(path, checksum.start, checksum.length)

@@ -11,11 +11,11 @@ inside the file and before the central directory.
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 
 from ..errors import DamagedError, FormatError
+from ..storage import sources
 from ..storage.crc32 import crc32
 
 ZIP_MAGIC = b"PK\x03\x04"  # a local file header: how every zip, and so every torch file, starts
@@ -52,8 +52,7 @@ class Archive:
         entry = self.entries[name]
         if entry.size > limit:
             raise FormatError(f"{self.path}: entry {name!r} is {entry.size} bytes, more than the {limit} allowed")
-        with open(self.path, "rb") as f:
-            data = os.pread(f.fileno(), entry.size, entry.offset)
+        data = sources.read_bytes(self.path, entry.size, entry.offset)
         if len(data) != entry.size:
             raise FormatError(f"{self.path}: file is truncated (entry {name!r} ends early)")
         if crc32(data) != entry.crc:
@@ -69,12 +68,12 @@ def _bad(path: str, what: str) -> FormatError:
 class _Window:
     """Reads of ``[start, start + length)`` of an open file, addressed from the window's start."""
 
-    def __init__(self, fd: int, start: int, length: int) -> None:
-        self.fd, self.start, self.length = fd, start, length
+    def __init__(self, reader: sources.Reader, start: int, length: int) -> None:
+        self.reader, self.start, self.length = reader, start, length
 
     def pread(self, n: int, offset: int) -> bytes:
         n = max(0, min(n, self.length - offset))
-        return os.pread(self.fd, n, self.start + offset) if offset >= 0 else b""
+        return self.reader.pread(n, self.start + offset) if offset >= 0 else b""
 
 
 def read_archive(path: str, start: int = 0, length: int | None = None) -> Archive:
@@ -84,14 +83,13 @@ def read_archive(path: str, start: int = 0, length: int | None = None) -> Archiv
     ``torch.save`` embedded in a larger file, as ``torch.distributed.checkpoint``
     writes them); its offsets count from ``start``, the entries' from the file's start.
     """
-    with open(path, "rb") as f:
-        fd = f.fileno()
-        file_size = os.fstat(fd).st_size
+    with sources.Reader(path) as reader:
+        file_size = sources.size(path)
         if length is None:
             length = file_size - start
         if start < 0 or length < 0 or start + length > file_size:
             raise _bad(path, f"the archive's bytes [{start}, {start + length}) run past the file's end")
-        window = _Window(fd, start, length)
+        window = _Window(reader, start, length)
         size = length
         cd_offset, cd_size, count, end_start = _find_end(path, window, size)
         if count > MAX_ENTRIES or cd_size > MAX_CENTRAL_DIRECTORY:
@@ -215,7 +213,6 @@ def _data_offset(path: str, window: _Window, name: str, header_offset: int, size
     return data
 
 
-def starts_as_zip(path: str | os.PathLike[str]) -> bool:
+def starts_as_zip(path: str) -> bool:
     """True when ``path`` starts as a zip (a torch file, or a corrupt one); reads 4 bytes."""
-    with open(path, "rb") as f:
-        return f.read(4) == ZIP_MAGIC
+    return sources.read_bytes(path, 4) == ZIP_MAGIC

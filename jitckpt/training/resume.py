@@ -30,13 +30,13 @@ class ResumePlan:
     released files: no epoch, no optimizer). ``warnings`` are for the user.
     """
 
-    ckpt_path: Path | None = None
+    ckpt_path: Path | str | None = None  # a str: a URL
     checkpoint: JiTCheckpoint | None = None  # what to restore from ckpt_path (read through JiTCheckpointIO)
     weights: JiTCheckpoint | None = None
     warnings: list[str] = field(default_factory=list)
 
 
-def plan_resume(saved: JiTCheckpoint, source: Path, source_format: str, scratch: Path | None,
+def plan_resume(saved: JiTCheckpoint, source: Path | str, source_format: str, scratch: Path | None,
                 args: Mapping[str, Any], drop_optimizer: bool = False, sharded: bool = False) -> ResumePlan:
     """Decide how to resume from ``saved`` (read from ``source``).
 

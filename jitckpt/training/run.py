@@ -24,11 +24,14 @@ from .resume import load_weights, plan_resume
 from ..layouts.args import ORIGINAL_DEFAULTS
 
 
-def resolve_resume(path: str | os.PathLike) -> Path:
-    """A checkpoint file or folder, or the original's ``--resume`` folder holding ``checkpoint-last`` with any
+def resolve_resume(path: str | os.PathLike) -> Path | str:
+    """A checkpoint file or folder (or its URL, returned as it is), or the original's ``--resume`` folder holding ``checkpoint-last`` with any
     suffix a format claims (``.pth`` first, then ``.ckpt``, ``.safetensors``, a ``.dcp`` directory)."""
     from ..formats import folder_format, named_in_folder
+    from ..storage import sources
 
+    if sources.is_url(path):  # a remote file or folder: read where it is, as it is
+        return str(path)
     path = Path(path)
     if folder_format(path) is not None:
         return path
@@ -132,7 +135,7 @@ def _remove_empty_folders(folder: Path) -> None:
             os.rmdir(root)
 
 
-def _train(args: dict, arch: Any, source: Path | None, source_format: str | None, saved: Any, output_dir: Path,
+def _train(args: dict, arch: Any, source: Path | str | None, source_format: str | None, saved: Any, output_dir: Path,
            trainer_options: Mapping[str, Any] | None, logger: str, drop_optimizer: bool, warn: Callable[[str], None],
            fid_stats: Any, inception_weights: Any, async_save: bool, data: Any) -> Any:
     """The body of :func:`train` once its inputs are checked and ``output_dir`` exists."""
@@ -178,7 +181,7 @@ def _train(args: dict, arch: Any, source: Path | None, source_format: str | None
 
 
 def _fit(args: Mapping[str, Any], output_dir: Path, callbacks: list, logger: str, options: dict, on_terminal: bool,
-         module: Any, data: Any, ckpt_path: Path | None) -> Any:
+         module: Any, data: Any, ckpt_path: Path | str | None) -> Any:
     import lightning as L
     from lightning.pytorch.callbacks import RichProgressBar
 

@@ -1,0 +1,202 @@
+"""Where a checkpoint's bytes are read from: a local path, or a URL (``https://...``, ``hf://org/repo/file``,
+any fsspec protocol).
+
+Every reader asks these functions, so a remote file meets exactly the bounds and
+checks of a local one and reads only the ranges the reader asks for. A remote file
+is opened once per process (:mod:`.remote`); its size and version are fixed then.
+Storage options for fsspec (credentials, endpoints) are given with
+:func:`storage_options` around the first read of a URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import re
+import stat
+import threading
+from typing import Any, Iterator, Mapping
+
+from ..errors import SourceError
+from .remote import FsspecFile, HttpFile, RemoteFile, fsspec_kind
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_OPTIONS: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar("storage_options", default={})
+_OPENED: dict[str, RemoteFile | SourceError] = {}  # by URL: the open file, or why it is none
+_LOCK = threading.Lock()
+
+
+def is_url(path: str | os.PathLike[str]) -> bool:
+    """True for an address with a scheme other than ``file://`` (a local path otherwise)."""
+    text = os.fspath(path)
+    return isinstance(text, str) and bool(_URL.match(text)) and not text.lower().startswith("file://")
+
+
+def local(path: str | os.PathLike[str]) -> str:
+    """A local path as a string (``file://`` stripped)."""
+    text = os.fspath(path)
+    assert isinstance(text, str)
+    return text[7:] if text.lower().startswith("file://") else text
+
+
+@contextlib.contextmanager
+def storage_options(options: Mapping[str, Any] | None) -> Iterator[None]:
+    """fsspec storage options for the URLs first read inside the block (``{}`` or None: none)."""
+    token = _OPTIONS.set(dict(options or {}))
+    try:
+        yield
+    finally:
+        _OPTIONS.reset(token)
+
+
+def remote(url: str) -> RemoteFile:
+    """The open remote file at ``url`` (opened on first use); :class:`SourceError` when it is absent or unreadable."""
+    with _LOCK:
+        opened = _OPENED.get(url)
+        if opened is None:
+            try:
+                opened = HttpFile(url) if url.lower().startswith(("http://", "https://")) \
+                    else FsspecFile(url, _OPTIONS.get())
+            except SourceError as exc:
+                opened = exc
+            _OPENED[url] = opened
+    if isinstance(opened, SourceError):
+        raise opened
+    return opened
+
+
+def forget(url: str | None = None) -> None:
+    """Drop what is known of ``url`` (of every URL with None), so that it is opened afresh."""
+    with _LOCK:
+        if url is None:
+            _OPENED.clear()
+        else:
+            _OPENED.pop(url, None)
+
+
+def basename(path: str | os.PathLike[str]) -> str:
+    """The last part of a path or of a URL's path (``.../jit-b16.pth?download=1`` -> ``jit-b16.pth``)."""
+    text = os.fspath(path)
+    assert isinstance(text, str)
+    if is_url(text):
+        import urllib.parse
+
+        return urllib.parse.urlsplit(text).path.rstrip("/").rsplit("/", 1)[-1]
+    return os.path.basename(text.rstrip(os.sep))
+
+
+def join(base: str | os.PathLike[str], *names: str) -> str:
+    """``base/name/...``: ``os.path.join`` for a local path, ``/``-joined for a URL."""
+    text = os.fspath(base)
+    assert isinstance(text, str)
+    if is_url(text):
+        return "/".join([text.rstrip("/"), *names])
+    return os.path.join(text, *names)
+
+
+def is_file(path: str | os.PathLike[str]) -> bool:
+    """True for a regular file, locally through symbolic links (never a FIFO, a device or a folder)."""
+    text = os.fspath(path)
+    assert isinstance(text, str)
+    if not is_url(text):
+        try:
+            return stat.S_ISREG(os.stat(local(text)).st_mode)
+        except (OSError, ValueError):
+            return False
+    try:
+        remote(text)
+        return True
+    except SourceError:
+        return False
+
+
+def is_dir(path: str | os.PathLike[str]) -> bool:
+    """True for a folder. Over HTTP, which has no folders, an address that is not a file counts as one (its
+    files are then asked for by name)."""
+    text = os.fspath(path)
+    assert isinstance(text, str)
+    if not is_url(text):
+        return os.path.isdir(local(text))
+    if text.lower().startswith(("http://", "https://")):
+        return not is_file(text)
+    return fsspec_kind(text, _OPTIONS.get()) == "directory"
+
+
+def exists(path: str | os.PathLike[str]) -> bool:
+    """True for anything at ``path`` (locally also a dangling link: it is there, and is refused by name)."""
+    text = os.fspath(path)
+    assert isinstance(text, str)
+    if not is_url(text):
+        return os.path.lexists(local(text))
+    return is_file(text) or (not text.lower().startswith(("http://", "https://")) and is_dir(text))
+
+
+def size(path: str | os.PathLike[str]) -> int:
+    """The file's size in bytes."""
+    text = os.fspath(path)
+    assert isinstance(text, str)
+    return remote(text).size if is_url(text) else os.path.getsize(local(text))
+
+
+def identity(path: str) -> tuple[Any, ...]:
+    """What changes when the file does: (device, inode, size, mtime) locally, (size, version) remotely."""
+    if is_url(path):
+        opened = remote(path)
+        return (path, opened.size, opened.version)
+    st = os.stat(local(path))
+    return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def file_key(path: str) -> tuple[Any, Any]:
+    """Two names with the same key are one file: (device, inode) locally, (URL, version) remotely."""
+    if is_url(path):
+        return (path, remote(path).version)
+    st = os.stat(local(path))
+    return (st.st_dev, st.st_ino)
+
+
+class Reader:
+    """Reads of one file, local (a descriptor) or remote; a context manager."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._remote = remote(path) if is_url(path) else None
+        self._fd = os.open(local(path), os.O_RDONLY) if self._remote is None else -1
+
+    @property
+    def fd(self) -> int | None:
+        """The local descriptor (None for a remote file), for in-kernel copies."""
+        return self._fd if self._remote is None else None
+
+    def pread(self, n: int, offset: int) -> bytes:
+        """Up to ``n`` bytes from ``offset`` (fewer only at the end of a local file)."""
+        if self._remote is None:
+            return os.pread(self._fd, n, offset)
+        n = max(0, min(n, self._remote.size - offset))
+        return self._remote.read(n, offset)
+
+    def readinto(self, buffer: memoryview, offset: int) -> int:
+        """Fill ``buffer`` from ``offset`` as far as the file goes; the count read (0 at the end)."""
+        if self._remote is None:
+            return os.preadv(self._fd, [buffer], offset)
+        data = self.pread(len(buffer), offset)
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_bytes(path: str, n: int, offset: int = 0) -> bytes:
+    """Up to ``n`` bytes of ``path`` from ``offset``."""
+    with Reader(path) as reader:
+        return reader.pread(n, offset)

@@ -1,0 +1,132 @@
+"""A local HTTP server for the remote-reading tests: serves a folder's files with ``Range`` support, an ETag
+per file, counts requests and bytes, and misbehaves on demand (``server.misbehave = ...``):
+
+- ``"truncate"``: a range answer stops halfway (the connection is closed);
+- ``"long"``: a range answer carries more bytes than asked;
+- ``"ignore-range"``: every GET answers 200 with the whole file;
+- ``"etag-change"``: after the first range answer, the ETag changes;
+- ``"wrong-range"``: the Content-Range names another range.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Iterator
+
+
+class Server:
+    def __init__(self, root: Path) -> None:
+        self.root, self.misbehave = root, ""
+        self.requests = 0
+        self.bytes_sent = 0
+        self.ranges = 0
+        self._lock = threading.Lock()
+
+    def count(self, sent: int) -> None:
+        with self._lock:
+            self.requests += 1
+            self.bytes_sent += sent
+
+
+def _handler(server: Server) -> type:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as real servers
+        disable_nagle_algorithm = True  # as real servers: else each answer waits 40 ms for a delayed ACK
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _file(self) -> Path | None:
+            path = (server.root / self.path.lstrip("/").split("?")[0]).resolve()
+            return path if path.is_file() and server.root.resolve() in path.parents else None
+
+        def _etag(self, path: Path) -> str:
+            st = path.stat()
+            changed = server.misbehave == "etag-change" and server.ranges > 1
+            return f'"{st.st_size:x}-{st.st_mtime_ns:x}{"-new" if changed else ""}"'
+
+        def do_HEAD(self) -> None:
+            path = self._file()
+            if path is None:
+                self._missing()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(path.stat().st_size))
+            self.send_header("ETag", self._etag(path))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+            server.count(0)
+
+        def _missing(self) -> None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            server.count(0)
+
+        def do_GET(self) -> None:
+            path = self._file()
+            if path is None:
+                self._missing()
+                return
+            size = path.stat().st_size
+            match = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
+            if match is None or server.misbehave == "ignore-range":
+                start, end, status = 0, size - 1, 200
+            else:
+                start, end, status = int(match[1]), min(int(match[2]), size - 1), 206
+                with server._lock:
+                    server.ranges += 1
+            length = end - start + 1
+            body_length = length
+            if status == 206 and server.misbehave == "long":
+                body_length = length + 100
+            self.send_response(status)
+            self.send_header("ETag", self._etag(path))
+            self.send_header("Content-Length", str(body_length))
+            if status == 206:
+                shown = f"{start + 1}-{end + 1}" if server.misbehave == "wrong-range" else f"{start}-{end}"
+                self.send_header("Content-Range", f"bytes {shown}/{size}")
+            self.end_headers()
+            with open(path, "rb") as f:
+                f.seek(start)
+                todo = length // 2 if status == 206 and server.misbehave == "truncate" else length
+                sent = 0
+                while sent < todo:
+                    chunk = f.read(min(1 << 20, todo - sent))
+                    if not chunk:
+                        break
+                    try:
+                        self.wfile.write(chunk)
+                    except (BrokenPipeError, ConnectionResetError):
+                        break
+                    sent += len(chunk)
+                if body_length > length:
+                    self.wfile.write(b"\0" * (body_length - length))
+            server.count(sent)
+            if sent < length:
+                self.close_connection = True
+
+    return Handler
+
+
+@contextlib.contextmanager
+def serving(root: Path) -> Iterator[tuple[Server, str]]:
+    """Serve ``root`` on 127.0.0.1 at a free port: (the counters, the base URL)."""
+    state = Server(root)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state, f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        from jitckpt.storage import sources
+
+        sources.forget()  # the next server reuses no file this one served
