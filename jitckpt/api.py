@@ -100,7 +100,7 @@ def save(ckpt: JiTCheckpoint, path: str | os.PathLike, format: str | None = None
     if module.WRITES == "folder":
         from .storage.atomic_folder import atomic_folder
 
-        with atomic_folder(target, force=force) as folder:
+        with atomic_folder(target, force=force, replaceable=formats.is_checkpoint_folder) as folder:
             module.write_folder(ckpt, folder, progress=progress, weights=weights, shards=shards)
         return target
     with atomic_output(target, force=force) as handle:
@@ -155,7 +155,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
     if formats.get(to).WRITES == "folder":
         from .storage.atomic_folder import check_folder_target
 
-        check_folder_target(target, force)
+        check_folder_target(target, force, formats.is_checkpoint_folder, source)
     else:
         check_output_path(target, force)
     try:
@@ -192,7 +192,9 @@ def compared(a: JiTCheckpoint, b: JiTCheckpoint) -> str:
     """What :func:`compare` compares for ``a`` and ``b``, in words (only what both hold)."""
     if held(a) is not None or held(b) is not None:
         which = held(a) or held(b) or ""
-        return f"the {which or 'one set of'} weights" + (f" (against the training state's {which or 'raw'} section)"
+        against = (f"the training state's {which} section" if which else
+                   "whichever of the training state's raw, EMA 1 and EMA 2 sections it matches")
+        return f"the {which or 'one set of'} weights" + (f" (against {against})"
                                                          if (held(a) is None) != (held(b) is None) else "")
     parts = [name for name, there in (("epoch", a.epoch is not None and b.epoch is not None),
                                       ("step", a.global_step is not None and b.global_step is not None),

@@ -63,6 +63,12 @@ CASES = {
     "eval --accelerator tpu": (["eval", G, "--accelerator", "tpu"], "'tpu' is not one of auto, cpu, gpu, cuda, mps"),
     "eval --json under a file": (["eval", G, "--json", f"{G}/r.json"], "is a file"),
     "train --devices 0": (["train", "--devices", "0"], "give auto, a count of at least 1"),
+    "train --devices 0,,1": (["train", "--devices", "0,,1"], "give auto, a count of at least 1"),
+    "train --img_size 15": (["train", "--img_size", "15"], "image size 15 is not a multiple of JiT-B/16's patch size 16"),
+    "fid-stats --img-size 99999": (["fid-stats", ".", "-o", "x.npz", "--img-size", "99999"],
+                                   "'--img-size': 99999 is not in the range 8<=x<=4096"),
+    "fid-stats --batch-size 0": (["fid-stats", ".", "-o", "x.npz", "--batch-size", "0"],
+                                 "'--batch-size': 0 is not in the range 1<=x<=4096"),
     "train --precision 7": (["train", "--precision", "7"], "'7' is not one of"),
     "train --lr nan": (["train", "--lr", "nan"], "nan is not a finite number"),
     "train --model": (["train", "--model", "JiT-Q/99"], "'JiT-Q/99' is not one of JiT-B/16"),
@@ -141,6 +147,35 @@ def test_force_never_replaces_a_file_by_its_default_name(tmp_path):
     assert mine.read_bytes()[:2] == b"PK"
 
 
+@pytest.mark.parametrize("command", [["convert", "{src}", "-o", "{run}", "--to", "dcp", "--force"],
+                                     ["export", "{src}", "-o", "{run}", "--no-samples", "--force"],
+                                     ["export", "{other}", "-o", "{run}", "--no-samples", "--force"]])
+def test_force_never_replaces_a_folder_of_other_things_nor_one_holding_the_source(tmp_path, command):
+    import shutil
+
+    run = tmp_path / "runs" / "exp1"
+    run.mkdir(parents=True)
+    shutil.copy(GOLDEN, run / "checkpoint-last.pth")
+    (run / "notes.txt").write_text("the user's notes")
+    shutil.copy(GOLDEN, tmp_path / "other.pth")
+    names = {"src": run / "checkpoint-last.pth", "run": run, "other": tmp_path / "other.pth"}
+    done = _run(tmp_path, *[part.format(**names) for part in command])
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "give" in done.stderr and str(run) in done.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint-last.pth", "notes.txt"]
+    assert (run / "notes.txt").read_text() == "the user's notes"
+
+
+def test_force_replaces_a_checkpoint_folder_it_wrote(tmp_path):
+    out = tmp_path / "out.dcp"
+    assert _run(tmp_path, "convert", GOLDEN, "-o", out).returncode == 0
+    again = _run(tmp_path, "convert", GOLDEN, "-o", out, "--force")
+    assert again.returncode == 0, again.stderr
+    assert _run(tmp_path, "export", GOLDEN, "-o", tmp_path / "exp", "--no-samples", "--all-emas").returncode == 0
+    replaced = _run(tmp_path, "export", GOLDEN, "-o", tmp_path / "exp", "--no-samples", "--all-emas", "--force")
+    assert replaced.returncode == 0, replaced.stderr
+
+
 def test_resuming_a_run_that_has_reached_its_epochs_says_nothing_to_train(tmp_path):
     import jitckpt
 
@@ -169,3 +204,19 @@ def test_the_sampling_label_names_the_guidance_the_run_will_use():
 
     lazy = jitckpt.load(GOLDEN, lazy=True)
     assert _cfg(lazy, None) == lazy.args["cfg"] and _cfg(lazy, 3.5) == 3.5  # never "cfg default"
+
+
+def test_sample_force_never_replaces_grid_png_it_was_not_given(tmp_path):
+    mine = tmp_path / "grid.png"
+    mine.write_bytes(b"the user's own picture")
+    done = _run(tmp_path, "sample", GOLDEN, "--classes", "1", "--force")
+    assert done.returncode == 2 and "only the default output name" in done.stderr
+    assert mine.read_bytes() == b"the user's own picture"
+
+
+@pytest.mark.parametrize("command", ["fetch-inception", "fetch-stats"])
+def test_an_empty_url_is_refused_instead_of_downloading_from_the_default_address(tmp_path, command):
+    done = _run(tmp_path, command, "--url", "")
+    assert done.returncode == 2 and done.stderr == "error: --url is empty; give the address to download from, or " \
+                                                   "leave --url out\n"
+    assert list(tmp_path.iterdir()) == []

@@ -45,6 +45,6 @@ def devices(value: str) -> str:
     """Lightning's --devices: auto, a count of at least 1, or a comma-separated list of device indices."""
     parts = value.split(",")
     if value == "auto" or (value.isdigit() and int(value) >= 1) or (
-            len(parts) > 1 and all(p.strip().isdigit() for p in parts if p.strip())):
+            len(parts) > 1 and all(p.strip().isdigit() for p in parts)):
         return value
     raise typer.BadParameter(f"{value!r}: give auto, a count of at least 1, or a list of device indices like 0,1")

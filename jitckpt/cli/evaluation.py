@@ -14,6 +14,7 @@ from ..storage import sources
 from . import checks
 from .console import echo, errors, progress, show, text, warn
 
+MAX_IMG_SIZE = 4096  # 8x the original's largest (512): larger is a typo that would exhaust memory
 # What a sampler flag left out falls back to (see jitckpt.model.protocol.resolve_sampling).
 _DEFAULT = "the checkpoint's args, else the paper's protocol for its variant, else the training defaults"
 
@@ -234,10 +235,11 @@ def _sweep_table(ckpt: str | Path, results: list[dict]) -> None:
 def fid_stats_command(
     image_dir: Path = typer.Argument(..., metavar="IMAGE_DIR", help="Folder of images, or an ImageFolder tree."),
     output: Path = typer.Option(..., "-o", "--output", help="Statistics file to write (.npz with mu, sigma)."),
-    img_size: Optional[int] = typer.Option(None, "--img-size", help="Center-crop size, as prepare_ref.py (default: none)."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", min=8, max=MAX_IMG_SIZE,
+                                           help="Center-crop size, as prepare_ref.py (default: none)."),
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights",
                                                      help="torch-fidelity InceptionV3 weights (default: $JITCKPT_INCEPTION_WEIGHTS, else torch-fidelity's file in torch's hub cache)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per Inception batch."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, max=4096, help="Images per Inception batch."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
 ) -> None:
     """Reference statistics of a folder of images, in the format of the original fid_stats/*.npz."""
@@ -249,8 +251,10 @@ def fid_stats_command(
 
         check_output_path(output, force)
         count = len(image_files(image_dir))
-        # a ref_dir is given, so reference_stats computes the statistics (None is only for no reference at all)
-        stats = cast(dict, reference_stats(None, image_dir, load_extractor(inception_weights), img_size, batch_size))
+        extractor = load_extractor(inception_weights)
+        with progress(count, f"Inception features of {image_dir}", unit="images") as advance:
+            # a ref_dir is given, so reference_stats computes the statistics (None only for no reference at all)
+            stats = cast(dict, reference_stats(None, image_dir, extractor, img_size, batch_size, advance))
         save_stats(output, stats, force=force)
         echo(f"wrote {output} (mu, sigma of {count} images)")
 
@@ -275,13 +279,13 @@ def fetch_inception(
     with errors():
         from contextlib import ExitStack
 
-        from ..evaluation.fetch import WEIGHTS_NAME, WEIGHTS_URL, fetch
+        from ..evaluation.fetch import WEIGHTS_NAME, fetch
 
         with ExitStack() as stack:
             def bar(total: int) -> Optional[Callable[[int], None]]:
                 return stack.enter_context(progress(total, f"downloading {WEIGHTS_NAME}"))
 
-            path, downloaded = fetch(url or WEIGHTS_URL, force=force, progress=bar)
+            path, downloaded = fetch(url, force=force, progress=bar)
         if downloaded:
             echo(f"wrote {path} (SHA-256 verified)")
         else:
@@ -318,7 +322,8 @@ def sample(
     ckpt: str = typer.Argument(..., metavar="CKPT", help="Checkpoint (any format), or its URL."),
     ema: str = typer.Option("1", "--ema", help="Weights to sample with: 1, 2 or raw."),
     classes: str = typer.Option("0,1,2,3", "--classes", help="Comma-separated class labels, one image each."),
-    output: Path = typer.Option(Path("grid.png"), "-o", "--output", help="Grid image to write (.png)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", show_default=False,
+                                          help="Grid image to write (.png; default grid.png here)."),
     method: Optional[str] = METHOD,
     steps: Optional[int] = STEPS,
     cfg: Optional[float] = typer.Option(None, "--cfg", min=CFG_RANGE["min"], max=CFG_RANGE["max"], callback=checks.finite,
@@ -331,10 +336,16 @@ def sample(
 ) -> None:
     """A grid of samples, one per listed class, for looking rather than reading."""
     with errors():
+        from ..errors import OutputError
         from ..evaluation import check_classes, weights_name
         from ..storage.atomic import check_output_path
 
         weights = weights_name(ema)
+        if output is None:  # --force replaces only an output the user named
+            output = Path("grid.png")
+            if output.exists() or output.is_symlink():
+                raise OutputError(f"{str(output)!r} already exists, and it is only the default output name; name "
+                                  f"the output (-o {str(output)!r} with --force to replace it)")
         check_output_path(output, force)
         labels = check_classes(classes, _precheck(ckpt, [weights], interval_min, interval_max).arch.num_classes)
 
@@ -345,5 +356,5 @@ def sample(
                                     interval_max, seed, noise_scale)
         done = sample_grid(ckpt, labels, settings, output, force=force, on_warning=warn)
         sampling = done["sampling"]
-        echo(f"wrote {output} ({len(labels)} samples, {settings.weights} weights; {describe_settings(sampling)}; "
+        echo(f"wrote {output} ({len(labels)} sample{'s' if len(labels) != 1 else ''}, {settings.weights} weights; {describe_settings(sampling)}; "
              f"settings from {_origin(sampling, done['protocol'])})")

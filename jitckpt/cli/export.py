@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..formats.options import EXPORT_DTYPES, EXPORT_LAYOUTS
+from ..formats import is_checkpoint_folder
 from ..storage.atomic_folder import writable_folder_target
 from .console import echo, errors, warn
 
@@ -40,7 +41,7 @@ def export(
 
     with errors():
         weights_name(ema)
-        writable_folder_target(output, force)  # before the checkpoint and torch load
+        writable_folder_target(output, force, is_checkpoint_folder, ckpt)  # before the checkpoint and torch load
         from ..publishing.export import export as run_export
 
         folders = run_export(ckpt, output, weights_name(ema), all_emas=all_emas, eval_json=eval_json,

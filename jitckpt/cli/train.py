@@ -114,6 +114,10 @@ def train(
             from ..errors import JiTCheckpointError
 
             raise JiTCheckpointError(f"--resume {resume!r}: no such file or folder")
+        if resume is None:  # the network must be buildable: the image size a multiple of the patch size
+            from ..layouts.arch import official
+
+            official(model or ORIGINAL_DEFAULTS["model"], img_size or ORIGINAL_DEFAULTS["img_size"])
         if data_path is not None or (resume is None and not evaluate_gen):
             from ..evaluation.images import training_folder
 

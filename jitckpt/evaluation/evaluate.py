@@ -25,14 +25,20 @@ from .stats import fid, find_default_stats, image_files, inception_score, iter_i
 
 
 def reference_stats(fid_stats: str | os.PathLike | None, ref_dir: str | os.PathLike | None, extractor: Any,
-                    img_size: int | None, batch_size: int = 64) -> dict | None:
-    """Statistics from an npz, or computed from a folder of reference images; None without either."""
+                    img_size: int | None, batch_size: int = 64,
+                    progress: Callable[[int], None] | None = None) -> dict | None:
+    """Statistics from an npz, or computed from a folder of reference images (``progress`` hears of each batch's
+    image count); None without either."""
     if fid_stats is not None and ref_dir is not None:
         raise JiTCheckpointError("give --fid-stats or --ref-dir, not both")
     if fid_stats is not None:
         return load_stats(fid_stats)
     if ref_dir is not None:
-        features = [extract(extractor, batch)[0] for batch in iter_image_batches(image_files(ref_dir), img_size, batch_size)]
+        features = []
+        for batch in iter_image_batches(image_files(ref_dir), img_size, batch_size):
+            features.append(extract(extractor, batch)[0])
+            if progress is not None:
+                progress(len(batch))
         return stats_of(torch.cat(features))
     return None
 

@@ -123,7 +123,9 @@ def download(known: Known, target: Path, url: str | None = None, force: bool = F
 
     from ..storage.atomic import atomic_output
 
-    url = url or known.url
+    if url is not None and not url.strip():  # an unset variable in --url "$MIRROR": never the default address
+        raise JiTCheckpointError("--url is empty; give the address to download from, or leave --url out")
+    url = url if url is not None else known.url
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise JiTCheckpointError(f"cannot download {url}: only http:// and https:// addresses are fetched")
     if target.is_file() and not force:

@@ -93,6 +93,16 @@ def folder_format(path: str | os.PathLike[str]) -> str | None:
     return next((name for name, m in FORMATS.items() if m.KIND == "folder" and m.detect_folder(path)), None)
 
 
+def is_checkpoint_folder(path: str | os.PathLike[str]) -> bool:
+    """True for a folder of a folder format, or one holding only such folders (an ``--all-emas`` export): what
+    ``--force`` may replace (a run's folder, holding other files, may not)."""
+    if folder_format(path) is not None:
+        return True
+    entries = list(os.scandir(path)) if os.path.isdir(path) else []
+    return bool(entries) and all(e.is_dir(follow_symlinks=False) and folder_format(e.path) is not None
+                                 for e in entries)
+
+
 def named_in_folder(folder: str | os.PathLike[str], stem: str = "checkpoint-last") -> list[Path]:
     """``stem`` with every suffix a format claims, in the registry's order: the candidates in ``folder``."""
     return [Path(folder) / (stem + suffix) for module in FORMATS.values() for suffix in module.SUFFIXES]

@@ -11,7 +11,6 @@ and needs no torch; writing streams tensor by tensor.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor

@@ -91,6 +91,8 @@ def official(name: str, img_size: int = 256, num_classes: int = 1000) -> Arch:
     if name not in _OFFICIAL:
         raise SchemaError(f"unknown JiT variant {name!r}; known: {', '.join(_OFFICIAL)}")
     depth, hidden, heads, bottleneck, patch = _OFFICIAL[name]
+    if img_size % patch:
+        raise SchemaError(f"image size {img_size} is not a multiple of {name}'s patch size {patch}")
     return Arch(depth, hidden, heads, patch, bottleneck, 32, depth // 3, num_classes, img_size, variant=name)
 
 

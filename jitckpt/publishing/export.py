@@ -20,7 +20,7 @@ from typing import Any, Callable
 from .. import __version__
 from ..errors import JiTCheckpointError
 from ..formats import export as export_format
-from ..formats import read
+from ..formats import is_checkpoint_folder, read
 from ..formats._jsonfile import is_regular_file, read_json
 from ..tensors.anytensor import cast, dtype_name
 from ..formats.options import DIFFUSERS_NAMES, EXPORT_DTYPES, EXPORT_LAYOUTS
@@ -71,7 +71,7 @@ def export(src: str | os.PathLike, out: str | os.PathLike, weights: str = "ema1"
         raise JiTCheckpointError(f"{eval_json} scores the {result.get('weights')} weights, not {weights}")
     source = {"file": Path(src).name, "sha256": sha256_file(src) if Path(src).is_file() else None}
     written = []
-    with atomic_folder(out, force=force) as folder:
+    with atomic_folder(out, force=force, replaceable=is_checkpoint_folder, source=src) as folder:
         for which in sets:
             target = folder.subfolder(which) if all_emas else folder
             scores = result if result is not None and result.get("weights") == which else None

@@ -18,16 +18,26 @@ import io
 import os
 import shutil
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from ..errors import FORCE, OutputError
 from .temp import OutputFile, fsync_dir, lock, output_error, temp_name, temp_pattern
 from .permissions import permission_bits
 
 
-def check_folder_target(path: str | os.PathLike[str], force: bool = False) -> Path:
-    """Raise :class:`OutputError` unless a folder can be written at ``path``."""
+Replaceable = Callable[[Path], bool]  # whether an existing folder may be replaced with --force
+
+
+def check_folder_target(path: str | os.PathLike[str], force: bool = False,
+                        replaceable: Replaceable | None = None, source: str | os.PathLike[str] | None = None) -> Path:
+    """Raise :class:`OutputError` unless a folder can be written at ``path``. With ``force`` an existing folder
+    is replaced only if ``replaceable(folder)`` says so (when given): a checkpoint folder, not a run's folder
+    that holds other files; never one that is or holds the local file or folder ``source`` being read."""
     target = Path(path)
+    if source is not None and "://" not in str(source):
+        read = Path(source).resolve()
+        if target.resolve() == read or target.resolve() in read.parents:
+            raise OutputError(f"output {str(target)!r} is or holds the source {str(source)!r}; give another name")
     if not target.parent.is_dir():
         raise OutputError(f"output folder {str(target.parent)!r} " + ("is a file" if target.parent.exists() else
                                                                      "does not exist; create it first"))
@@ -35,6 +45,11 @@ def check_folder_target(path: str | os.PathLike[str], force: bool = False) -> Pa
         raise OutputError(f"{str(target)!r} is a file, and this output is a folder: give another name")
     if target.exists() and not force:
         raise OutputError(f"{str(target)!r} already exists; pass {FORCE} to overwrite it")
+    if target.is_dir() and force and replaceable is not None and not replaceable(target):
+        held = sorted(entry.name for entry in os.scandir(target))
+        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        raise OutputError(f"{str(target)!r} is a folder holding other things ({shown}), not a checkpoint folder "
+                          f"this command writes; {FORCE} replaces only such a folder: give a new folder name")
     return target
 
 
@@ -88,8 +103,9 @@ class AtomicFolder(OutputFolder):
     """A folder built under a hidden temporary name (``path``) that becomes ``target`` only if the ``with``
     block completes; nothing is left behind otherwise. Checked (the target may be written) when made."""
 
-    def __init__(self, target: str | os.PathLike[str], force: bool = False) -> None:
-        self.target = check_folder_target(target, force)
+    def __init__(self, target: str | os.PathLike[str], force: bool = False, replaceable: Replaceable | None = None,
+                 source: str | os.PathLike[str] | None = None) -> None:
+        self.target = check_folder_target(target, force, replaceable, source)
         self.force = force
         super().__init__(temporary_name(self.target), str(self.target))
         self._lock_fd: int | None = None
@@ -137,9 +153,11 @@ class AtomicFolder(OutputFolder):
         self._close()
 
 
-def atomic_folder(path: str | os.PathLike[str], force: bool = False) -> AtomicFolder:
-    """An :class:`AtomicFolder` for ``path``: ``with atomic_folder(path) as folder: ...`` (checked at once)."""
-    return AtomicFolder(path, force)
+def atomic_folder(path: str | os.PathLike[str], force: bool = False, replaceable: Replaceable | None = None,
+                  source: str | os.PathLike[str] | None = None) -> AtomicFolder:
+    """An :class:`AtomicFolder` for ``path``: ``with atomic_folder(path) as folder: ...`` (checked at once; see
+    :func:`check_folder_target`)."""
+    return AtomicFolder(path, force, replaceable, source)
 
 
 def _fsync_subfolders(temp: Path) -> None:
@@ -164,10 +182,11 @@ def _keep_modes(target: Path, folder_fd: int) -> dict[str, int]:
     return modes
 
 
-def writable_folder_target(path: str | os.PathLike[str], force: bool = False) -> Path:
+def writable_folder_target(path: str | os.PathLike[str], force: bool = False,
+                           replaceable: Replaceable | None = None, source: str | os.PathLike[str] | None = None) -> Path:
     """:func:`check_folder_target`, and that the folder to hold it takes new entries (an unwritable one is an
     :class:`OutputError` now, not after minutes of work)."""
-    target = check_folder_target(path, force)
+    target = check_folder_target(path, force, replaceable, source)
     if not os.access(target.parent, os.W_OK | os.X_OK):
         raise output_error(str(target), PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
     return target

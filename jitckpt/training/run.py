@@ -192,12 +192,18 @@ def _fit(args: Mapping[str, Any], output_dir: Path, callbacks: list, logger: str
     counts = [(p.numel(), p.requires_grad) for p in module.parameters()]
     rank_zero_info(f"model: {module.arch.describe()}; {sum(n for n, _ in counts):,} parameters, "
                    f"{sum(n for n, grad in counts if grad):,} trainable")
-    trainer = L.Trainer(
-        max_epochs=args["epochs"], default_root_dir=output_dir, enable_checkpointing=False, enable_model_summary=False,
-        log_every_n_steps=min(50, data.batches_per_epoch()),  # Lightning's default, or every batch of a small set
-        callbacks=callbacks + ([_progress_bar(RichProgressBar)()] if on_terminal else []), enable_progress_bar=on_terminal,
-        logger=_logger(logger, output_dir), **options,
-    )
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        trainer = L.Trainer(
+            max_epochs=args["epochs"], default_root_dir=output_dir, enable_checkpointing=False,
+            enable_model_summary=False,
+            log_every_n_steps=min(50, data.batches_per_epoch()),  # Lightning's default, or every batch of a small set
+            callbacks=callbacks + ([_progress_bar(RichProgressBar)()] if on_terminal else []),
+            enable_progress_bar=on_terminal, logger=_logger(logger, output_dir), **options,
+        )
+    except (MisconfigurationException, TypeError, ValueError) as exc:  # devices, strategy, precision it refuses
+        raise JiTCheckpointError(f"Lightning refused these settings: {str(exc).splitlines()[0]}") from None
     trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
     return trainer
 
