@@ -137,6 +137,10 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
                               f"{formats.suffix_list()}, or pass {formats.to_remedy()}")
     if to is not None:
         formats.get(to, writing=True)  # before reading: a format convert does not write has no default name
+        named = formats.format_for_suffix(dst) if dst is not None else None
+        if named is not None and named != to:
+            raise OutputError(f"{str(dst)!r} names a {facts(named).label} file, but the format to write is "
+                              f"{facts(to).label}; give a name with its suffix ({formats.get(to).SUFFIXES[0]})")
     if shards != 1 and (to is None or formats.get(to).WRITES != "folder"):
         raise OutputError(f"--shards {shards} applies to a folder format ({either(folder_writable())}) only")
     src_format, ckpt = formats.read(source)

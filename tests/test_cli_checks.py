@@ -85,6 +85,18 @@ CASES = {
     "convert --shards to a file": (["convert", G, "-o", "x.pth", "--shards", "3"],
                                    "--shards 3 applies to a folder format (dcp) only"),
     "convert under a file": (["convert", G, "-o", f"{G}/x.pth"], "is a file"),
+    # a second stranger's attack
+    "convert suffix against --to": (["convert", G, "-o", "out.safetensors", "--to", "pth"],
+                                    "'out.safetensors' names a safetensors file, but the format to write is original"),
+    "sample -o g.jpg": (["sample", G, "-o", "g.jpg"], "-o 'g.jpg': the grid is written as PNG; give a .png name"),
+    "inspect an empty path": (["inspect", ""], "an empty path names no checkpoint"),
+    "inspect a device": (["inspect", "/dev/zero"], "/dev/zero: not a regular file (a FIFO or a device)"),
+    "train --resume with --model": (["train", "--resume", G, "--model", "JiT-B/16"],
+                                    "--model, --img-size and --class-num come from the checkpoint when resuming"),
+    "train --evaluate_gen alone": (["train", "--evaluate_gen"], "--evaluate_gen scores the checkpoint given by --resume"),
+    "eval two references": (["eval", G, "--fid-stats", "a.npz", "--ref-dir", "d"],
+                            "give --fid-stats or --ref-dir, not both"),
+    "eval --json --sweep": (["eval", G, "--json", "--sweep"], "--json '--sweep' looks like an option"),
 }
 
 
@@ -204,6 +216,12 @@ def test_the_sampling_label_names_the_guidance_the_run_will_use():
 
     lazy = jitckpt.load(GOLDEN, lazy=True)
     assert _cfg(lazy, None) == lazy.args["cfg"] and _cfg(lazy, 3.5) == 3.5  # never "cfg default"
+
+
+def test_a_license_that_is_not_an_identifier_never_reaches_the_model_card(tmp_path):
+    done = _run(tmp_path, "export", GOLDEN, "-o", tmp_path / "out", "--no-samples", "--license", "MIT\n# injected")
+    assert done.returncode == 2 and "give a license identifier" in done.stderr and done.stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists()
 
 
 def test_sample_force_never_replaces_grid_png_it_was_not_given(tmp_path):

@@ -61,7 +61,7 @@ def evaluate_command(
     """Generate images from a checkpoint and score FID / Inception Score with torch-fidelity."""
     with errors():
         from ..errors import JiTCheckpointError
-        from ..evaluation import check_balanced, weights_name
+        from ..evaluation import check_balanced, check_one_reference, weights_name
 
         emas = [weights_name(e.strip()) for e in ema.split(",")]
         try:
@@ -73,6 +73,10 @@ def evaluate_command(
                                      f"{CFG_RANGE['max']}")
         if (len(emas) > 1 or len(cfgs) > 1) and not sweep:
             raise JiTCheckpointError("lists of --ema or --cfg values need --sweep")
+        check_one_reference(fid_stats, ref_dir)
+        if json_out is not None and str(json_out).startswith("-"):
+            raise JiTCheckpointError(f"--json {str(json_out)!r} looks like an option, not a file name; give the file "
+                                     "to write the result to")
         lazy = _precheck(ckpt, emas, interval_min, interval_max)  # before torch loads: cheap mistakes first
         check_balanced(num_images, lazy.arch.num_classes)
         for flag, given in (("--inception-weights", inception_weights), ("--fid-stats", fid_stats)):
@@ -346,6 +350,8 @@ def sample(
             if output.exists() or output.is_symlink():
                 raise OutputError(f"{str(output)!r} already exists, and it is only the default output name; name "
                                   f"the output (-o {str(output)!r} with --force to replace it)")
+        if output.suffix.lower() != ".png":
+            raise OutputError(f"-o {str(output)!r}: the grid is written as PNG; give a .png name")
         check_output_path(output, force)
         labels = check_classes(classes, _precheck(ckpt, [weights], interval_min, interval_max).arch.num_classes)
 

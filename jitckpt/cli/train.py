@@ -10,7 +10,7 @@ import typer
 from ..layouts.arch import VARIANTS
 from ..layouts.args import ORIGINAL_DEFAULTS
 from ..model.protocol import METHODS, SETTINGS
-from ..training import LOGGERS
+from ..training import LOGGERS, check_resume_flags
 from ..model.protocol import RANGES as PROTOCOL_RANGES
 from . import checks
 from .console import errors, warn
@@ -110,6 +110,7 @@ def train(
     given = dict(locals())  # the flags, taken before any other local exists
     with errors():
         overrides = {k: v for k, v in given.items() if k in ORIGINAL_DEFAULTS and k != "resume"}
+        check_resume_flags(resume, overrides, evaluate_gen)
         if resume is not None and "://" not in resume and not os.path.exists(resume):  # before Lightning (seconds)
             from ..errors import JiTCheckpointError
 

@@ -11,6 +11,12 @@ from ..errors import JiTCheckpointError
 WEIGHT_CHOICES = {"1": "ema1", "2": "ema2", "raw": "raw", "ema1": "ema1", "ema2": "ema2"}
 
 
+def check_one_reference(fid_stats: object, ref_dir: object) -> None:
+    """FID is measured against reference statistics or reference images, not both."""
+    if fid_stats is not None and ref_dir is not None:
+        raise JiTCheckpointError("give --fid-stats or --ref-dir, not both")
+
+
 def check_balanced(num_images: int, num_classes: int) -> None:
     """The original lays images out class by class: ``num_images`` must be a positive multiple of the classes."""
     if num_images <= 0 or num_images % num_classes:

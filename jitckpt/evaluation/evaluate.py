@@ -17,6 +17,7 @@ import torch
 from ..errors import JiTCheckpointError
 from ..model.loading import require_arch
 from ..schema import JiTCheckpoint
+from . import check_one_reference
 from .inception import extract, load_extractor, weights_path
 from .provenance import inception_record, protocol_notes, reference_record
 from .sampling import (SamplingSettings, build_denoiser, checkpoint_for_sampling, class_labels, generate_batches,
@@ -29,8 +30,7 @@ def reference_stats(fid_stats: str | os.PathLike | None, ref_dir: str | os.PathL
                     progress: Callable[[int], None] | None = None) -> dict | None:
     """Statistics from an npz, or computed from a folder of reference images (``progress`` hears of each batch's
     image count); None without either."""
-    if fid_stats is not None and ref_dir is not None:
-        raise JiTCheckpointError("give --fid-stats or --ref-dir, not both")
+    check_one_reference(fid_stats, ref_dir)
     if fid_stats is not None:
         return load_stats(fid_stats)
     if ref_dir is not None:
@@ -123,8 +123,7 @@ def evaluate(path: str | os.PathLike, settings: SamplingSettings, inception_weig
     arch = require_arch(ckpt)
     class_labels(settings.num_images, arch.num_classes)
     plan = sampling_plan(ckpt, settings)
-    if fid_stats is not None and ref_dir is not None:
-        raise JiTCheckpointError("give --fid-stats or --ref-dir, not both")
+    check_one_reference(fid_stats, ref_dir)
     if score and fid_stats is None and ref_dir is None:
         fid_stats = find_default_stats(arch.img_size)  # where the original looks; None if it is not there
     provenance: dict[str, Any] = {"reference": None, "inception_weights": None}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import JiTCheckpointError
+from ..errors import JiTCheckpointError, render
 from .fetch import WEIGHTS_NAME, WEIGHTS_SHA256, WEIGHTS_URL, hub_weights_path  # noqa: F401 (re-exported)
 
 ENV_VAR = "JITCKPT_INCEPTION_WEIGHTS"
@@ -54,7 +54,11 @@ def load_extractor(path: str | os.PathLike | None, device: torch.device | str = 
     try:
         state = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # a pickle with code, or not a torch file at all
-        raise JiTCheckpointError(f"Inception weights {str(source)!r} cannot be read safely: {exc}") from None
+        reason = str(exc).replace("\x1b[1m", "").replace("\x1b[0m", "")
+        reason = reason.split("WeightsUnpickler error: ")[-1].splitlines()[0].split(". Please")[0] if reason \
+            else type(exc).__name__
+        raise JiTCheckpointError(f"Inception weights {str(source)!r} cannot be read safely ({render(reason, 200)[1:-1]}); "
+                                 "give torch-fidelity's InceptionV3 weights (jitckpt fetch-inception)") from None
     if not isinstance(state, dict) or "fc.weight" not in state or "Mixed_7c.branch_pool.conv.weight" not in state:
         raise JiTCheckpointError(f"{str(source)!r} is not an InceptionV3 state dict in torch-fidelity's layout")
     with tempfile.TemporaryDirectory() as folder:
@@ -64,7 +68,8 @@ def load_extractor(path: str | os.PathLike | None, device: torch.device | str = 
             extractor = FeatureExtractorInceptionV3("inception-v3-compat", list(features),
                                                     feature_extractor_weights_path=str(plain))
         except RuntimeError as exc:
-            raise JiTCheckpointError(f"{str(source)!r} does not fit torch-fidelity's InceptionV3: {exc}") from None
+            raise JiTCheckpointError(f"{str(source)!r} does not fit torch-fidelity's InceptionV3 "
+                                 f"({render(str(exc).splitlines()[0], 120)[1:-1]})") from None
     extractor.has_logits = bool(state["fc.weight"].abs().sum() > 0)  # converted FID-only weights have none
     return extractor.to(device)
 

@@ -10,7 +10,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..errors import JiTCheckpointError
+from ..errors import JiTCheckpointError, render
 from ..storage.atomic import atomic_output
 
 FEATURE_DIM = 2048
@@ -39,10 +39,12 @@ def load_stats(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             if "mu" not in data or "sigma" not in data:
-                raise JiTCheckpointError(f"{str(path)!r} has no 'mu' and 'sigma' arrays (keys: {', '.join(data.files)})")
+                keys = ", ".join(render(k, 40) for k in data.files[:5]) + (", ..." if len(data.files) > 5 else "")
+                raise JiTCheckpointError(f"{str(path)!r} has no 'mu' and 'sigma' arrays (it holds {keys}): not FID "
+                                         "statistics")
             mu, sigma = np.asarray(data["mu"], np.float64), np.asarray(data["sigma"], np.float64)
     except (ValueError, OSError) as exc:
-        raise JiTCheckpointError(f"{str(path)!r} is not a readable npz file ({exc})") from None
+        raise JiTCheckpointError(f"{str(path)!r} is not a readable npz file ({render(str(exc), 100)[1:-1]})") from None
     if mu.shape != (FEATURE_DIM,) or sigma.shape != (FEATURE_DIM, FEATURE_DIM):
         raise JiTCheckpointError(
             f"{str(path)!r}: mu {mu.shape} / sigma {sigma.shape}, expected ({FEATURE_DIM},) / ({FEATURE_DIM}, {FEATURE_DIM})"

@@ -12,6 +12,7 @@ May import: errors, compat, storage, tensors, torchfile, layouts, schema.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from importlib import import_module
 from typing import Any
@@ -52,11 +53,15 @@ _LEGACY_TORCH_HEAD = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8"  # pick
 def _check_readable(path: str) -> int:
     if sources.is_url(path):  # no folder format matched: a file, or the server's own reason why not
         size = sources.size(path)
+    elif not path:
+        raise FormatError("an empty path names no checkpoint")
     elif not os.path.exists(path):
         raise FormatError(f"{path}: no such file")
     elif os.path.isdir(path):
         raise FormatError(f"{path}: is a folder, but none of the folder formats jitckpt reads ("
                           + "; ".join(m.DESCRIPTION for m in FORMATS.values() if m.KIND == "folder") + ")")
+    elif not stat.S_ISREG(os.stat(path).st_mode):
+        raise FormatError(f"{path}: not a regular file (a FIFO or a device), so not a checkpoint")
     else:
         size = os.path.getsize(path)
     if size == 0:

@@ -14,11 +14,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
 from .. import __version__
-from ..errors import JiTCheckpointError
+from ..errors import JiTCheckpointError, render
 from ..formats import export as export_format
 from ..formats import is_checkpoint_folder, read
 from ..formats._jsonfile import is_regular_file, read_json
@@ -52,6 +53,9 @@ def export(src: str | os.PathLike, out: str | os.PathLike, weights: str = "ema1"
     """
     from ..evaluation.provenance import sha256_file
 
+    if license is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.+\-]{0,63}", license):
+        raise JiTCheckpointError(f"--license {render(license, 60)}: give a license identifier such as mit, "
+                                 "apache-2.0 or cc-by-nc-4.0 (letters, digits, '.', '-', '+')")
     for name, value, choices in (("layout", layout, EXPORT_LAYOUTS), ("dtype", dtype, EXPORT_DTYPES),
                                  ("diffusers names", diffusers_names, DIFFUSERS_NAMES)):
         if value not in choices:

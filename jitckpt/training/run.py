@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 from ..formats import read as read_checkpoint
 from ..errors import JiTCheckpointError
-from . import LOGGERS
+from . import LOGGERS, check_resume_flags
 from ..layouts.arch import official
 from .resume import load_weights, plan_resume
 from ..layouts.args import ORIGINAL_DEFAULTS
@@ -61,8 +61,8 @@ def evaluate_gen(resume: str | os.PathLike | None, overrides: Mapping[str, Any],
     from ..evaluation.evaluate import evaluate
     from ..evaluation.sampling import SamplingSettings
 
-    if not resume:
-        raise JiTCheckpointError("--evaluate_gen scores the checkpoint given by --resume; give --resume")
+    check_resume_flags(resume, {}, evaluate_gen=True)
+    assert resume is not None  # refused just above
     get = {k: v for k, v in overrides.items() if v is not None}.get
     settings = SamplingSettings("ema1", get("num_images", ORIGINAL_DEFAULTS["num_images"]),
                                 get("gen_bsz", ORIGINAL_DEFAULTS["gen_bsz"]), get("sampling_method"),
@@ -102,8 +102,7 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
         source = resolve_resume(resume)
         source_format, saved = read_checkpoint(source)  # lazy: nothing but the header is read
         arch, args = saved.arch, {**args, **saved.args}
-        if "model" in overrides or "img_size" in overrides or "class_num" in overrides:
-            raise JiTCheckpointError("--model, --img-size and --class-num come from the checkpoint when resuming")
+    check_resume_flags(resume, overrides)
     args.update(overrides)
     if saved is not None and saved.epoch is not None and saved.epoch + 1 >= args["epochs"]:
         raise JiTCheckpointError(f"nothing to train: {source} finished epoch {saved.epoch} (epochs count from 0) "
