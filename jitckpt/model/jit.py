@@ -184,9 +184,10 @@ class JiT(nn.Module):
     """Just image Transformer: ``forward(x, t, y)`` predicts the clean image from ``x`` at time ``t``."""
 
     @classmethod
-    def from_pretrained(cls, folder: str, device: str = "cpu") -> "JiT":
+    def from_pretrained(cls, folder: str, device: str = "cpu", revision: str | None = None) -> "JiT":
         """The network of a ``jitckpt export`` folder (or of any checkpoint: its EMA 1), as
-        ``PyTorchModelHubMixin.from_pretrained`` would load a local folder; huggingface_hub is not needed.
+        ``PyTorchModelHubMixin.from_pretrained`` loads one: a local folder or file, a URL, or a Hub repo id
+        (fetched with huggingface_hub, which only that needs; see :mod:`jitckpt.model.hub`).
 
         Read through jitckpt's one checked path (:func:`jitckpt.load`): the checksums, the bounds of every JSON
         file, and the architecture against the weights' shapes, before anything is allocated.
@@ -194,8 +195,9 @@ class JiT(nn.Module):
         """
         from ..api import load
         from ..tensors.anytensor import to_torch
+        from .hub import resolve_pretrained
 
-        ckpt = load(folder, lazy=True)
+        ckpt = load(resolve_pretrained(folder, revision), lazy=True)
         assert ckpt.arch is not None  # every checkpoint read has one
         state = ckpt.weights(ckpt.extra.get("weights") or "ema1")
         net = cls(ckpt.arch, ckpt.args.get("attn_dropout", 0.0), ckpt.args.get("proj_dropout", 0.0))

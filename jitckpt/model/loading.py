@@ -83,8 +83,15 @@ def build_denoiser(ckpt: JiTCheckpoint, settings: SamplingSettings, device: torc
     return denoiser.to(device).eval()
 
 
-def from_pretrained(folder: str | os.PathLike, device: torch.device | str = "cpu") -> Denoiser:
+def from_pretrained(name: str | os.PathLike, device: torch.device | str = "cpu", revision: str | None = None,
+                    cache_dir: str | os.PathLike | None = None) -> Denoiser:
     """The :class:`~.denoiser.Denoiser` of a ``jitckpt export`` folder: its weights, and the
-    sampling protocol it was exported with, ready to ``generate`` (any checkpoint works too: its EMA 1)."""
-    ckpt = load(folder, lazy=True)
+    sampling protocol it was exported with, ready to ``generate`` (any checkpoint works too: its EMA 1).
+
+    ``name`` is a local folder or file, a URL (``https://...``, ``hf://org/repo``, any fsspec address), or a
+    Hugging Face Hub repo id (``org/name``, with ``huggingface_hub`` installed: fetched into the Hub's cache,
+    ``revision`` and ``cache_dir`` as ``PyTorchModelHubMixin`` takes them)."""
+    from .hub import resolve_pretrained
+
+    ckpt = load(resolve_pretrained(name, revision, cache_dir), lazy=True)
     return build_denoiser(ckpt, SamplingSettings(ckpt.extra.get("weights") or "ema1"), device)
