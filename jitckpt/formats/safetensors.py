@@ -20,8 +20,8 @@ from .table import facts
 from ..errors import FormatError, render
 from ..storage import sources
 from ..schema import SECTIONS, JiTCheckpoint, from_file_payload
-from ..tensors.anytensor import crc_of, dtype_name, is_tensor, nbytes_of, shape_of, write_tensor
-from ..tensors.lazy import DTYPES, SAFETENSORS_TO_DTYPE, LazyTensor, TensorRef, contiguous_strides
+from ..tensors.anytensor import dtype_name, is_tensor, nbytes_of, shape_of, write_tensor_crc
+from ..tensors.lazy import DTYPES, SAFETENSORS_TO_DTYPE, TensorRef, contiguous_strides
 from . import _checksums, _jsontree
 
 FACTS = facts("safetensors")
@@ -244,8 +244,7 @@ def write_tensors(tensors: dict[str, Any], metadata: dict[str, str], handle: Bin
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = {}
         for key, tensor in tensors.items():
-            pending[key] = pool.submit(crc_of, tensor) if isinstance(tensor, LazyTensor) else crc_of(tensor)
-            write_tensor(tensor, handle, progress)
+            pending[key] = write_tensor_crc(tensor, handle, progress, pool)
         crcs = {key: value.result() if isinstance(value, Future) else value for key, value in pending.items()}
     final = header_bytes(crcs)
     assert len(final) == len(placeholder)

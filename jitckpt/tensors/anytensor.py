@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 import sys
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from ..storage import sources
 from ..storage.crc32 import crc32
 from ..storage.writeback import SeekableOutput
 from .lazy import CHUNK_BYTES, DTYPES, LazyTensor, TensorRef, torch_bytes, write_chunks
@@ -52,6 +54,23 @@ def write_tensor(tensor: Any, handle: SeekableOutput, progress: Callable[[int], 
         tensor.copy_to(handle, progress)
     else:
         write_chunks(iter_tensor_bytes(tensor), handle, progress)
+
+
+def write_tensor_crc(tensor: Any, handle: SeekableOutput, progress: Callable[[int], None] | None,
+                     pool: Executor) -> "int | Future[int]":
+    """Append ``tensor``'s bytes to ``handle`` and give their CRC-32 (a Future of it from ``pool``).
+
+    From a local file the CRC is computed by ``pool``, reading the source beside the in-kernel copy; from a
+    remote one it is computed from the bytes as they pass, so that each is transferred once."""
+    if isinstance(tensor, LazyTensor) and any(sources.is_url(piece.path) for piece in tensor.stored_pieces()):
+        crc = 0
+        for chunk in tensor.iter_bytes():
+            crc = crc32(chunk, crc)
+            write_chunks(iter((chunk,)), handle, progress)
+        return crc
+    pending = pool.submit(crc_of, tensor) if isinstance(tensor, LazyTensor) else crc_of(tensor)
+    write_tensor(tensor, handle, progress)
+    return pending
 
 
 def dtype_name(tensor: Any) -> str:

@@ -106,8 +106,13 @@ def read_archive(path: str, start: int = 0, length: int | None = None) -> Archiv
 
 def _find_end(path: str, window: _Window, size: int) -> tuple[int, int, int, int]:
     """(central directory offset, its size, entry count, where the end records start)."""
-    tail_start = max(0, size - (_EOCD.size + _MAX_COMMENT))
+    # The record without a comment (what torch writes) ends the file: 22 bytes decide it, which is the same
+    # answer as the search below (the last candidate there is this one) without reading 64 KiB of a remote file.
+    tail_start = max(0, size - _EOCD.size)
     tail = window.pread(size - tail_start, tail_start)
+    if not (len(tail) == _EOCD.size and tail.startswith(b"PK\x05\x06") and tail[20:22] == b"\0\0"):
+        tail_start = max(0, size - (_EOCD.size + _MAX_COMMENT))
+        tail = window.pread(size - tail_start, tail_start)
     at = tail.rfind(b"PK\x05\x06")
     # the real end record is the one whose comment runs exactly to the end of the file
     while at >= 0 and not (at + _EOCD.size <= len(tail)

@@ -34,8 +34,8 @@ from ..compat import python_pickler
 from .decoder import MAX_PICKLE_BYTES
 from ..storage.crc32 import crc32
 from ..storage.writeback import SeekableOutput
-from ..tensors.anytensor import crc_of, dtype_name, is_tensor, nbytes_of, shape_of, write_tensor
-from ..tensors.lazy import DTYPES, LazyTensor, contiguous_strides
+from ..tensors.anytensor import dtype_name, is_tensor, nbytes_of, shape_of, write_tensor_crc
+from ..tensors.lazy import DTYPES, contiguous_strides
 from .archive import ZIP_MAGIC
 
 _ALIGNMENT = 64
@@ -315,8 +315,7 @@ class _ZipWriter:
         raw = name.encode()
         size = nbytes_of(tensor)
         offset = self._local_header(raw, size)
-        crc = self.crc_pool.submit(crc_of, tensor) if isinstance(tensor, LazyTensor) else crc_of(tensor)
-        write_tensor(tensor, self.handle, progress)
+        crc = write_tensor_crc(tensor, self.handle, progress, self.crc_pool)
         self.entries.append((raw, offset, size, crc))
 
     def _finish(self) -> None:

@@ -51,6 +51,8 @@ def test_convert_from_a_url_is_bitwise_the_local_conversion(served, tmp_path, so
     result = runner.invoke(app, ["convert", f"{base}/{source}", "-o", str(tmp_path / "remote.safetensors")])
     assert result.exit_code == 0, result.output
     assert sha256(tmp_path / "remote.safetensors") == sha256(tmp_path / "local.safetensors")
+    stored = sum(p.stat().st_size for p in [root / source, *(root / source).rglob("*")] if p.is_file())
+    assert server.bytes_sent <= stored * 1.05, (server.bytes_sent, stored)  # every byte transferred once
 
 
 def test_verify_of_a_url_checks_every_crc_and_finds_a_damaged_byte(served):
