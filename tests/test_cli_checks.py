@@ -238,3 +238,16 @@ def test_an_empty_url_is_refused_instead_of_downloading_from_the_default_address
     assert done.returncode == 2 and done.stderr == "error: --url is empty; give the address to download from, or " \
                                                    "leave --url out\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_limit_0_gives_the_verdict_alone(tmp_path):
+    other = tmp_path / "other.pth"
+    assert _run(tmp_path, "convert", GOLDEN, "-o", other, "--drop-optimizer").returncode == 0
+    done = _run(tmp_path, "verify", GOLDEN, other, "--limit", "0")
+    assert done.returncode == 1 and done.stdout.startswith("different:") and done.stdout.count("\n") == 1
+
+
+def test_eval_on_a_gpu_that_is_not_there_says_so_instead_of_using_the_cpu(tmp_path):
+    done = _run(tmp_path, "eval", GOLDEN, "--num-images", "10", "--accelerator", "gpu",
+                "--inception-weights", GOLDEN, "--fid-stats", GOLDEN)
+    assert done.returncode == 2 and "no GPU is visible here" in done.stderr and done.stderr.count("\n") == 1

@@ -196,7 +196,7 @@ def _compare_two(first: str, second: str, limit: int) -> None:
     diffs = api.compare(a, b, limit=limit)
     if diffs:
         echo(("different", "red"), f": {first} and {second} do not hold the same state")
-        for line in diffs:
+        for line in diffs[:limit]:  # --limit 0: the verdict alone
             echo(f"  {line}")
         raise typer.Exit(EXIT_DIFFERENT)
     one_set = a if api.held(a) is not None else b if api.held(b) is not None else None

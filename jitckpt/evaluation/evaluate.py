@@ -119,6 +119,9 @@ def evaluate(path: str | os.PathLike, settings: SamplingSettings, inception_weig
     go to ``on_warning``, or :func:`warnings.warn`, before sampling starts.
     """
     started = time.perf_counter()
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():  # never a silent fall back to the CPU
+        raise JiTCheckpointError(f"--accelerator {accelerator}: no GPU is visible here (torch.cuda.is_available() "
+                                 "is False); give --accelerator cpu or auto")
     ckpt = checkpoint_for_sampling(path, settings)
     arch = require_arch(ckpt)
     class_labels(settings.num_images, arch.num_classes)
