@@ -9,6 +9,7 @@ import torch
 
 from ..errors import JiTCheckpointError
 from ..layouts.arch import Arch, expected_shapes, official
+from .stream import RANDOM_STREAMS, OriginalStream, flip_images
 from ..model.denoiser import DiffusionConfig, diffusion_loss, generate
 from ..layouts.groupings import ORIGINAL, ORIGINAL_BETAS
 from ..model.jit import JiT
@@ -36,9 +37,12 @@ class JiTLightningModule(L.LightningModule):
     ``arch`` (an :class:`Arch`, such as a loaded checkpoint's ``.arch``, or a dict of its fields) builds
     non-official dimensions.
 
-    The training noise of each batch comes from a generator seeded with
-    ``(seed, epoch, batch, rank)``, so an interrupted and resumed run draws
-    exactly what an uninterrupted one does, and ranks draw differently.
+    ``random_stream`` says where the training's random numbers come from. ``"per_batch"``: a generator
+    seeded with ``(seed, epoch, batch, rank)`` for each batch, so an interrupted and resumed run draws
+    exactly what an uninterrupted one does, and ranks draw differently. ``"original"``: the original's
+    own stream, replayed (:mod:`.stream`): with :class:`JiTDataModule` of the same ``random_stream``
+    (which leaves the flips to this module and orders the data as the original's sampler does), a
+    run on a CPU continues a checkpoint bit for bit as the original's ``main_jit.py`` does.
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class JiTLightningModule(L.LightningModule):
         batch_size: int | None = None,
         seed: int = 0,
         compile: bool = False,
+        random_stream: str = "per_batch",
     ) -> None:
         super().__init__()
         if isinstance(arch, Arch):  # a checkpoint's ``.arch``: kept in the hyperparameters as plain data
@@ -78,6 +83,9 @@ class JiTLightningModule(L.LightningModule):
         self.diffusion = DiffusionConfig(P_mean, P_std, noise_scale, t_eps, label_drop_prob, sampling_method,
                                          num_sampling_steps, cfg_scale, float(cfg_interval[0]), float(cfg_interval[1]))
         self.absolute_lr: float | None = learning_rate
+        if random_stream not in RANDOM_STREAMS:
+            raise JiTCheckpointError(f"random_stream {random_stream!r}: choose {' or '.join(RANDOM_STREAMS)}")
+        self._stream: OriginalStream | None = None
         if compile:
             self.net.compile()
 
@@ -137,13 +145,31 @@ class JiTLightningModule(L.LightningModule):
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch[0], batch[1]
+        if self._stream is not None:  # the original flips as it loads each image: here, in its order
+            images = flip_images(images, self._stream.flips(batch_idx, images.shape[0]))
         x = images.to(torch.float32).div(255) * 2.0 - 1.0
-        generator = torch.Generator(device=x.device).manual_seed(self._noise_seed(batch_idx))
+        if self._stream is not None:
+            generator = self._stream.forward_generator(x.device)
+        else:
+            generator = torch.Generator(device=x.device).manual_seed(self._noise_seed(batch_idx))
         loss = diffusion_loss(self.net, x, labels, self.diffusion, self.arch.num_classes, drop_labels=True,
                               generator=generator)
         if not torch.isfinite(loss.detach()).all():
             raise JiTCheckpointError(f"loss is {loss.item()}, stopping training (as the original does)")
         return loss
+
+    def setup(self, stage: str) -> None:
+        if self.hparams["random_stream"] == "original" and stage == "fit":
+            attn, proj = self.hparams["attn_dropout"], self.hparams["proj_dropout"]
+            self._stream = OriginalStream(self.hparams["seed"], self.global_rank, lambda: JiT(self.arch, attn, proj))
+
+    def on_train_epoch_start(self) -> None:
+        if self._stream is not None:
+            trainer: Any = self.trainer
+            workers = getattr(getattr(trainer, "datamodule", None), "num_workers", None)
+            if workers is None:
+                workers = getattr(trainer.train_dataloader, "num_workers", 0)
+            self._stream.start_epoch(int(workers or 0))
 
     def _noise_seed(self, batch_idx: int) -> int:
         key = (self.hparams["seed"], self.current_epoch, batch_idx, self.global_rank)

@@ -111,7 +111,8 @@ def train(overrides: Mapping[str, Any], resume: str | os.PathLike | None = None,
     # evaluation during training is this command's choice, not inherited from the checkpoint's run
     args["online_eval"], args["evaluate_gen"] = bool(overrides.get("online_eval")), False
     arch = arch or official(args["model"], args["img_size"], args["class_num"])
-    data = JiTDataModule(args["data_path"], arch.img_size, args["batch_size"], args["num_workers"], args["pin_mem"])
+    data = JiTDataModule(args["data_path"], arch.img_size, args["batch_size"], args["num_workers"], args["pin_mem"],
+                         random_stream="original")
     data.check()  # inputs first: a failed start leaves no output folder behind
     output_dir = Path(args["output_dir"])
     created = not output_dir.exists()
@@ -148,7 +149,8 @@ def _train(args: dict, arch: Any, source: Path | str | None, source_format: str 
     if options.get("strategy") in STRATEGY_ALIASES:
         options["strategy"] = STRATEGY_ALIASES[options["strategy"]](options)
     on_terminal = sys.stdout.isatty()  # elsewhere (a log, a pipe) the per-step lines say it all
-    module = JiTLightningModule.from_args(args, arch=arch, learning_rate=args.get("lr"), seed=args["seed"])
+    module = JiTLightningModule.from_args(args, arch=arch, learning_rate=args.get("lr"), seed=args["seed"],
+                                          random_stream="original")
     callbacks = create_default_callbacks(
         args["ema_decay1"], args["ema_decay2"], output_dir, args["eval_freq"], arch.img_size, args["epochs"],
         lr_schedule=args["lr_schedule"], warmup_epochs=args["warmup_epochs"], min_lr=args["min_lr"],
@@ -191,20 +193,45 @@ def _fit(args: Mapping[str, Any], output_dir: Path, callbacks: list, logger: str
     counts = [(p.numel(), p.requires_grad) for p in module.parameters()]
     rank_zero_info(f"model: {module.arch.describe()}; {sum(n for n, _ in counts):,} parameters, "
                    f"{sum(n for n, grad in counts if grad):,} trainable")
+    rank_zero_info(fidelity_line(options, args))
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     try:
         trainer = L.Trainer(
             max_epochs=args["epochs"], default_root_dir=output_dir, enable_checkpointing=False,
             enable_model_summary=False,
-            log_every_n_steps=min(50, data.batches_per_epoch()),  # Lightning's default, or every batch of a small set
+            # the original's --log_freq (its TensorBoard scalars), or every batch of a smaller set
+            log_every_n_steps=max(1, min(args["log_freq"], data.batches_per_epoch())),
             callbacks=callbacks + ([_progress_bar(RichProgressBar)()] if on_terminal else []),
-            enable_progress_bar=on_terminal, logger=_logger(logger, output_dir), **options,
+            enable_progress_bar=on_terminal, logger=_logger(logger, output_dir), use_distributed_sampler=False,
+            **options,
         )
     except (MisconfigurationException, TypeError, ValueError) as exc:  # devices, strategy, precision it refuses
         raise JiTCheckpointError(f"Lightning refused these settings: {str(exc).splitlines()[0]}") from None
     trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
     return trainer
+
+
+def fidelity_line(options: Mapping[str, Any], args: Mapping[str, Any]) -> str:
+    """Whether this run follows the original's random stream bit for bit, and if not, why (one line)."""
+    import torch
+
+    reasons = []
+    accelerator = options.get("accelerator", "auto")
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        reasons.append("it runs on a GPU, whose kernels are not deterministic (and where the original autocasts "
+                       "to bf16)")
+    if options.get("precision", "32-true") not in ("32-true", "32", 32):
+        reasons.append(f"--precision {options['precision']} (the original computes in float32 on a CPU)")
+    if options.get("accumulate_grad_batches", 1) != 1:
+        reasons.append("--accumulate-grad-batches (the original steps after every batch)")
+    if not isinstance(options.get("strategy", "auto"), str) or "fsdp" in str(options.get("strategy")):
+        reasons.append("FSDP reduces gradients in another order than the original's DDP")
+    stream = (f"the original's random stream (seed {args['seed']} + rank, its sampler's order, its flips and "
+              f"noise in its order; {args['batch_size']} images per process, {args['num_workers']} workers)")
+    if reasons:
+        return f"fidelity: {stream}, but not bit for bit: " + "; ".join(reasons)
+    return f"fidelity: {stream}: the tensors match a run of the original's main_jit.py bit for bit"
 
 
 def _progress_bar(base: Any) -> Any:
