@@ -214,6 +214,9 @@ class JiT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid, h), requires_grad=False)
         if arch.in_context_len > 0:
             self.in_context_posemb = nn.Parameter(torch.zeros(1, arch.in_context_len, h))
+            # drawn here, before the blocks' own initialisation draws, as the original does: a model built
+            # from the same seed gets the original's weights, and the generator ends where the original's does
+            nn.init.normal_(self.in_context_posemb, std=0.02)
         half_head = h // arch.num_heads // 2
         self.feat_rope = Rope2d(half_head, grid)
         self.feat_rope_incontext = Rope2d(half_head, grid, num_prefix=arch.in_context_len)
@@ -237,8 +240,6 @@ class JiT(nn.Module):
                     nn.init.zeros_(module.bias)
         grid = self.arch.img_size // self.arch.patch_size
         self.pos_embed.data.copy_(torch.from_numpy(sincos_pos_embed(self.arch.hidden_size, grid)).float().unsqueeze(0))
-        if self.arch.in_context_len > 0:
-            nn.init.normal_(self.in_context_posemb, std=0.02)
         for conv in (self.x_embedder.proj1, self.x_embedder.proj2):
             nn.init.xavier_uniform_(conv.weight.data.view(conv.weight.shape[0], -1))
         nn.init.zeros_(self.x_embedder.proj2.get_parameter("bias"))

@@ -148,3 +148,60 @@ def test_one_epoch_equals_the_originals_code_run_here_bit_for_bit(tmp_path, work
     different = [name for name, a, b in tensor_pairs(ours, theirs) if not torch.equal(a, b)]
     assert different == []
     assert json.loads((work / "out" / "trace.json").read_text())["loss"] == logged_losses(out)
+
+
+def train_from_scratch(tmp_path: Path, epochs: int = 2, losses: list | None = None) -> Path:
+    """Two epochs from scratch with the seed's Python API, as the original's ``main_jit.py`` runs them: seed,
+    build the model (its initialisation draws), train with the original's stream."""
+    import lightning as L
+
+    import jitckpt
+    from jitckpt.callbacks import create_default_callbacks
+    from jitckpt.lightning import JiTCheckpointIO, JiTDataModule, JiTLightningModule
+
+    golden = jitckpt.load(GOLDEN, lazy=True)
+    args = {**golden.args, "epochs": epochs, "seed": 0}
+    data = JiTDataModule(str(image_folder(tmp_path / "data")), golden.arch.img_size, 4, 0, False,
+                         random_stream="original")
+    torch.manual_seed(args["seed"])  # main_jit.py: torch.manual_seed(seed + rank), then the model
+    module = JiTLightningModule.from_args(args, arch=golden.arch, learning_rate=args["lr"], seed=args["seed"],
+                                          random_stream="original")
+    out = tmp_path / "out"
+    callbacks = create_default_callbacks(args["ema_decay1"], args["ema_decay2"], out, 40, golden.arch.img_size,
+                                         epochs, lr_schedule=args["lr_schedule"], warmup_epochs=args["warmup_epochs"],
+                                         min_lr=args["min_lr"], save_last_freq=5, log_freq=1, args=args)
+    class Losses(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # type: ignore[no-untyped-def]
+            if losses is not None:
+                losses.append(outputs["loss"].item())
+
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+                        plugins=[JiTCheckpointIO()], callbacks=[*callbacks, Losses()], default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=data)
+    return out / "checkpoint-last.pth"
+
+
+def test_two_epochs_from_scratch_with_the_seeds_api_have_the_originals_losses(tmp_path):
+    losses: list[float] = []
+    train_from_scratch(tmp_path, losses=losses)
+    assert losses == json.loads((FIXTURES / "scratch" / "trace.json").read_text())["loss"]
+
+
+@pytest.mark.skipif(not _reference_runs(), reason="needs ../shared/reference and the packages its harness imports "
+                                                  "(einops, opencv-python-headless, tensorboard)")
+def test_two_epochs_from_scratch_equal_the_originals_bit_for_bit(tmp_path):
+    ours = load(train_from_scratch(tmp_path))
+    work = tmp_path / "original"
+    work.mkdir()
+    env = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(29900 + os.getpid() % 90), "JIT_ORIG_DIR": str(REFERENCE)}
+    flags = [*ORIGINAL_FLAGS[:ORIGINAL_FLAGS.index("--epochs") + 1], "2",
+             *ORIGINAL_FLAGS[ORIGINAL_FLAGS.index("--epochs") + 2:]]
+    done = subprocess.run([sys.executable, str(REFERENCE / "harness.py"), *flags, "--data_path",
+                           str(tmp_path / "data"), "--output_dir", "out"], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    theirs = load(work / "out" / "checkpoint-last.pth")
+    assert ours["epoch"] == theirs["epoch"] == 1
+    assert [name for name, a, b in tensor_pairs(ours, theirs) if not torch.equal(a, b)] == []
