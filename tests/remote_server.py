@@ -5,7 +5,10 @@ per file, counts requests and bytes, and misbehaves on demand (``server.misbehav
 - ``"long"``: a range answer carries more bytes than asked;
 - ``"ignore-range"``: every GET answers 200 with the whole file;
 - ``"etag-change"``: after the first range answer, the ETag changes;
-- ``"wrong-range"``: the Content-Range names another range.
+- ``"wrong-range"``: the Content-Range names another range;
+- ``"redirect-endless"``: a GET is redirected (to the same file under ``/r/``) by an answer whose body never
+  ends;
+- ``"drip"``: a range answer's body comes a byte every 0.2 s.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import contextlib
 import http.server
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -41,7 +45,8 @@ def _handler(server: Server) -> type:
             pass
 
         def _file(self) -> Path | None:
-            path = (server.root / self.path.lstrip("/").split("?")[0]).resolve()
+            served = self.path[2:] if self.path.startswith("/r/") else self.path
+            path = (server.root / served.lstrip("/").split("?")[0]).resolve()
             return path if path.is_file() and server.root.resolve() in path.parents else None
 
         def _etag(self, path: Path) -> str:
@@ -68,6 +73,31 @@ def _handler(server: Server) -> type:
             server.count(0)
 
         def do_GET(self) -> None:
+            if server.misbehave == "redirect-endless" and not self.path.startswith("/r/"):
+                self.send_response(302)
+                self.send_header("Location", "/r" + self.path)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    while True:  # until the client hangs up
+                        self.wfile.write(b"100000\r\n" + b"x" * 0x100000 + b"\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+            if server.misbehave == "drip" and self.headers.get("Range") and self._file() is not None:
+                file = self._file()
+                assert file is not None
+                first, last = (int(v) for v in self.headers["Range"][6:].split("-"))
+                self.send_response(206)
+                self.send_header("ETag", self._etag(file))
+                self.send_header("Content-Length", str(last - first + 1))
+                self.send_header("Content-Range", f"bytes {first}-{last}/{file.stat().st_size}")
+                self.end_headers()
+                try:
+                    for _ in range(last - first + 1):
+                        self.wfile.write(b"x")
+                        time.sleep(0.2)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
             path = self._file()
             if path is None:
                 self._missing()
@@ -117,7 +147,11 @@ def _handler(server: Server) -> type:
 def serving(root: Path) -> Iterator[tuple[Server, str]]:
     """Serve ``root`` on 127.0.0.1 at a free port: (the counters, the base URL)."""
     state = Server(root)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    class Quiet(http.server.ThreadingHTTPServer):
+        def handle_error(self, request: object, client_address: object) -> None:
+            pass  # a client that hangs up mid-answer (as jitckpt does when an answer is wrong) is no news
+
+    httpd = Quiet(("127.0.0.1", 0), _handler(state))
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

@@ -18,7 +18,7 @@ from importlib import import_module
 from typing import Any
 
 from ..torchfile import read as torchread
-from ..errors import CLI_TERMS, FormatError, JiTCheckpointError, OutputError, UnsafePickleError, naming, render
+from ..errors import CLI_TERMS, FormatError, JiTCheckpointError, OutputError, SourceError, UnsafePickleError, naming, render
 from .table import FORMAT_TABLE, either, suffix_list as suffix_list, writable as writable  # noqa: F401 (re-exported)
 from ..layouts import recognise
 from ..storage import sources
@@ -145,12 +145,13 @@ def read(path: str | os.PathLike[str]) -> tuple[str, JiTCheckpoint]:
     the path as its prefix.
     """
     path = str(path)
+    sources.refresh(path)  # a URL read again is read as the server holds it now
     try:
         name, tree = _sniff(path)
         module = FORMATS[name]
         ckpt = module.from_tree(tree, path) if tree is not None else module.read(path)
     except JiTCheckpointError as exc:
-        if isinstance(exc, UnsafePickleError):  # names the file in its own wording
+        if isinstance(exc, (UnsafePickleError, SourceError)):  # name the file (or its address) in their own wording
             raise
         raise naming(exc, path) from None
     except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError) as exc:

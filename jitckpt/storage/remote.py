@@ -17,16 +17,31 @@ and version come from ``fs.info``.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import socket
 import threading
 import urllib.parse
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from ..errors import SourceError
 
-TIMEOUT_S = 60  # per connection attempt and per read
+TIMEOUT_S = 60  # per connection attempt and per socket read
+DEADLINE_S = 300  # per request, answer included: a server that drips a byte at a time still ends
 MAX_REDIRECTS = 5
 VERSION_FIELDS = ("ETag", "etag", "Last-Modified", "LastModified", "last_modified", "mtime", "md5Hash", "generation")
+
+
+class MissingRemote(SourceError):
+    """The server has no file at that address (404, or a web page such as a folder listing)."""
+
+
+def shown(url: str) -> str:
+    """``url`` with any password in it replaced, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 class RemoteFile:
@@ -75,17 +90,63 @@ class HttpFile(RemoteFile):
         self._lock = threading.Lock()
         self._connection: http.client.HTTPConnection | None = None
         self._where = url  # after redirects
-        response = self._request("HEAD", {})
-        response.read()
+        try:
+            if urllib.parse.urlsplit(url).username is not None:
+                raise SourceError(f"{shown(url)}: credentials in a URL are not sent; give them as a header or "
+                                  "storage option instead")
+        except ValueError:
+            raise SourceError(f"{url!r} is not a valid address") from None
+        with self._deadline():
+            response = self._request("HEAD", {})
+            response.read(0)
+            self._drop_connection() if response.will_close else None
         if response.status == 404:
-            raise SourceError(f"{url}: no such file on the server (HTTP 404)")
+            raise MissingRemote(f"{url}: no such file on the server (HTTP 404)")
         if response.status != 200:
             raise SourceError(f"{url}: the server answered HTTP {response.status} {response.reason}")
+        if (response.getheader("Content-Type") or "").startswith("text/html") or self._where.endswith("/"):
+            raise MissingRemote(f"{url}: the server answers with a web page (a folder listing?), not a file")
         length = response.getheader("Content-Length", "")
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):
             raise SourceError(f"{url}: the server does not say how long the file is (no Content-Length)")
         self.size = int(length)
         self.version = response.getheader("ETag") or response.getheader("Last-Modified")
+
+    @contextlib.contextmanager
+    def _deadline(self) -> Iterator[None]:
+        """Close the connection if the request and its answer take longer than :data:`DEADLINE_S` (each socket
+        read has its own timeout, but a server can drip a byte at a time within it)."""
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            connection = self._connection
+            sock = getattr(connection, "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(DEADLINE_S, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+            if expired.is_set():  # the answer was cut off by the deadline but read as far as it came
+                raise SourceError(f"{self.url}: the server took more than {DEADLINE_S} s to answer; nothing was "
+                                  "written")
+        except SourceError:
+            if expired.is_set():
+                raise SourceError(f"{self.url}: the server took more than {DEADLINE_S} s to answer; nothing was "
+                                  "written") from None
+            raise
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            if expired.is_set():
+                raise SourceError(f"{self.url}: the server took more than {DEADLINE_S} s to answer; nothing was "
+                                  "written") from None
+            raise SourceError(f"{self.url}: cannot read from the server ({type(exc).__name__}: "
+                              f"{str(exc)[:120]})") from None
+        finally:
+            timer.cancel()
 
     def _connect(self, parts: urllib.parse.SplitResult) -> http.client.HTTPConnection:
         kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
@@ -114,16 +175,19 @@ class HttpFile(RemoteFile):
                     self._drop_connection()
                     raise SourceError(f"{self.url}: cannot read from the server ({exc})") from None
             if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
-                response.read()
-                self._where = urllib.parse.urljoin(self._where, response.getheader("Location", ""))
-                self._drop_connection()  # another host, perhaps
+                target_url = urllib.parse.urljoin(self._where, response.getheader("Location", ""))
+                if self._where.startswith("https:") and not target_url.startswith("https:"):
+                    raise SourceError(f"{self.url}: redirected from https to {target_url[:200]!r}; refused")
+                self._where = target_url
+                self._drop_connection()  # its body unread (it may never end), and another host, perhaps
                 continue
             return response
         raise SourceError(f"{self.url}: more than {MAX_REDIRECTS} redirects")
 
     def _fetch(self, n: int, offset: int) -> bytes:
         try:
-            return self._read(n, offset)
+            with self._deadline():
+                return self._read(n, offset)
         except BaseException:
             self._drop_connection()  # an answer left half read: never reuse its connection
             raise
@@ -168,13 +232,13 @@ class FsspecFile(RemoteFile):
             self.fs, self.path = url_to_fs(url, **dict(options or {}))
             info = self.fs.info(self.path)
         except FileNotFoundError:
-            raise SourceError(f"{url}: no such file") from None
+            raise MissingRemote(f"{url}: no such file") from None
         except ImportError as exc:  # hf:// without huggingface_hub, s3:// without s3fs, ...
             raise SourceError(f"{url}: this kind of address needs a package that is not installed ({exc})") from None
         except (OSError, ValueError) as exc:
             raise SourceError(f"{url}: cannot read ({exc})") from None
         if info.get("type") not in (None, "file") or not isinstance(info.get("size"), int):
-            raise SourceError(f"{url}: not a file")
+            raise MissingRemote(f"{url}: not a file")
         self.url, self.size = url, int(info["size"])
         self.version = next((str(info[k]) for k in VERSION_FIELDS if info.get(k) is not None), None)
         self.requests = self.received = 0

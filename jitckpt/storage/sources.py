@@ -19,11 +19,11 @@ import threading
 from typing import Any, Iterator, Mapping
 
 from ..errors import SourceError
-from .remote import FsspecFile, HttpFile, RemoteFile, fsspec_kind
+from .remote import FsspecFile, HttpFile, MissingRemote, RemoteFile, fsspec_kind
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _OPTIONS: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar("storage_options", default={})
-_OPENED: dict[str, RemoteFile | SourceError] = {}  # by URL: the open file, or why it is none
+_OPENED: dict[str, RemoteFile] = {}  # by URL
 _LOCK = threading.Lock()
 
 
@@ -51,28 +51,35 @@ def storage_options(options: Mapping[str, Any] | None) -> Iterator[None]:
 
 
 def remote(url: str) -> RemoteFile:
-    """The open remote file at ``url`` (opened on first use); :class:`SourceError` when it is absent or unreadable."""
+    """The open remote file at ``url`` (opened on first use and kept: its size and version pinned for every
+    later read); :class:`SourceError` when it is absent or unreadable (not kept: the next call asks again)."""
     with _LOCK:
         opened = _OPENED.get(url)
         if opened is None:
-            try:
-                opened = HttpFile(url) if url.lower().startswith(("http://", "https://")) \
-                    else FsspecFile(url, _OPTIONS.get())
-            except SourceError as exc:
-                opened = exc
+            if "::" in url and "http" in url.split("::", 1)[1].split(":", 1)[0].lower():
+                raise SourceError(f"{url}: a chained address over http(s) would go through fsspec's HTTP reader, "
+                                  "which holds whole answers in memory; give the http(s) address of the file itself")
+            opened = HttpFile(url) if url.lower().startswith(("http://", "https://")) \
+                else FsspecFile(url, _OPTIONS.get())
             _OPENED[url] = opened
-    if isinstance(opened, SourceError):
-        raise opened
     return opened
 
 
-def forget(url: str | None = None) -> None:
-    """Drop what is known of ``url`` (of every URL with None), so that it is opened afresh."""
+def refresh(path: str | os.PathLike[str]) -> None:
+    """Before a new read of ``path`` (a URL, or a folder's URL): forget what is kept of it and of the files
+    under it, so that this read sees the file as the server holds it now. (Lazy tensors of an earlier read
+    then read the new file, whose CRC-32s catch a change where it records them.)"""
+    text = os.fspath(path)
+    if isinstance(text, str) and is_url(text):
+        with _LOCK:
+            for url in [u for u in _OPENED if u == text or u.startswith(text.rstrip("/") + "/")]:
+                del _OPENED[url]
+
+
+def forget() -> None:
+    """Drop every kept remote file, so that each is opened afresh."""
     with _LOCK:
-        if url is None:
-            _OPENED.clear()
-        else:
-            _OPENED.pop(url, None)
+        _OPENED.clear()
 
 
 def basename(path: str | os.PathLike[str]) -> str:
@@ -91,7 +98,10 @@ def join(base: str | os.PathLike[str], *names: str) -> str:
     text = os.fspath(base)
     assert isinstance(text, str)
     if is_url(text):
-        return "/".join([text.rstrip("/"), *names])
+        import urllib.parse
+
+        parts = urllib.parse.urlsplit(text)  # a signed URL's query stays at the end
+        return urllib.parse.urlunsplit(parts._replace(path="/".join([parts.path.rstrip("/"), *names])))
     return os.path.join(text, *names)
 
 
@@ -107,7 +117,7 @@ def is_file(path: str | os.PathLike[str]) -> bool:
     try:
         remote(text)
         return True
-    except SourceError:
+    except MissingRemote:  # absent; any other failure (a timeout, a refusal) is said at once
         return False
 
 

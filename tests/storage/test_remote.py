@@ -176,3 +176,53 @@ def test_the_lightning_plugin_passes_its_storage_options_to_fsspec(monkeypatch):
     finally:
         memory.rm("/io", recursive=True)
         sources.forget()
+
+
+def test_a_redirect_whose_body_never_ends_is_followed_without_reading_it(served, tmp_path):
+    root, server, base = served
+    server.misbehave = "redirect-endless"
+    result = runner.invoke(app, ["convert", f"{base}/checkpoint-last.pth", "-o", str(tmp_path / "x.safetensors")])
+    assert result.exit_code == 0, result.output
+    jitckpt.convert(root / "checkpoint-last.pth", tmp_path / "local.safetensors")
+    assert sha256(tmp_path / "x.safetensors") == sha256(tmp_path / "local.safetensors")
+
+
+def test_a_server_that_drips_is_cut_off_at_the_deadline(served, tmp_path, monkeypatch):
+    import time
+
+    from jitckpt.storage import remote
+
+    _, server, base = served
+    monkeypatch.setattr(remote, "DEADLINE_S", 1)
+    server.misbehave = "drip"
+    started = time.monotonic()
+    result = runner.invoke(app, ["inspect", f"{base}/checkpoint-last.pth"])
+    assert result.exit_code == 2 and "took more than 1 s to answer" in result.stderr, result.output
+    assert time.monotonic() - started < 10
+
+
+def test_a_file_missing_then_uploaded_or_replaced_is_read_as_it_is_now(served, tmp_path):
+    root, _, base = served
+    url = f"{base}/later.pth"
+    with pytest.raises(jitckpt.errors.SourceError, match="HTTP 404"):
+        jitckpt.load(url, lazy=True)
+    shutil.copyfile(GOLDEN, root / "later.pth")
+    assert jitckpt.load(url).epoch == jitckpt.load(GOLDEN, lazy=True).epoch  # not the 404 kept from before
+    jitckpt.convert(GOLDEN, root / "later.pth", to="pth", force=True, drop_optimizer=True)  # replaced: new ETag
+    assert jitckpt.load(url, lazy=True).optimizer is None  # read as the server holds it now
+
+
+@pytest.mark.parametrize("url, said", [
+    ("http://user:s3cret@127.0.0.1:9/x.pth", "http://user:***@127.0.0.1:9/x.pth: credentials in a URL are not sent"),
+    ("zip://x.pth::http://127.0.0.1:9/a.zip", "a chained address over http(s)"),
+    ("http://127.0.0.1:99999/x.pth", "cannot read from the server"),
+])
+def test_addresses_it_will_not_use_are_one_line_naming_why(url, said):
+    result = runner.invoke(app, ["inspect", url])
+    assert result.exit_code == 2 and said in result.stderr and result.stderr.count("\n") == 1, result.output
+    assert "s3cret" not in result.stderr
+
+
+def test_a_folder_url_keeps_its_query_at_the_end():
+    assert sources.join("https://host/run/state.dcp?sig=abc", ".metadata") == \
+        "https://host/run/state.dcp/.metadata?sig=abc"
