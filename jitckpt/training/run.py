@@ -184,11 +184,15 @@ def _train(args: dict, arch: Any, source: Path | str | None, source_format: str 
 def _fit(args: Mapping[str, Any], output_dir: Path, callbacks: list, logger: str, options: dict, on_terminal: bool,
          module: Any, data: Any, ckpt_path: Path | str | None) -> Any:
     import lightning as L
+    import torch
     from lightning.pytorch.callbacks import RichProgressBar
 
     from lightning.pytorch.utilities import rank_zero_info
 
     quiet_lightning_noise()
+    # Lightning gives each CPU process cores / processes threads; the original keeps torch's default, and the
+    # thread count decides how a gradient's sums are split, so its last bits: keep the original's
+    os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
     # One line instead of Lightning's model summary (whose FLOPs column reads 0 for a model without an example input)
     counts = [(p.numel(), p.requires_grad) for p in module.parameters()]
     rank_zero_info(f"model: {module.arch.describe()}; {sum(n for n, _ in counts):,} parameters, "

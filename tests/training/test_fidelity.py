@@ -205,3 +205,48 @@ def test_two_epochs_from_scratch_equal_the_originals_bit_for_bit(tmp_path):
     theirs = load(work / "out" / "checkpoint-last.pth")
     assert ours["epoch"] == theirs["epoch"] == 1
     assert [name for name, a, b in tensor_pairs(ours, theirs) if not torch.equal(a, b)] == []
+
+
+def train_two_ranks(tmp_path: Path) -> Path:
+    """``jitckpt train --resume`` on two gloo processes (Lightning's DDP), in a process of its own."""
+    data = image_folder(tmp_path / "data")
+    source = tmp_path / "in" / "checkpoint-last.pth"
+    source.parent.mkdir(parents=True)
+    shutil.copyfile(GOLDEN, source)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env.pop("OMP_NUM_THREADS", None)
+    done = subprocess.run([sys.executable, "-m", "jitckpt", "train", "--resume", str(source), "--data_path",
+                           str(data), "--output_dir", str(out), "--accelerator", "cpu", "--logger", "csv",
+                           "--devices", "2", "--strategy", "ddp", "--lr", "3.125e-05", *FLAGS],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_two_processes_have_the_originals_two_rank_losses(tmp_path):
+    out = train_two_ranks(tmp_path)
+    assert logged_losses(out) == json.loads((FIXTURES / "two-ranks" / "trace-rank0.json").read_text())["loss"]
+
+
+@pytest.mark.skipif(not _reference_runs(), reason="needs ../shared/reference and the packages its harness imports "
+                                                  "(einops, opencv-python-headless, tensorboard)")
+def test_two_processes_equal_the_originals_two_ranks_bit_for_bit(tmp_path):
+    out = train_two_ranks(tmp_path)
+    work = tmp_path / "original"
+    (work / "in").mkdir(parents=True)
+    shutil.copyfile(GOLDEN, work / "in" / "checkpoint-last.pth")
+    port = str(29950 + os.getpid() % 40)
+    ranks = []
+    for rank in (0, 1):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "JIT_ORIG_DIR": str(REFERENCE)}
+        ranks.append(subprocess.Popen([sys.executable, str(Path(__file__).with_name("original_rank.py")),
+                                       *ORIGINAL_FLAGS, "--data_path", str(tmp_path / "data"), "--resume", "in",
+                                       "--output_dir", f"out{rank}"], cwd=work, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    for process in ranks:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-2000:]
+    ours, theirs = load(out / "checkpoint-last.pth"), load(work / "out0" / "checkpoint-last.pth")
+    assert [name for name, a, b in tensor_pairs(ours, theirs) if not torch.equal(a, b)] == []
