@@ -1,6 +1,6 @@
 """The JiT networks (the original's ``JiT`` and ``Denoiser``), their sampling protocol, and loading them.
 
-May import: errors, tensors, layouts, schema, api.
+May import: errors, storage, tensors, layouts, schema, api.
 """
 
 from typing import Any
