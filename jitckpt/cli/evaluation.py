@@ -57,6 +57,7 @@ def evaluate_command(
     save_images: Optional[Path] = typer.Option(None, "--save-images", help="Also write the images as PNGs here."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON here."),
     sweep: bool = typer.Option(False, "--sweep", help="Score every combination of the --ema and --cfg lists."),
+    force: bool = typer.Option(False, "--force", help="Replace the --json file if it exists."),
 ) -> None:
     """Generate images from a checkpoint and score FID / Inception Score with torch-fidelity."""
     with errors():
@@ -86,7 +87,7 @@ def evaluate_command(
         if json_out is not None:
             from ..storage.atomic import check_output_path
 
-            check_output_path(json_out, force=True)  # its folder, now, not after the sampling
+            check_output_path(json_out, force=force)  # now (its folder, an existing file), not after the sampling
 
         from ..evaluation.evaluate import evaluate
         from ..evaluation.sampling import SamplingSettings
@@ -103,7 +104,7 @@ def evaluate_command(
         if json_out is not None:
             from ..storage.atomic import atomic_output
 
-            with atomic_output(json_out, force=True) as handle:
+            with atomic_output(json_out, force=force) as handle:
                 handle.write(json.dumps(results if sweep else results[0], indent=2).encode())
         if sweep:
             _sweep_table(ckpt, results)

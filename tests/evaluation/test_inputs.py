@@ -66,8 +66,11 @@ def test_eval_finds_the_originals_statistics_in_the_working_directory(workdir, i
     assert result.exit_code == 0, result.output
     assert "fid" not in json.loads(Path("r.json").read_text())  # no statistics yet: Inception Score only
     make_stats(inception_weights)
+    again = run("eval", GOLDEN, "--num-images", "10", "--batch-size", "10", "--steps", "1",
+                "--inception-weights", inception_weights, "--json", "r.json")
+    assert again.exit_code == 2 and "pass --force" in again.stderr  # an existing result is never replaced unasked
     result = run("eval", GOLDEN, "--num-images", "10", "--batch-size", "10", "--steps", "1",
-                 "--inception-weights", inception_weights, "--json", "r.json")
+                 "--inception-weights", inception_weights, "--json", "r.json", "--force")
     assert result.exit_code == 0, result.output
     saved = json.loads(Path("r.json").read_text())
     assert saved["fid"] > 0 and saved["reference"]["fid_stats"] == "fid_stats/jit_in16_stats.npz"
