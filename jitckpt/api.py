@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterator
 from . import formats
 from .formats.table import WEIGHTS_ONLY_TO, either, facts, folder_writable
 from .storage import sources
-from .errors import FORCE, DROP_OPTIMIZER, NOT_CONVERTED, OutputError, SchemaError, naming, render
-from .storage.atomic import atomic_output, check_output_path
+from .errors import DROP_OPTIMIZER, NOT_CONVERTED, OutputError, SchemaError, naming, render
+from .storage.atomic import atomic_output, check_output_path, refuse_default_name
 from .schema import JiTCheckpoint
 from .tensors.anytensor import dtype_name, is_tensor, iter_tensor_bytes, shape_of, to_torch
 from .tensors.lazy import CHUNK_BYTES, LazyTensor
@@ -153,9 +153,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike | None = None, to: st
     target = Path(dst) if dst is not None else default_output(source, to)
     if isinstance(source, Path) and target.resolve() == source.resolve():
         raise OutputError(f"output {str(target)!r} is the source file; give another name with -o")
-    if dst is None and (target.exists() or target.is_symlink()):  # force replaces only an output the user named
-        raise OutputError(f"{str(target)!r} already exists, and it is only the default output name; name the output "
-                          f"(-o {str(target)!r} with {FORCE} to replace it)")
+    if dst is None:
+        refuse_default_name(target)
     if formats.get(to).WRITES == "folder":
         from .storage.atomic_folder import check_folder_target
 

@@ -343,14 +343,12 @@ def sample(
     with errors():
         from ..errors import OutputError
         from ..evaluation import check_classes, weights_name
-        from ..storage.atomic import check_output_path
+        from ..storage.atomic import check_output_path, refuse_default_name
 
         weights = weights_name(ema)
-        if output is None:  # --force replaces only an output the user named
+        if output is None:
             output = Path("grid.png")
-            if output.exists() or output.is_symlink():
-                raise OutputError(f"{str(output)!r} already exists, and it is only the default output name; name "
-                                  f"the output (-o {str(output)!r} with --force to replace it)")
+            refuse_default_name(output)
         if output.suffix.lower() != ".png":
             raise OutputError(f"-o {str(output)!r}: the grid is written as PNG; give a .png name")
         check_output_path(output, force)

@@ -13,6 +13,7 @@ from ..model.protocol import METHODS, SETTINGS
 from ..training import LOGGERS, check_resume_flags
 from ..model.protocol import RANGES as PROTOCOL_RANGES
 from . import checks
+from ..storage import sources
 from .console import errors, warn
 
 
@@ -111,7 +112,7 @@ def train(
     with errors():
         overrides = {k: v for k, v in given.items() if k in ORIGINAL_DEFAULTS and k != "resume"}
         check_resume_flags(resume, overrides, evaluate_gen)
-        if resume is not None and "://" not in resume and not os.path.exists(resume):  # before Lightning (seconds)
+        if resume is not None and not sources.is_url(resume) and not os.path.exists(resume):  # before Lightning
             from ..errors import JiTCheckpointError
 
             raise JiTCheckpointError(f"--resume {resume!r}: no such file or folder")

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import JiTCheckpointError
 from ..evaluation.images import center_crop_arr, training_folder
 from .checkpoint_io import explain_unread_resume
-from .stream import RANDOM_STREAMS
+from .stream import check_random_stream
 
 
 class JiTDataModule(L.LightningDataModule):
@@ -33,8 +33,7 @@ class JiTDataModule(L.LightningDataModule):
         self.data_path, self.img_size, self.batch_size = data_path, img_size, batch_size
         self.num_workers, self.pin_memory, self.shuffle = num_workers, pin_memory, shuffle
         self.dataset = dataset
-        if random_stream not in RANDOM_STREAMS:
-            raise JiTCheckpointError(f"random_stream {random_stream!r}: choose {' or '.join(RANDOM_STREAMS)}")
+        check_random_stream(random_stream)
         self.random_stream = random_stream
 
     def check(self) -> str:

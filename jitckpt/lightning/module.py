@@ -9,7 +9,7 @@ import torch
 
 from ..errors import JiTCheckpointError
 from ..layouts.arch import Arch, expected_shapes, official
-from .stream import RANDOM_STREAMS, OriginalStream, flip_images
+from .stream import OriginalStream, check_random_stream, flip_images
 from ..model.denoiser import DiffusionConfig, diffusion_loss, generate
 from ..layouts.groupings import ORIGINAL, ORIGINAL_BETAS
 from ..model.jit import JiT
@@ -83,8 +83,7 @@ class JiTLightningModule(L.LightningModule):
         self.diffusion = DiffusionConfig(P_mean, P_std, noise_scale, t_eps, label_drop_prob, sampling_method,
                                          num_sampling_steps, cfg_scale, float(cfg_interval[0]), float(cfg_interval[1]))
         self.absolute_lr: float | None = learning_rate
-        if random_stream not in RANDOM_STREAMS:
-            raise JiTCheckpointError(f"random_stream {random_stream!r}: choose {' or '.join(RANDOM_STREAMS)}")
+        check_random_stream(random_stream)
         self._stream: OriginalStream | None = None
         if compile:
             self.net.compile()

@@ -19,8 +19,17 @@ from typing import Any
 
 import torch
 
+from ..errors import JiTCheckpointError
+
 RANDOM_STREAMS = ("per_batch", "original")  # what JiTLightningModule and JiTDataModule take
 FLIP_PROBABILITY = 0.5  # torchvision's RandomHorizontalFlip default, as the original uses it
+
+
+def check_random_stream(name: str) -> str:
+    """``name`` if it is one of :data:`RANDOM_STREAMS`; a one-line error otherwise."""
+    if name not in RANDOM_STREAMS:
+        raise JiTCheckpointError(f"random_stream {name!r}: choose {' or '.join(RANDOM_STREAMS)}")
+    return name
 
 
 class OriginalStream:
@@ -48,7 +57,6 @@ class OriginalStream:
         """Which of the batch's ``count`` images ``RandomHorizontalFlip`` flips (bool, one per image)."""
         generator = self.workers[batch_index % len(self.workers)] if self.workers else self.generator
         return torch.tensor([bool(torch.rand(1, generator=generator) < FLIP_PROBABILITY) for _ in range(count)])
-
 
     def forward_generator(self, device: torch.device) -> torch.Generator:
         """Where the forward's draws come from: the CPU stream, or on a GPU the device's own generator, which

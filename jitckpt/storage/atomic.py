@@ -38,6 +38,14 @@ from .permissions import output_mode
 from .temp import (OutputFile, commit_step, fcntl, fsync_dir, lock, output_error, same_file, temp_name,
                    temp_pattern)
 
+def refuse_default_name(target: Path) -> None:
+    """``--force`` replaces only an output the user named: an existing file at a default output name is an
+    :class:`OutputError`, ``--force`` or not."""
+    if target.exists() or target.is_symlink():
+        raise OutputError(f"{str(target)!r} already exists, and it is only the default output name; name the output "
+                          f"(-o {str(target)!r} with {FORCE} to replace it)")
+
+
 def check_output_path(path: str | os.PathLike[str], force: bool = False) -> Path:
     """Raise :class:`OutputError` unless ``path`` can be written (folder exists; no file, or ``force``)."""
     target = Path(path)

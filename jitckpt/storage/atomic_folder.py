@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 from ..errors import FORCE, OutputError
 from .temp import OutputFile, fsync_dir, lock, output_error, temp_name, temp_pattern
 from .permissions import permission_bits
+from . import sources
 
 
 Replaceable = Callable[[Path], bool]  # whether an existing folder may be replaced with --force
@@ -34,7 +35,7 @@ def check_folder_target(path: str | os.PathLike[str], force: bool = False,
     is replaced only if ``replaceable(folder)`` says so (when given): a checkpoint folder, not a run's folder
     that holds other files; never one that is or holds the local file or folder ``source`` being read."""
     target = Path(path)
-    if source is not None and "://" not in str(source):
+    if source is not None and not sources.is_url(source):
         read = Path(source).resolve()
         if target.resolve() == read or target.resolve() in read.parents:
             raise OutputError(f"output {str(target)!r} is or holds the source {str(source)!r}; give another name")

@@ -83,13 +83,9 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
 
     from . import sources
 
-    if not sources.is_url(path):
-        with open(path, "rb") as handle:
-            return hash_stream(handle, hashlib.sha256(), chunk_size)
-    hasher, offset, total = hashlib.sha256(), 0, sources.size(path)
+    hasher, offset = hashlib.sha256(), 0
     with sources.Reader(str(path)) as reader:
-        while offset < total:
-            chunk = reader.pread(min(chunk_size, total - offset), offset)
+        while chunk := reader.pread(chunk_size, offset):
             hasher.update(chunk)
             offset += len(chunk)
     return hasher.hexdigest()

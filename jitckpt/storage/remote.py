@@ -84,22 +84,23 @@ def _changed(url: str, was: str | None, now: str | None) -> SourceError:
 class HttpFile(RemoteFile):
     """A file served over HTTP(S) that answers ``Range`` requests with ``206 Partial Content``."""
 
-    def __init__(self, url: str, headers: Mapping[str, str] | None = None) -> None:
-        self.url, self.headers = url, dict(headers or {})
+    def __init__(self, url: str) -> None:
+        self.url = url
         self.requests = self.received = 0
         self._lock = threading.Lock()
         self._connection: http.client.HTTPConnection | None = None
         self._where = url  # after redirects
         try:
             if urllib.parse.urlsplit(url).username is not None:
-                raise SourceError(f"{shown(url)}: credentials in a URL are not sent; give them as a header or "
-                                  "storage option instead")
+                raise SourceError(f"{shown(url)}: credentials in a URL are not sent; jitckpt reads public "
+                                  "http(s) addresses (a private store: its fsspec address, with storage options)")
         except ValueError:
             raise SourceError(f"{url!r} is not a valid address") from None
         with self._deadline():
             response = self._request("HEAD", {})
             response.read(0)
-            self._drop_connection() if response.will_close else None
+            if response.will_close:
+                self._drop_connection()
         if response.status == 404:
             raise MissingRemote(f"{url}: no such file on the server (HTTP 404)")
         if response.status != 200:
@@ -129,20 +130,18 @@ class HttpFile(RemoteFile):
         timer = threading.Timer(DEADLINE_S, expire)
         timer.daemon = True
         timer.start()
+        too_slow = SourceError(f"{self.url}: the server took more than {DEADLINE_S} s to answer; nothing was written")
         try:
             yield
             if expired.is_set():  # the answer was cut off by the deadline but read as far as it came
-                raise SourceError(f"{self.url}: the server took more than {DEADLINE_S} s to answer; nothing was "
-                                  "written")
+                raise too_slow
         except SourceError:
             if expired.is_set():
-                raise SourceError(f"{self.url}: the server took more than {DEADLINE_S} s to answer; nothing was "
-                                  "written") from None
+                raise too_slow from None
             raise
         except (OSError, http.client.HTTPException, ValueError) as exc:
             if expired.is_set():
-                raise SourceError(f"{self.url}: the server took more than {DEADLINE_S} s to answer; nothing was "
-                                  "written") from None
+                raise too_slow from None
             raise SourceError(f"{self.url}: cannot read from the server ({type(exc).__name__}: "
                               f"{str(exc)[:120]})") from None
         finally:
@@ -164,7 +163,7 @@ class HttpFile(RemoteFile):
                 if self._connection is None:
                     self._connection = self._connect(parts)
                 try:
-                    self._connection.request(method, target, headers={**self.headers, **extra})
+                    self._connection.request(method, target, headers=dict(extra))
                     response = self._connection.getresponse()
                     break
                 except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:

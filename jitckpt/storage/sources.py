@@ -21,6 +21,7 @@ from typing import Any, Iterator, Mapping
 from ..errors import SourceError
 from .remote import FsspecFile, HttpFile, MissingRemote, RemoteFile, fsspec_kind
 
+REMOTE_READ_BYTES = 16 << 20  # per range request of readinto: bounds what one answer holds twice in memory
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _OPTIONS: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar("storage_options", default={})
 _OPENED: dict[str, RemoteFile] = {}  # by URL
@@ -187,10 +188,11 @@ class Reader:
         return self._remote.read(n, offset)
 
     def readinto(self, buffer: memoryview, offset: int) -> int:
-        """Fill ``buffer`` from ``offset`` as far as the file goes; the count read (0 at the end)."""
+        """Read into ``buffer`` from ``offset``; the count read (0 at the end). From a remote file at most
+        :data:`REMOTE_READ_BYTES` a call: one range request, whose answer is held once more in memory."""
         if self._remote is None:
             return os.preadv(self._fd, [buffer], offset)
-        data = self.pread(len(buffer), offset)
+        data = self.pread(min(len(buffer), REMOTE_READ_BYTES), offset)
         buffer[:len(data)] = data
         return len(data)
 

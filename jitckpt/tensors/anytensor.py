@@ -64,9 +64,14 @@ def write_tensor_crc(tensor: Any, handle: SeekableOutput, progress: Callable[[in
     remote one it is computed from the bytes as they pass, so that each is transferred once."""
     if isinstance(tensor, LazyTensor) and any(sources.is_url(piece.path) for piece in tensor.stored_pieces()):
         crc = 0
-        for chunk in tensor.iter_bytes():
-            crc = crc32(chunk, crc)
-            write_chunks(iter((chunk,)), handle, progress)
+
+        def summed() -> Iterator[memoryview]:
+            nonlocal crc
+            for chunk in tensor.iter_bytes():
+                crc = crc32(chunk, crc)
+                yield chunk
+
+        write_chunks(summed(), handle, progress)
         return crc
     pending = pool.submit(crc_of, tensor) if isinstance(tensor, LazyTensor) else crc_of(tensor)
     write_tensor(tensor, handle, progress)

@@ -21,7 +21,6 @@ from .regions import CHUNK_BYTES as CHUNK_BYTES, Checksum as Checksum, damaged, 
 
 WRITEBACK_BYTES = 1 << 20  # chunks at least this large get their writeback started as soon as written
 COPY_BYTES = 64 << 20  # per in-kernel copy call; bounds the gap between progress updates
-REMOTE_READ_BYTES = 16 << 20  # per range request: bounds what one answer may hold in memory twice
 
 # dtype name -> (itemsize in bytes, safetensors code, legacy torch storage class)
 DTYPES: dict[str, tuple[int, str, str]] = {
@@ -255,8 +254,7 @@ class TensorRef(LazyTensor):
         with sources.Reader(self.path) as reader:
             done, crc = 0, 0
             while done < self.nbytes:
-                got = reader.readinto(target[done:min(self.nbytes, done + REMOTE_READ_BYTES)]
-                                      if reader.fd is None else target[done:self.nbytes], self.offset + done)
+                got = reader.readinto(target[done:self.nbytes], self.offset + done)
                 if got <= 0:
                     raise truncated(self.path)
                 if own:
