@@ -72,3 +72,26 @@ def original_resume(path: Path, arch: Arch, weight_decay: float = 0.05, lr: floa
 def load_golden_torch() -> dict:
     with torch.serialization.safe_globals([argparse.Namespace]):
         return torch.load(GOLDEN, map_location="cpu", weights_only=True)
+
+
+def sparse_jit_b16_checkpoint(path: Path) -> int:
+    """An original-format JiT-B/16 training checkpoint (model, two EMAs, AdamW moments: 2.63 GB) whose tensor
+    bytes are holes: ``torch.save`` under ``skip_data`` writes the structure and skips the data, so it costs
+    milliseconds and a few MB of disk, and untouched ``torch.empty`` pages no memory. Its size in bytes."""
+    from jitckpt.layouts.groupings import ORIGINAL
+
+    arch = Arch(12, 768, 12, 16, 128, 32, 4, 1000, 256)
+    shapes = expected_shapes(arch)
+    no_decay, decay = ORIGINAL.names(arch)
+    names = no_decay + decay
+    ema = lambda: {k: nn.Parameter(torch.empty(s), requires_grad=False) for k, s in shapes.items()}  # noqa: E731
+    state = {i: {"step": torch.tensor(1000.0), "exp_avg": torch.empty(shapes[n]),
+                 "exp_avg_sq": torch.empty(shapes[n])} for i, n in enumerate(names)}
+    groups = [{"weight_decay": 0.0, "lr": 1e-4, "betas": (0.9, 0.95), "params": list(range(len(no_decay)))},
+              {"weight_decay": 0.05, "lr": 1e-4, "betas": (0.9, 0.95), "params": list(range(len(no_decay), len(names)))}]
+    args = argparse.Namespace(model="JiT-B/16", img_size=256, class_num=1000, epochs=600, batch_size=128, blr=5e-5)
+    with torch.serialization.skip_data():
+        torch.save({"model": {k: torch.empty(s) for k, s in shapes.items()}, "epoch": 99, "args": args,
+                    "optimizer": {"state": state, "param_groups": groups}, "model_ema1": ema(), "model_ema2": ema()},
+                   path)
+    return path.stat().st_size

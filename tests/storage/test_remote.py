@@ -13,7 +13,7 @@ import jitckpt
 from jitckpt.cli import app
 from jitckpt.storage import sources
 from tests import wild
-from tests.helpers import GOLDEN, sha256
+from tests.helpers import GOLDEN, sha256, sparse_jit_b16_checkpoint
 from tests.remote_server import serving
 
 runner = CliRunner()
@@ -42,6 +42,16 @@ def test_inspect_over_http_reads_only_the_structure_and_says_what_inspect_of_the
     size = (root / "checkpoint-last.pth").stat().st_size
     # the end record, the central directory, data.pkl and each entry's local header: no tensor bytes
     assert server.bytes_sent < 200_000 < size, (server.bytes_sent, size)
+
+
+def test_inspect_of_a_2_63_gb_jit_b16_checkpoint_over_http_transfers_under_1_mb(tmp_path):
+    size = sparse_jit_b16_checkpoint(tmp_path / "jit-b16.pth")  # holes where the tensor bytes go
+    assert size > 2_600_000_000
+    with serving(tmp_path) as (server, base):
+        result = runner.invoke(app, ["inspect", f"{base}/jit-b16.pth"])
+    assert result.exit_code == 0, result.output
+    assert "JiT-B/16" in result.stdout and "(2.6 GB)" in result.stdout and "182 params with state" in result.stdout
+    assert server.bytes_sent < 1_000_000, server.bytes_sent
 
 
 @pytest.mark.parametrize("source", ["checkpoint-last.pth", "full.safetensors", "state.dcp", "JiT-T-4"])
