@@ -16,10 +16,12 @@ import os
 import re
 import stat
 import threading
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from ..errors import SourceError
-from .remote import FsspecFile, HttpFile, MissingRemote, RemoteFile, fsspec_kind
+
+if TYPE_CHECKING:  # .remote loads http.client and ssl (20 ms), which a local read never needs
+    from .remote import RemoteFile
 
 REMOTE_READ_BYTES = 16 << 20  # per range request of readinto: bounds what one answer holds twice in memory
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
@@ -54,6 +56,8 @@ def storage_options(options: Mapping[str, Any] | None) -> Iterator[None]:
 def remote(url: str) -> RemoteFile:
     """The open remote file at ``url`` (opened on first use and kept: its size and version pinned for every
     later read); :class:`SourceError` when it is absent or unreadable (not kept: the next call asks again)."""
+    from .remote import FsspecFile, HttpFile
+
     with _LOCK:
         opened = _OPENED.get(url)
         if opened is None:
@@ -115,6 +119,8 @@ def is_file(path: str | os.PathLike[str]) -> bool:
             return stat.S_ISREG(os.stat(local(text)).st_mode)
         except (OSError, ValueError):
             return False
+    from .remote import MissingRemote
+
     try:
         remote(text)
         return True
@@ -131,6 +137,8 @@ def is_dir(path: str | os.PathLike[str]) -> bool:
         return os.path.isdir(local(text))
     if text.lower().startswith(("http://", "https://")):
         return not is_file(text)
+    from .remote import fsspec_kind
+
     return fsspec_kind(text, _OPTIONS.get()) == "directory"
 
 
