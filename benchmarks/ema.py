@@ -2,9 +2,10 @@
 
 The original ``Denoiser.update_ema`` runs ``ema.mul_(decay).add_(param, alpha=1 - decay)``
 for every tensor of both EMAs; the callback runs the same arithmetic (bitwise the loop's result, which the
-script checks): fused ``_foreach_mul_`` then ``_foreach_add_`` off the CPU, per tensor on it (see
-``jitckpt.compat``). The fused
-``_foreach_lerp_`` the callback used before (one pass, rounding differently) is the third row.
+script checks): fused ``_foreach_mul_`` then ``_foreach_add_`` off the CPU; on it a piece of each tensor at a
+time (``jitckpt.callbacks.ema.PIECE`` elements: both EMAs' and the parameter's pieces stay in cache between
+the passes). The fused ``_foreach_lerp_`` the callback used before (one pass, rounding differently) is the
+third row.
 All are timed in the same run, interleaved, median over ``--updates`` updates.
 
 Usage: python benchmarks/ema.py [--updates 20] [--device cpu|cuda]
@@ -71,7 +72,7 @@ def main() -> None:
     print(f"dual EMA update, JiT-B/16 ({count / 1e6:.1f} M parameters), {device.type}, median of {opts.updates}, "
           f"{time.strftime('%Y-%m-%d')}")
     print(f"original per-parameter loop (mul_ + add_): {loop * 1e3:8.1f} ms")
-    print(f"EMACallback (mul_ then add_, fused off CPU): {fused * 1e3:6.1f} ms")
+    print(f"EMACallback (mul_ then add_, in pieces):   {fused * 1e3:8.1f} ms")
     print(f"fused lerp (_foreach_lerp_, before):       {lerp * 1e3:8.1f} ms")
     print(f"EMACallback vs the loop: {loop / fused:.2f}x faster; vs lerp: {fused / lerp:.2f}x its time")
     print(f"EMACallback's EMAs bitwise equal to the loop's after {opts.updates + 2} updates: {same}")

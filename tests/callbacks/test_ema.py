@@ -54,6 +54,28 @@ def test_update_is_the_ema_rule():
         torch.testing.assert_close(e_new, 0.5 * e_old + 0.5 * p.detach())
 
 
+def test_the_update_in_pieces_is_bitwise_the_original_per_parameter_loop():
+    """Tensors longer than a piece (with a ragged last piece), a non-contiguous parameter and small ones: the
+    EMAs after three updates equal, bit for bit, those of the original's ``mul_(decay).add_(param, alpha)``."""
+    from jitckpt.callbacks.ema import PIECE, update_in_pieces_
+
+    generator = torch.Generator().manual_seed(0)
+    params = [torch.randn(2 * PIECE + 37, generator=generator), torch.randn(PIECE + 1, 3, generator=generator),
+              torch.randn(3, PIECE // 2 + 5, generator=generator).t(), torch.randn(7, generator=generator)]
+    assert not params[2].is_contiguous()
+    loop = [[p.clone() for p in params] for _ in range(2)]
+    pieces = [[p.clone() for p in params] for _ in range(2)]
+    for step in range(3):
+        for p in params:
+            p.add_(torch.randn(p.shape, generator=generator), alpha=1e-2)
+        for ema, decay in zip(loop, (0.9999, 0.9996)):
+            for target, param in zip(ema, params):
+                target.mul_(decay).add_(param, alpha=1 - decay)
+        update_in_pieces_([(pieces[0], 0.9999), (pieces[1], 0.9996)], params)
+    assert all(torch.equal(a, b) for a, b in zip(loop[0] + loop[1], pieces[0] + pieces[1]))
+    assert not torch.equal(loop[0][0], params[0])  # the EMAs moved
+
+
 def test_swap_ema_uses_ema_inside_and_restores_raw_without_copies():
     module = small_module()
     ema = EMACallback(0.9, 0.5)
