@@ -11,10 +11,12 @@ interleaved rounds:
 - ``jitckpt convert URL -o x.safetensors``: against ``curl`` of the same bytes
   followed by a local ``jitckpt convert`` of the download.
 
-Loopback has no latency: on a real network each of ``inspect``'s requests costs
-a round trip more (see the requests column).
+Loopback has no latency, so the server then holds every answer back ``--rtt-ms``
+(a network's round trip) and times ``inspect`` again, as it is (the zip's local
+headers asked for over several connections at once) and with one connection
+(``PARALLEL_REQUESTS = 1``, as before 2026-12-07), against ``curl`` of the whole file.
 
-Usage: python benchmarks/remote.py [--source FILE] [--workdir DIR] [--repeats 3]
+Usage: python benchmarks/remote.py [--source FILE] [--workdir DIR] [--repeats 3] [--rtt-ms 20]
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def main() -> None:
     parser.add_argument("--source", type=Path, help="an original-format checkpoint (default: build JiT-B/16)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rtt-ms", type=float, default=20.0, help="the round trip simulated for the last rows")
     options = parser.parse_args()
     work = options.workdir or Path(tempfile.mkdtemp(prefix="jitckpt-remote-"))
     served = work / "served"
@@ -96,6 +99,17 @@ def main() -> None:
             for name, run in rows.items():
                 walls[name].append(run())
         same = subprocess.run(["cmp", str(out), str(local_out)]).returncode == 0
+        one_connection = [sys.executable, "-c", "import sys, jitckpt.storage.remote as r; r.PARALLEL_REQUESTS = 1; "
+                          "from jitckpt.cli import app; app(sys.argv[1:], prog_name='jitckpt')", "inspect", url]
+        slow_rows = {"jitckpt inspect URL": lambda: timed(jit + ["inspect", url]),
+                     "jitckpt inspect URL, one connection": lambda: timed(one_connection),
+                     "curl -o FILE URL (whole file)": curl_whole}
+        server.delay_s = options.rtt_ms / 1e3
+        slow: dict[str, list[float]] = {name: [] for name in slow_rows}
+        for _ in range(options.repeats):
+            for name, run in slow_rows.items():
+                slow[name].append(run())
+        server.delay_s = 0.0
     print(f"{source.name}: {size / 1e9:.2f} GB served on 127.0.0.1, median of {options.repeats} interleaved rounds, "
           f"{time.strftime('%Y-%m-%d %H:%M')}, load {os.getloadavg()[0]:.1f}")
     medians = {name: statistics.median(w) for name, w in walls.items()}
@@ -105,6 +119,12 @@ def main() -> None:
     requests, sent = counted["inspect"]
     print(f"inspect: {requests} requests, {sent / 1e3:.1f} kB transferred ({sent / size:.2e} of the file), "
           f"{medians['jitckpt inspect URL'] / medians['curl -o FILE URL (whole file)']:.3f}x the whole download's time")
+    print(f"with a {options.rtt_ms:g} ms round trip before every answer:")
+    slow_medians = {name: statistics.median(w) for name, w in slow.items()}
+    for name, seconds in slow_medians.items():
+        rounds = " ".join(f"{w:.2f}" for w in slow[name])
+        ratio = seconds / slow_medians["curl -o FILE URL (whole file)"]
+        print(f"  {name:40} {seconds:7.2f} s   {ratio:.3f}x the whole download   each round: {rounds}")
     requests, sent = counted["convert"]
     print(f"convert: {requests} requests, {sent / 1e9:.3f} GB transferred, "
           f"{medians['jitckpt convert URL -o x.safetensors'] / medians['curl, then jitckpt convert FILE']:.2f}x "

@@ -9,6 +9,9 @@ per file, counts requests and bytes, and misbehaves on demand (``server.misbehav
 - ``"redirect-endless"``: a GET is redirected (to the same file under ``/r/``) by an answer whose body never
   ends;
 - ``"drip"``: a range answer's body comes a byte every 0.2 s.
+
+``server.delay_s`` holds every answer back that long (a network's round trip); ``server.most_at_once`` is the
+most requests it answered at the same time.
 """
 
 from __future__ import annotations
@@ -28,7 +31,22 @@ class Server:
         self.requests = 0
         self.bytes_sent = 0
         self.ranges = 0
+        self.delay_s = 0.0
+        self.at_once = self.most_at_once = 0
         self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        with self._lock:
+            self.at_once += 1
+            self.most_at_once = max(self.most_at_once, self.at_once)
+        try:
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            yield
+        finally:
+            with self._lock:
+                self.at_once -= 1
 
     def count(self, sent: int) -> None:
         with self._lock:
@@ -55,6 +73,14 @@ def _handler(server: Server) -> type:
             return f'"{st.st_size:x}-{st.st_mtime_ns:x}{"-new" if changed else ""}"'
 
         def do_HEAD(self) -> None:
+            with server.answering():
+                self._head()
+
+        def do_GET(self) -> None:
+            with server.answering():
+                self._get()
+
+        def _head(self) -> None:
             path = self._file()
             if path is None:
                 self._missing()
@@ -72,7 +98,7 @@ def _handler(server: Server) -> type:
             self.end_headers()
             server.count(0)
 
-        def do_GET(self) -> None:
+        def _get(self) -> None:
             if server.misbehave == "redirect-endless" and not self.path.startswith("/r/"):
                 self.send_response(302)
                 self.send_header("Location", "/r" + self.path)

@@ -21,14 +21,19 @@ import contextlib
 import http.client
 import socket
 import threading
+import time
 import urllib.parse
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from ..errors import SourceError
 
 TIMEOUT_S = 60  # per connection attempt and per socket read
 DEADLINE_S = 300  # per request, answer included: a server that drips a byte at a time still ends
 MAX_REDIRECTS = 5
+PARALLEL_REQUESTS = 8  # connections of one read_many: ~1,100 small reads of a zip's local headers take
+# ~140 round trips instead of ~1,100 (browsers open 6 a host; HTTP/1.1 has one request in flight a connection)
+NEAR_S = 0.002  # a range answered sooner over a kept connection: a server this close gains nothing from more
+# (benchmarks/remote.py, loopback: inspect 0.51 s over one, 0.71 s over 8; with a 20 ms round trip 24.2 s and 3.4 s)
 VERSION_FIELDS = ("ETag", "etag", "Last-Modified", "LastModified", "last_modified", "mtime", "md5Hash", "generation")
 
 
@@ -70,6 +75,10 @@ class RemoteFile:
             raise SourceError(f"{self.url}: {len(data)} of the {n} bytes asked for came back (the transfer was cut "
                               "short); nothing was written")
         return data
+
+    def read_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """:meth:`read` of each ``(n, offset)``, in order: for many small reads (all answers are held at once)."""
+        return [self.read(n, offset) for n, offset in ranges]
 
     def _fetch(self, n: int, offset: int) -> bytes:
         """At most ``n + 1`` bytes of the answer to a request for ``[offset, offset + n)``."""
@@ -183,6 +192,43 @@ class HttpFile(RemoteFile):
             return response
         raise SourceError(f"{self.url}: more than {MAX_REDIRECTS} redirects")
 
+    def read_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """:meth:`read` of each ``(n, offset)``, in order, over :data:`PARALLEL_REQUESTS` connections at once
+        (each its own copy of this file, with the same address, size and version to hold the server to), or
+        over this one where the server answered the first of them within :data:`NEAR_S`."""
+        shares = min(PARALLEL_REQUESTS, len(ranges) - 1)
+        if shares <= 1:
+            return super().read_many(ranges)
+        started = time.monotonic()
+        first = self.read(*ranges[0])
+        if time.monotonic() - started < NEAR_S:
+            return [first, *super().read_many(ranges[1:])]
+        from concurrent.futures import ThreadPoolExecutor
+
+        ranges = ranges[1:]
+
+        step = -(-len(ranges) // shares)
+        twins = [self._twin() for _ in range(shares)]
+        try:
+            with ThreadPoolExecutor(max_workers=shares) as pool:
+                parts = list(pool.map(lambda twin, i: RemoteFile.read_many(twin, ranges[i:i + step]), twins,
+                                      range(0, len(ranges), step)))
+        finally:
+            for twin in twins:
+                twin._drop_connection()
+                with self._lock:
+                    self.requests += twin.requests
+                    self.received += twin.received
+        return [first, *(data for part in parts for data in part)]
+
+    def _twin(self) -> HttpFile:
+        """This file with a connection of its own (no HEAD: the size and version are this one's)."""
+        twin = object.__new__(HttpFile)
+        twin.url, twin.size, twin.version, twin._where = self.url, self.size, self.version, self._where
+        twin.requests = twin.received = 0
+        twin._lock, twin._connection = threading.Lock(), None
+        return twin
+
     def _fetch(self, n: int, offset: int) -> bytes:
         try:
             with self._deadline():
@@ -242,6 +288,27 @@ class FsspecFile(RemoteFile):
         self.version = next((str(info[k]) for k in VERSION_FIELDS if info.get(k) is not None), None)
         self.requests = self.received = 0
         self._lock = threading.Lock()
+
+    def read_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """fsspec's ``cat_ranges`` (concurrent where the filesystem is asynchronous), each answer checked."""
+        if len(ranges) <= 1:
+            return super().read_many(ranges)
+        for n, offset in ranges:
+            if n <= 0 or offset < 0 or offset + n > self.size:
+                return super().read_many(ranges)  # read() says what is wrong with it, or reads b"" for n <= 0
+        try:
+            answers = self.fs.cat_ranges([self.path] * len(ranges), [o for _, o in ranges],
+                                         [o + n for n, o in ranges], on_error="raise")
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"{self.url}: the read broke off ({exc}); nothing was written") from None
+        with self._lock:
+            self.requests += len(ranges)
+            self.received += sum(len(a) for a in answers)
+        for (n, _), data in zip(ranges, answers):
+            if len(data) != n:
+                raise SourceError(f"{self.url}: {len(data)} of the {n} bytes asked for came back (the transfer "
+                                  "was cut short); nothing was written")
+        return [bytes(a) for a in answers]
 
     def _fetch(self, n: int, offset: int) -> bytes:
         try:

@@ -195,6 +195,14 @@ class Reader:
         n = max(0, min(n, self._remote.size - offset))
         return self._remote.read(n, offset)
 
+    def pread_many(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """:meth:`pread` of each ``(n, offset)``, in order; a remote file's over several connections at once
+        (for many small reads, such as a zip's local headers: all answers are held at once)."""
+        if self._remote is None:
+            return [os.pread(self._fd, n, offset) for n, offset in ranges]
+        size = self._remote.size
+        return self._remote.read_many([(max(0, min(n, size - offset)), offset) for n, offset in ranges])
+
     def readinto(self, buffer: memoryview, offset: int) -> int:
         """Read into ``buffer`` from ``offset``; the count read (0 at the end). From a remote file at most
         :data:`REMOTE_READ_BYTES` a call: one range request, whose answer is held once more in memory."""

@@ -75,6 +75,13 @@ class _Window:
         n = max(0, min(n, self.length - offset))
         return self.reader.pread(n, self.start + offset) if offset >= 0 else b""
 
+    def pread_many(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """:meth:`pread` of each ``(n, offset)``; a remote file's at once (see ``sources.Reader.pread_many``)."""
+        inside = [(max(0, min(n, self.length - offset)), self.start + offset) for n, offset in ranges if offset >= 0]
+        if len(inside) != len(ranges):
+            return [self.pread(n, offset) for n, offset in ranges]
+        return self.reader.pread_many(inside)
+
 
 def read_archive(path: str, start: int = 0, length: int | None = None) -> Archive:
     """Parse and check the archive structure of ``path`` (reads no entry data).
@@ -99,8 +106,12 @@ def read_archive(path: str, start: int = 0, length: int | None = None) -> Archiv
         directory = window.pread(cd_size, cd_offset)
         if len(directory) != cd_size:
             raise _bad(path, "central directory cut short")
-        entries = {name: Entry(name, start + _data_offset(path, window, name, header, n, cd_offset), n, crc)
-                   for name, (header, n, crc) in _parse_central(path, directory, count, cd_offset).items()}
+        central = _parse_central(path, directory, count, cd_offset)
+        # every local header at once: a remote file's over several connections, not a round trip each
+        heads = window.pread_many([(_LOCAL.size + len(name.encode("utf-8")), header)
+                                   for name, (header, _, _) in central.items()])
+        entries = {name: Entry(name, start + _data_offset(path, name, head, header, n, cd_offset), n, crc)
+                   for (name, (header, n, crc)), head in zip(central.items(), heads)}
     return Archive(path, file_size, entries)
 
 
@@ -201,10 +212,10 @@ def _zip64_fields(path: str, name: str, extra: bytes, usize: int, csize: int, of
     raise _bad(path, f"entry {name!r} lacks its zip64 sizes")
 
 
-def _data_offset(path: str, window: _Window, name: str, header_offset: int, size: int, cd_offset: int) -> int:
-    """Where the entry's bytes start, after its checked local header; they must end before the directory."""
+def _data_offset(path: str, name: str, header: bytes, header_offset: int, size: int, cd_offset: int) -> int:
+    """Where the entry's bytes start, after its local header (``header``: the bytes at ``header_offset``, as
+    long as a header naming it), checked; they must end before the directory."""
     expected = name.encode("utf-8")
-    header = window.pread(_LOCAL.size + len(expected), header_offset)  # the header and, if it agrees, the name
     if len(header) != _LOCAL.size + len(expected):
         raise _bad(path, f"local header of {name!r} cut short")
     sig, _need, flags, method, _time, _date, _crc, _csize, _usize, name_len, extra_len = _LOCAL.unpack_from(header)

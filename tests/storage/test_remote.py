@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import jitckpt
 from jitckpt.cli import app
-from jitckpt.storage import sources
+from jitckpt.storage import remote, sources
 from tests import wild
 from tests.helpers import GOLDEN, sha256, sparse_jit_b16_checkpoint
 from tests.remote_server import serving
@@ -52,6 +52,29 @@ def test_inspect_of_a_2_63_gb_jit_b16_checkpoint_over_http_transfers_under_1_mb(
     assert result.exit_code == 0, result.output
     assert "JiT-B/16" in result.stdout and "(2.6 GB)" in result.stdout and "182 params with state" in result.stdout
     assert server.bytes_sent < 1_000_000, server.bytes_sent
+
+
+def test_the_local_headers_of_a_remote_zip_are_asked_for_over_several_connections_at_once(served):
+    """A round trip per zip entry would make inspect of a large .pth on a distant server slower than its
+    download: the headers go out over several connections, each answer held back as a network would."""
+    root, server, base = served
+    near = runner.invoke(app, ["inspect", f"{base}/checkpoint-last.pth"])
+    assert near.exit_code == 0 and server.most_at_once == 1  # no round trip to save: one connection
+    sources.forget()
+    server.delay_s = 0.01
+    result = runner.invoke(app, ["inspect", f"{base}/checkpoint-last.pth"])
+    assert result.exit_code == 0, result.output
+    assert server.most_at_once == remote.PARALLEL_REQUESTS > 1, server.most_at_once
+    local = runner.invoke(app, ["inspect", str(root / "checkpoint-last.pth")])
+    assert result.stdout[result.stdout.index("\nformat"):] == local.stdout[local.stdout.index("\nformat"):]
+
+
+def test_concurrent_header_reads_still_catch_a_file_changed_between_requests(served):
+    root, server, base = served
+    server.misbehave, server.delay_s = "etag-change", 0.005  # from the second range answer on, another version
+    result = runner.invoke(app, ["inspect", f"{base}/checkpoint-last.pth"])
+    assert result.exit_code == 2 and "changed on the server while it was being read" in result.stderr, result.output
+    assert result.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize("source", ["checkpoint-last.pth", "full.safetensors", "state.dcp", "JiT-T-4"])
