@@ -11,7 +11,10 @@ per file, counts requests and bytes, and misbehaves on demand (``server.misbehav
 - ``"drip"``: a range answer's body comes a byte every 0.2 s.
 
 ``server.delay_s`` holds every answer back that long (a network's round trip); ``server.most_at_once`` is the
-most requests it answered at the same time.
+most requests it answered at the same time. ``server.misbehave_from = k`` makes a mode apply from the k-th
+request on (counting from 1, HEADs included); ``server.stall_on`` is a set of request numbers each held back
+``server.stall_s`` more, and with ``server.stall_together`` so is every request that comes while another is
+being answered.
 """
 
 from __future__ import annotations
@@ -32,18 +35,27 @@ class Server:
         self.bytes_sent = 0
         self.ranges = 0
         self.delay_s = 0.0
-        self.at_once = self.most_at_once = 0
+        self.at_once = self.most_at_once = self.answered = 0
+        self.misbehave_from = 0
+        self.stall_on: set[int] = set()
+        self.stall_s = 60.0
+        self.stall_together = False
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def answering(self) -> Iterator[None]:
+    def answering(self) -> Iterator[str]:
+        """Around one answer: counts it, holds it back, and gives the misbehaviour that applies to it."""
         with self._lock:
             self.at_once += 1
             self.most_at_once = max(self.most_at_once, self.at_once)
+            self.answered += 1
+            number, together = self.answered, self.at_once > 1
         try:
             if self.delay_s:
                 time.sleep(self.delay_s)
-            yield
+            if number in self.stall_on or (self.stall_together and together):
+                time.sleep(self.stall_s)
+            yield self.misbehave if number >= self.misbehave_from else ""
         finally:
             with self._lock:
                 self.at_once -= 1
@@ -57,6 +69,7 @@ class Server:
 def _handler(server: Server) -> type:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as real servers
+        mode = ""  # the misbehaviour that applies to the request being answered
         disable_nagle_algorithm = True  # as real servers: else each answer waits 40 ms for a delayed ACK
 
         def log_message(self, *args: object) -> None:
@@ -73,11 +86,11 @@ def _handler(server: Server) -> type:
             return f'"{st.st_size:x}-{st.st_mtime_ns:x}{"-new" if changed else ""}"'
 
         def do_HEAD(self) -> None:
-            with server.answering():
+            with server.answering() as self.mode:
                 self._head()
 
         def do_GET(self) -> None:
-            with server.answering():
+            with server.answering() as self.mode:
                 self._get()
 
         def _head(self) -> None:
@@ -99,7 +112,7 @@ def _handler(server: Server) -> type:
             server.count(0)
 
         def _get(self) -> None:
-            if server.misbehave == "redirect-endless" and not self.path.startswith("/r/"):
+            if self.mode == "redirect-endless" and not self.path.startswith("/r/"):
                 self.send_response(302)
                 self.send_header("Location", "/r" + self.path)
                 self.send_header("Transfer-Encoding", "chunked")
@@ -109,7 +122,7 @@ def _handler(server: Server) -> type:
                         self.wfile.write(b"100000\r\n" + b"x" * 0x100000 + b"\r\n")
                 except (BrokenPipeError, ConnectionResetError):
                     return
-            if server.misbehave == "drip" and self.headers.get("Range") and self._file() is not None:
+            if self.mode == "drip" and self.headers.get("Range") and self._file() is not None:
                 file = self._file()
                 assert file is not None
                 first, last = (int(v) for v in self.headers["Range"][6:].split("-"))
@@ -123,14 +136,15 @@ def _handler(server: Server) -> type:
                         self.wfile.write(b"x")
                         time.sleep(0.2)
                 except (BrokenPipeError, ConnectionResetError):
-                    return
+                    pass
+                return
             path = self._file()
             if path is None:
                 self._missing()
                 return
             size = path.stat().st_size
             match = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
-            if match is None or server.misbehave == "ignore-range":
+            if match is None or self.mode == "ignore-range":
                 start, end, status = 0, size - 1, 200
             else:
                 start, end, status = int(match[1]), min(int(match[2]), size - 1), 206
@@ -138,18 +152,18 @@ def _handler(server: Server) -> type:
                     server.ranges += 1
             length = end - start + 1
             body_length = length
-            if status == 206 and server.misbehave == "long":
+            if status == 206 and self.mode == "long":
                 body_length = length + 100
             self.send_response(status)
             self.send_header("ETag", self._etag(path))
             self.send_header("Content-Length", str(body_length))
             if status == 206:
-                shown = f"{start + 1}-{end + 1}" if server.misbehave == "wrong-range" else f"{start}-{end}"
+                shown = f"{start + 1}-{end + 1}" if self.mode == "wrong-range" else f"{start}-{end}"
                 self.send_header("Content-Range", f"bytes {shown}/{size}")
             self.end_headers()
             with open(path, "rb") as f:
                 f.seek(start)
-                todo = length // 2 if status == 206 and server.misbehave == "truncate" else length
+                todo = length // 2 if status == 206 and self.mode == "truncate" else length
                 sent = 0
                 while sent < todo:
                     chunk = f.read(min(1 << 20, todo - sent))

@@ -99,6 +99,8 @@ class HttpFile(RemoteFile):
         self._lock = threading.Lock()
         self._connection: http.client.HTTPConnection | None = None
         self._where = url  # after redirects
+        self._spares: list[HttpFile] = []  # copies with connections of their own, kept from the last read_many
+        self._cancelled = False  # a copy whose read_many was given up: it makes no more requests
         try:
             if urllib.parse.urlsplit(url).username is not None:
                 raise SourceError(f"{shown(url)}: credentials in a URL are not sent; jitckpt reads public "
@@ -130,11 +132,7 @@ class HttpFile(RemoteFile):
 
         def expire() -> None:
             expired.set()
-            connection = self._connection
-            sock = getattr(connection, "sock", None)
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            self._cut()
 
         timer = threading.Timer(DEADLINE_S, expire)
         timer.daemon = True
@@ -169,6 +167,8 @@ class HttpFile(RemoteFile):
                 raise SourceError(f"{self.url}: redirected to {self._where[:200]!r}, not an http(s) address")
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             for attempt in (0, 1):
+                if self._cancelled:
+                    raise SourceError(f"{self.url}: cancelled")
                 if self._connection is None:
                     self._connection = self._connect(parts)
                 try:
@@ -203,30 +203,57 @@ class HttpFile(RemoteFile):
         first = self.read(*ranges[0])
         if time.monotonic() - started < NEAR_S:
             return [first, *super().read_many(ranges[1:])]
-        from concurrent.futures import ThreadPoolExecutor
+        return [first, *self._read_on_twins(ranges[1:], shares)]
 
-        ranges = ranges[1:]
+    def _read_on_twins(self, ranges: Sequence[tuple[int, int]], shares: int) -> list[bytes]:
+        """``ranges`` read by ``shares`` copies of this file, a contiguous share each. The first failure (or
+        Ctrl-C) stops them all at once: the others' connections are cut, so none waits out its share."""
+        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
         step = -(-len(ranges) // shares)
-        twins = [self._twin() for _ in range(shares)]
+        twins = self._spares[:shares] + [self._twin() for _ in range(shares - len(self._spares[:shares]))]
+        self._spares = []
+        stop = threading.Event()
+
+        def share(twin: HttpFile, begin: int) -> list[bytes]:
+            answers = []
+            for n, offset in ranges[begin:begin + step]:
+                if stop.is_set():
+                    break
+                answers.append(twin.read(n, offset))
+            return answers
+
+        pool = ThreadPoolExecutor(max_workers=shares)
         try:
-            with ThreadPoolExecutor(max_workers=shares) as pool:
-                parts = list(pool.map(lambda twin, i: RemoteFile.read_many(twin, ranges[i:i + step]), twins,
-                                      range(0, len(ranges), step)))
-        finally:
+            futures = [pool.submit(share, twin, begin) for twin, begin in zip(twins, range(0, len(ranges), step))]
+            pending = set(futures)
+            while pending:  # the first failure, in the order they happen
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                failed = next((f.exception() for f in done if f.exception() is not None), None)
+                if failed is not None:
+                    raise failed
+            self._spares = twins  # their connections kept for the next batch
+            return [data for future in futures for data in future.result()]
+        except BaseException:
+            stop.set()
             for twin in twins:
-                twin._drop_connection()
-                with self._lock:
+                twin._cancelled = True  # no reconnecting after the cut
+                twin._cut()
+            raise
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            with self._lock:
+                for twin in twins:
                     self.requests += twin.requests
                     self.received += twin.received
-        return [first, *(data for part in parts for data in part)]
+                    twin.requests = twin.received = 0
 
     def _twin(self) -> HttpFile:
         """This file with a connection of its own (no HEAD: the size and version are this one's)."""
         twin = object.__new__(HttpFile)
         twin.url, twin.size, twin.version, twin._where = self.url, self.size, self.version, self._where
         twin.requests = twin.received = 0
-        twin._lock, twin._connection = threading.Lock(), None
+        twin._lock, twin._connection, twin._spares, twin._cancelled = threading.Lock(), None, [], False
         return twin
 
     def _fetch(self, n: int, offset: int) -> bytes:
@@ -236,6 +263,13 @@ class HttpFile(RemoteFile):
         except BaseException:
             self._drop_connection()  # an answer left half read: never reuse its connection
             raise
+
+    def _cut(self) -> None:
+        """Shut this file's connection from another thread: a request waiting on it fails at once."""
+        sock = getattr(self._connection, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _drop_connection(self) -> None:
         if self._connection is not None:

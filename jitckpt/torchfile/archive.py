@@ -22,6 +22,7 @@ ZIP_MAGIC = b"PK\x03\x04"  # a local file header: how every zip, and so every to
 
 MAX_ENTRIES = 1 << 20  # a JiT-H/16 training checkpoint has a few thousand
 MAX_CENTRAL_DIRECTORY = 128 << 20
+HEADER_BATCH = 128  # local headers asked for at once: 16 per connection of a remote file
 _EOCD = struct.Struct("<4s4H2LH")  # end of central directory
 _EOCD64 = struct.Struct("<4sQ2H2L4Q")  # zip64 end of central directory
 _LOCATOR = struct.Struct("<4sLQL")  # zip64 end of central directory locator
@@ -106,12 +107,16 @@ def read_archive(path: str, start: int = 0, length: int | None = None) -> Archiv
         directory = window.pread(cd_size, cd_offset)
         if len(directory) != cd_size:
             raise _bad(path, "central directory cut short")
-        central = _parse_central(path, directory, count, cd_offset)
-        # every local header at once: a remote file's over several connections, not a round trip each
-        heads = window.pread_many([(_LOCAL.size + len(name.encode("utf-8")), header)
-                                   for name, (header, _, _) in central.items()])
-        entries = {name: Entry(name, start + _data_offset(path, name, head, header, n, cd_offset), n, crc)
-                   for (name, (header, n, crc)), head in zip(central.items(), heads)}
+        central = list(_parse_central(path, directory, count, cd_offset).items())
+        entries: dict[str, Entry] = {}
+        # the local headers a batch at a time, a remote file's over several connections (not a round trip
+        # each), each batch checked before the next is asked for: a damaged file costs one batch
+        for first in range(0, len(central), HEADER_BATCH):
+            batch = central[first:first + HEADER_BATCH]
+            heads = window.pread_many([(_LOCAL.size + len(name.encode("utf-8")), header)
+                                       for name, (header, _, _) in batch])
+            for (name, (header, n, crc)), head in zip(batch, heads):
+                entries[name] = Entry(name, start + _data_offset(path, name, head, header, n, cd_offset), n, crc)
     return Archive(path, file_size, entries)
 
 

@@ -4,6 +4,10 @@ URL (``memory://``), with the bounds, checksums and one-line errors of local fil
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -75,6 +79,49 @@ def test_concurrent_header_reads_still_catch_a_file_changed_between_requests(ser
     result = runner.invoke(app, ["inspect", f"{base}/checkpoint-last.pth"])
     assert result.exit_code == 2 and "changed on the server while it was being read" in result.stderr, result.output
     assert result.stderr.count("\n") == 1
+
+
+def test_a_failure_on_one_connection_is_said_at_once_though_another_is_stalled(served):
+    root, server, base = served
+    server.delay_s, server.stall_on = 0.01, {12}  # one answer would come a minute late
+    server.misbehave, server.misbehave_from = "wrong-range", 20
+    started = time.monotonic()
+    result = runner.invoke(app, ["inspect", f"{base}/checkpoint-last.pth"])
+    assert result.exit_code == 2 and "sent another range than asked" in result.stderr, result.output
+    assert time.monotonic() - started < server.stall_s / 2  # the stalled connection was cut, not waited for
+
+
+def test_ctrl_c_during_parallel_reads_ends_the_command_at_once(served):
+    root, server, base = served
+    server.delay_s, server.stall_together = 0.01, True  # once several connections ask, each answer is a minute late
+    process = subprocess.Popen([sys.executable, "-m", "jitckpt", "inspect", f"{base}/checkpoint-last.pth"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while server.most_at_once < remote.PARALLEL_REQUESTS and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.most_at_once == remote.PARALLEL_REQUESTS
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=server.stall_s / 2)  # not after the stalled answers
+    assert process.returncode == 130 and stderr == "error: interrupted\n", (process.returncode, stderr)
+
+
+def test_a_damaged_local_header_costs_one_batch_of_requests_not_one_per_entry(tmp_path):
+    import zipfile
+
+    from jitckpt.torchfile.archive import HEADER_BATCH
+
+    sparse_jit_b16_checkpoint(tmp_path / "whole.pth")
+    with zipfile.ZipFile(tmp_path / "whole.pth") as archive:
+        headers = [info.header_offset for info in archive.infolist()]
+    assert len(headers) > 5 * HEADER_BATCH
+    with open(tmp_path / "whole.pth", "r+b") as f:  # the third entry's local header: no longer a header
+        f.seek(headers[2])
+        f.write(b"PK\x09\x09")
+    with serving(tmp_path) as (server, base):
+        server.delay_s = 0.005  # a network: the headers go out over several connections
+        result = runner.invoke(app, ["inspect", f"{base}/whole.pth"])
+    assert result.exit_code == 2 and "bad local header" in result.stderr, result.output
+    assert server.requests < 2 * HEADER_BATCH < len(headers), server.requests
 
 
 @pytest.mark.parametrize("source", ["checkpoint-last.pth", "full.safetensors", "state.dcp", "JiT-T-4"])
