@@ -18,14 +18,9 @@ from ..storage import sources
 MAX_JSON_BYTES = 2 << 20  # a shard index of a 10,000-tensor model is about 1 MB; parsed, JSON takes up to 28x
 
 
-def is_regular_file(path: str | os.PathLike[str]) -> bool:
-    """True for a regular file, directly or through symbolic links (never a FIFO, a device or a folder)."""
-    return sources.is_file(path)
-
-
 def read_json(path: str | os.PathLike[str], limit: int = MAX_JSON_BYTES) -> Any:
     """The JSON value in ``path``; a FormatError naming it when it is not a small regular file of JSON."""
-    if not is_regular_file(path):
+    if not sources.is_file(path):
         what = "missing" if not sources.exists(path) else "not a regular file (a FIFO, device, folder or dangling link)"
         raise FormatError(f"{path}: {what} (the folder's layout needs it)")
     data = sources.read_bytes(os.fspath(path), limit + 1)

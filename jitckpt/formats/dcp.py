@@ -30,7 +30,6 @@ from ..schema import JiTCheckpoint, from_file_payload
 from ..tensors.sharded import Piece, assemble
 from ..tensors.lazy import LazyTensor, TensorRef, iter_refs
 from . import dcp_metadata, lightning
-from ._jsonfile import is_regular_file
 from .dcp_metadata import LIGHTNING_META, METADATA_FILE as METADATA_FILE, Layout  # METADATA_FILE: re-exported
 from .dcp_write import write_folder as write_folder  # noqa: F401 (this format's writer)
 
@@ -69,7 +68,7 @@ def read_tree(path: str) -> dict[str, Any]:
             for key, item in layout.items.items()}
     tree = _unflatten(flat, layout.paths, path)
     extra_meta = sources.join(path, LIGHTNING_META)
-    if sources.exists(extra_meta) and not is_regular_file(extra_meta):
+    if sources.exists(extra_meta) and not sources.is_file(extra_meta):
         raise FormatError(f"{extra_meta}: not a regular file (a FIFO, device, folder or dangling link); the epoch, "
                           "step and callbacks Lightning keeps there cannot be read")
     if not sources.exists(extra_meta) and any(isinstance(k, str) and k.startswith("optimizer_") and k[10:].isdigit()
@@ -97,7 +96,7 @@ class _ShardFiles:
     def __call__(self, name: str) -> str:
         if name not in self.checked:
             full = sources.join(self.folder, name)
-            if not is_regular_file(full):
+            if not sources.is_file(full):
                 raise FormatError(f"{full}: shard file is missing or not a regular file (.metadata stores data "
                                   "there)")
             self.checked[name] = full

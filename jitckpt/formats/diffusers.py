@@ -27,7 +27,7 @@ from ..schema import JiTCheckpoint, from_file_payload
 from ..tensors.anytensor import shape_of
 from ..tensors.lazy import TensorRef
 from . import export, safetensors
-from ._jsonfile import is_regular_file, read_json, try_json
+from ._jsonfile import read_json, try_json
 
 FACTS = facts("diffusers")
 NAME, SUFFIXES, LABEL, DESCRIPTION = FACTS.name, FACTS.suffixes, FACTS.label, FACTS.description
@@ -52,7 +52,7 @@ def transformer_dir(path: str | os.PathLike[str]) -> str | None:
     path = str(path)
     if not sources.is_dir(path):
         return None
-    if is_regular_file(sources.join(path, MODEL_INDEX)) and sources.is_dir(sources.join(path, TRANSFORMER)):
+    if sources.is_file(sources.join(path, MODEL_INDEX)) and sources.is_dir(sources.join(path, TRANSFORMER)):
         return sources.join(path, TRANSFORMER)
     has_weights = any(sources.exists(sources.join(path, n)) for n in (WEIGHTS_FILE, INDEX_FILE))
     if has_weights and is_transformer_config(try_json(sources.join(path, CONFIG_FILE))):
@@ -110,7 +110,7 @@ def read_weights(folder: str) -> tuple[dict[str, TensorRef], dict[str, str], str
     folder: the single weights file, or every shard its index names, each checked against the index."""
     single, index_path = sources.join(folder, WEIGHTS_FILE), sources.join(folder, INDEX_FILE)
     if not sources.exists(index_path):
-        if not is_regular_file(single):
+        if not sources.is_file(single):
             raise FormatError(f"{single}: missing or not a regular file")
         found, meta = safetensors.read_header(single)
         return found, meta, single
@@ -122,7 +122,7 @@ def read_weights(folder: str) -> tuple[dict[str, TensorRef], dict[str, str], str
     first_meta: dict[str, str] | None = None
     for name, keys in sorted(shards.items()):
         shard = sources.join(folder, name)
-        if not is_regular_file(shard):
+        if not sources.is_file(shard):
             raise FormatError(f"{shard}: shard named by {INDEX_FILE} is missing or not a regular file")
         found, meta = safetensors.read_header(shard)
         first_meta = meta if first_meta is None else first_meta

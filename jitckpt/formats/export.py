@@ -16,7 +16,7 @@ from ..errors import FormatError
 from ..storage import sources
 from ..schema import JiTCheckpoint
 from . import safetensors
-from ._jsonfile import is_regular_file, try_json
+from ._jsonfile import try_json
 
 FACTS = facts("export")
 NAME, SUFFIXES, LABEL, DESCRIPTION = FACTS.name, FACTS.suffixes, FACTS.label, FACTS.description
@@ -28,7 +28,7 @@ CONFIG_DIGEST_KEY = "jitckpt.config_sha256"  # in the weights' metadata: the SHA
 
 def detect_folder(path: str | os.PathLike[str]) -> bool:
     config = try_json(sources.join(path, CONFIG_FILE)) if sources.is_dir(path) else None
-    return isinstance(config, dict) and MARK in config and is_regular_file(sources.join(path, WEIGHTS_FILE))
+    return isinstance(config, dict) and MARK in config and sources.is_file(sources.join(path, WEIGHTS_FILE))
 
 
 def recorded_files(path: str) -> list[tuple[str, str]]:

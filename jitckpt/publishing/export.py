@@ -22,11 +22,12 @@ from .. import __version__
 from ..errors import JiTCheckpointError, render
 from ..formats import export as export_format
 from ..formats import is_checkpoint_folder, read
-from ..formats._jsonfile import is_regular_file, read_json
+from ..formats._jsonfile import read_json
 from ..tensors.anytensor import cast, dtype_name
 from ..formats.options import DIFFUSERS_NAMES, EXPORT_DTYPES, EXPORT_LAYOUTS
 from ..formats.diffusers_write import write_folder as write_diffusers
 from ..formats.safetensors import weights_export, write_tensors
+from ..storage import sources
 from ..storage.atomic_folder import OutputFolder, atomic_folder
 from ..model.protocol import resolve_sampling
 from ..schema import JiTCheckpoint
@@ -95,7 +96,7 @@ def _has(ckpt: JiTCheckpoint, which: str) -> bool:
 def _class_names(path: str | os.PathLike) -> dict[int, str]:
     """``id2label`` from a text file of class names, one a line (a UTF-8 byte-order mark and the newlines at the
     end are not names; a blank line inside is)."""
-    if not is_regular_file(path):
+    if not sources.is_file(path):
         raise JiTCheckpointError(f"{path}: not a regular file of class names")
     try:
         with open(path, "rb") as f:
