@@ -93,14 +93,14 @@ def _changed(url: str, was: str | None, now: str | None) -> SourceError:
 class HttpFile(RemoteFile):
     """A file served over HTTP(S) that answers ``Range`` requests with ``206 Partial Content``."""
 
+    _where: str  # the address after redirects
+    _connection: http.client.HTTPConnection | None
+    _spares: list[HttpFile]  # copies with connections of their own, kept from the last read_many
+    _cancelled: bool  # a copy whose read_many was given up: it makes no more requests
+
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.requests = self.received = 0
-        self._lock = threading.Lock()
-        self._connection: http.client.HTTPConnection | None = None
-        self._where = url  # after redirects
-        self._spares: list[HttpFile] = []  # copies with connections of their own, kept from the last read_many
-        self._cancelled = False  # a copy whose read_many was given up: it makes no more requests
+        self.url = self._where = url
+        self._start()
         try:
             if urllib.parse.urlsplit(url).username is not None:
                 raise SourceError(f"{shown(url)}: credentials in a URL are not sent; jitckpt reads public "
@@ -226,12 +226,10 @@ class HttpFile(RemoteFile):
         pool = ThreadPoolExecutor(max_workers=shares)
         try:
             futures = [pool.submit(share, twin, begin) for twin, begin in zip(twins, range(0, len(ranges), step))]
-            pending = set(futures)
-            while pending:  # the first failure, in the order they happen
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                failed = next((f.exception() for f in done if f.exception() is not None), None)
-                if failed is not None:
-                    raise failed
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)  # all of them, or as soon as one fails
+            failed = next((f.exception() for f in done if f.exception() is not None), None)
+            if failed is not None:
+                raise failed
             self._spares = twins  # their connections kept for the next batch
             return [data for future in futures for data in future.result()]
         except BaseException:
@@ -248,12 +246,17 @@ class HttpFile(RemoteFile):
                     self.received += twin.received
                     twin.requests = twin.received = 0
 
+    def _start(self) -> None:
+        """The state a file's own connection needs: none open yet, nothing counted."""
+        self.requests = self.received = 0
+        self._lock = threading.Lock()
+        self._connection, self._spares, self._cancelled = None, [], False
+
     def _twin(self) -> HttpFile:
         """This file with a connection of its own (no HEAD: the size and version are this one's)."""
         twin = object.__new__(HttpFile)
         twin.url, twin.size, twin.version, twin._where = self.url, self.size, self.version, self._where
-        twin.requests = twin.received = 0
-        twin._lock, twin._connection, twin._spares, twin._cancelled = threading.Lock(), None, [], False
+        twin._start()
         return twin
 
     def _fetch(self, n: int, offset: int) -> bytes:
